@@ -1,0 +1,25 @@
+"""Errors that the CLI maps to exit statuses."""
+
+from __future__ import annotations
+
+
+class InputError(Exception):
+    """Bad input from the user: the CLI exits with status 2.
+
+    The message names the file (when there is one), the field and the expected form.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, field: str | None = None):
+        self.path = path
+        self.field = field
+        parts = []
+        if path:
+            parts.append(str(path))
+        if field:
+            parts.append(f"field '{field}'")
+        prefix = ": ".join(parts)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+class NotAvailableError(InputError):
+    """An optional part (package, backend, device) that is absent here."""

@@ -1,0 +1,98 @@
+"""The search-space protocol and the registry of spaces by name.
+
+An architecture is a plain JSON-able dict. Every space gives it a lossless fixed-length
+integer encoding (for pymoo), and names the measurable units ("op keys") it is made of.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable
+
+import numpy as np
+
+from hwnas.errors import InputError
+
+Arch = dict
+OpKey = str  # canonical, e.g. "mbconv|i24x56x56|o40x28x28|k5|e4|s2|se1|relu|res0"
+
+
+class SearchSpace(ABC):
+    """A family of architectures. Subclasses are registered with `@register_space`."""
+
+    name: str = ""
+
+    # --- sampling and variation -------------------------------------------------------
+    @abstractmethod
+    def sample(self, rng: np.random.Generator) -> Arch: ...
+
+    @abstractmethod
+    def mutate(self, arch: Arch, rng: np.random.Generator, prob: float = 0.1) -> Arch: ...
+
+    @abstractmethod
+    def crossover(self, a: Arch, b: Arch, rng: np.random.Generator) -> Arch: ...
+
+    # --- encoding (pymoo works on integer vectors in [xl, xu]) -------------------------
+    @abstractmethod
+    def encode(self, arch: Arch) -> np.ndarray: ...
+
+    @abstractmethod
+    def decode(self, x: np.ndarray) -> Arch: ...
+
+    @property
+    @abstractmethod
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Inclusive integer bounds (xl, xu) of `encode`'s vector."""
+
+    def validate(self, arch: Arch) -> Arch:
+        """Return `arch` in canonical form, or raise InputError naming the bad field."""
+        try:
+            x = self.encode(arch)
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            raise InputError(f"not an architecture of space '{self.name}': {exc}", field="arch") from exc
+        return self.decode(x)
+
+    # --- what an architecture is made of ----------------------------------------------
+    def ops(self, arch: Arch) -> list[OpKey]:
+        """The op keys of a subnet, in order, covering it from input to output."""
+        raise NotImplementedError(f"space '{self.name}' has no op keys")
+
+    def all_ops(self) -> list[OpKey]:
+        """Every op key that any subnet of this space can contain (what profiling measures)."""
+        raise NotImplementedError(f"space '{self.name}' has no op keys")
+
+
+_REGISTRY: dict[str, Callable[..., SearchSpace]] = {}
+
+
+def register_space(name: str):
+    def deco(factory):
+        _REGISTRY[name] = factory
+        return factory
+
+    return deco
+
+
+def space_names() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_space(name: str, **options) -> SearchSpace:
+    """Build a registered space; an unknown name is an InputError listing the known ones."""
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise InputError(f"unknown search space '{name}'; known: {', '.join(sorted(_REGISTRY))}", field="space")
+    return _REGISTRY[name](**options)
+
+
+def _load_builtin() -> None:
+    # importing the modules runs their @register_space decorators
+    import importlib
+    import pkgutil
+
+    import hwnas.space as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name != "base":
+            importlib.import_module(f"hwnas.space.{mod.name}")
