@@ -1,0 +1,21 @@
+"""Shared test settings: one thread, so the suite behaves the same on any machine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_BENCHMARKS = REPO.parent / "shared" / "benchmarks"
+
+
+@pytest.fixture
+def shared_benchmarks() -> Path:
+    """The public benchmark tables kept beside the repository (skip where they are absent)."""
+    if not SHARED_BENCHMARKS.is_dir():
+        pytest.skip(f"public benchmark tables not found at {SHARED_BENCHMARKS}")
+    return SHARED_BENCHMARKS
