@@ -102,7 +102,8 @@ def test_image_folder_split_and_errors(tmp_path):
     for cls in ("cat", "dog", "eel"):
         (tmp_path / "imgs" / cls).mkdir(parents=True)
         for i in range(5):
-            Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)).save(tmp_path / "imgs" / cls / f"{i}.png")
+            pixels = rng.integers(0, 255, (40, 30, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "imgs" / cls / f"{i}.png")
     d = load_dataset(f"folder:{tmp_path / 'imgs'}", image_size=16)
     assert d.classes == ["cat", "dog", "eel"]
     assert d.train_x.shape[1:] == (3, 16, 16)

@@ -7,7 +7,7 @@ integer encoding (for pymoo), and names the measurable units ("op keys") it is m
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
