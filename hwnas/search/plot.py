@@ -1,0 +1,75 @@
+"""Figures of a search: the Pareto front under the budget, and hypervolume per generation."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from hwnas.search.result import SearchResult
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: str | os.PathLike) -> None:
+    from hwnas.io import atomic_write_bytes
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_pareto(path: str | os.PathLike, result: SearchResult, budget: float | None = None, *,
+                x: str = "latency_ms", y: str | None = None) -> None:
+    """Scatter every evaluated architecture, the Pareto front as a step line, the budget as
+    a vertical line. `x`/`y` name objectives or constraints (y: the first other objective)."""
+    plt = _pyplot()
+    names = result.objectives
+    if y is None:
+        y = next((n for n in names if n != x), names[0])
+
+    def value(entry: dict, name: str) -> float:
+        return entry["objectives"].get(name, entry["constraints"].get(name))
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    ok = [e for e in result.evaluated if e["feasible"]]
+    bad = [e for e in result.evaluated if not e["feasible"]]
+    if bad:
+        ax.scatter([value(e, x) for e in bad], [value(e, y) for e in bad], s=6, c="0.8",
+                   label=f"infeasible ({len(bad)})")
+    ax.scatter([value(e, x) for e in ok], [value(e, y) for e in ok], s=6, c="tab:blue", alpha=0.5,
+               label=f"evaluated ({len(ok)})")
+    front = sorted(result.pareto, key=lambda e: value(e, x))
+    ax.step([value(e, x) for e in front], [value(e, y) for e in front], where="post", c="tab:red",
+            marker="o", ms=3, label=f"Pareto front ({len(front)})")
+    if budget is not None:
+        ax.axvline(budget, c="k", ls="--", lw=1, label=f"budget {budget:g}")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(f"{result.settings.get('space', '')} {result.settings.get('strategy', '')}, "
+                 f"{result.evaluations} evaluations, seed {result.seed}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_hypervolume(path: str | os.PathLike, history: Sequence[float], *, label: str = "") -> None:
+    """Hypervolume (normalised objectives) against generation."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(range(1, len(history) + 1), list(history), marker=".", label=label or None)
+    ax.set_xlabel("generation")
+    ax.set_ylabel("hypervolume (normalised)")
+    ax.grid(alpha=0.3)
+    if label:
+        ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)

@@ -1,0 +1,110 @@
+"""The strategy protocol and the registry of strategies by name."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hwnas.errors import InputError
+from hwnas.search.problem import ArchProblem
+from hwnas.space.base import Arch
+
+
+@dataclass
+class SearchBudget:
+    """When to stop: after `evaluations` distinct architectures or `generations`, whichever first."""
+
+    evaluations: int | None = None
+    generations: int | None = None
+
+    def generations_left(self, done: int) -> bool:
+        return self.generations is None or done < self.generations
+
+
+class Strategy(ABC):
+    """A search strategy: drives `problem.evaluate_archs` until the budget is spent.
+
+    Strategies only propose architectures; the evaluator keeps (and counts) everything that
+    was evaluated, and the result is read from it, so all strategies are scored alike.
+    Constructors only store options.
+    """
+
+    name: str = ""
+    # does the strategy optimise all objectives at once, or the first one under constraints?
+    multi_objective: bool = False
+
+    def __init__(self, pop_size: int | None = None, **options: Any):
+        self.pop_size = pop_size
+        self.options = options
+
+    @abstractmethod
+    def run(self, problem: ArchProblem, budget: SearchBudget, seed: int,
+            on_generation: Callable[[], None]) -> None:
+        """Search; call `on_generation()` after each generation's evaluations."""
+
+    def settings(self) -> dict[str, Any]:
+        return {"pop_size": self.pop_size, **self.options}
+
+
+def fitness(problem: ArchProblem, archs: Sequence[Arch]) -> np.ndarray:
+    """Single-objective sort keys, (n, 2) rows of (total constraint violation, first
+    objective): feasible archs first, then by objective; compare with `best_first`."""
+    F, G = problem.evaluate_archs(archs)
+    violation = np.clip(G, 0, None).sum(axis=1) if G.size else np.zeros(len(archs))
+    return np.stack([violation, F[:, 0]], axis=1)
+
+
+def best_first(keys: np.ndarray) -> np.ndarray:
+    """Indices that sort fitness keys from best to worst (stable)."""
+    keys = np.asarray(keys).reshape(-1, 2)
+    return np.lexsort((keys[:, 1], keys[:, 0]))
+
+
+def evaluations_budget(budget: SearchBudget, pop_size: int) -> float:
+    if budget.evaluations is not None:
+        return budget.evaluations
+    if budget.generations is not None:
+        return pop_size * (budget.generations + 1)
+    return math.inf
+
+
+_REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(name: str):
+    def deco(cls: type[Strategy]) -> type[Strategy]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def strategy_names() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_strategy(name: str, **options: Any) -> Strategy:
+    """Build a registered strategy; an unknown name is an InputError listing the known ones."""
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise InputError(f"unknown search strategy '{name}'; known: {', '.join(sorted(_REGISTRY))}",
+                         field="algo")
+    return _REGISTRY[name](**options)
+
+
+def _load_builtin() -> None:
+    import importlib
+    import pkgutil
+
+    import hwnas.search.strategies as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if mod.name != "base":
+            importlib.import_module(f"hwnas.search.strategies.{mod.name}")

@@ -1,0 +1,135 @@
+"""NAS-Bench-201 cell space: a 4-node DAG cell with 6 edges, each one of 5 ops.
+
+The cell is stacked 3 stages x `cells_per_stage` times (16, 32, 64 channels at 32, 16, 8
+pixels) with a residual reduction block between stages, as in NAS-Bench-201.
+
+Architecture: `{"edges": [op, op, op, op, op, op]}` in the order of the benchmark's
+`arch_str`: node1<-0, node2<-0, node2<-1, node3<-0, node3<-1, node3<-2.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hwnas.errors import InputError
+from hwnas.space.base import Arch, OpKey, SearchSpace, register_space
+
+OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+# (to_node, from_node) of each edge, in arch_str order
+EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+N_EDGES = len(EDGES)
+
+
+def to_arch_str(arch: Arch) -> str:
+    """`{"edges": [...]}` -> `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`."""
+    edges = arch["edges"]
+    nodes: list[str] = []
+    for to_node in (1, 2, 3):
+        cells = [f"{edges[i]}~{src}" for i, (dst, src) in enumerate(EDGES) if dst == to_node]
+        nodes.append("|" + "|".join(cells) + "|")
+    return "+".join(nodes)
+
+
+def from_arch_str(text: str) -> Arch:
+    """Parse the benchmark's `arch_str`; a malformed string is an InputError naming what is wrong."""
+    nodes = str(text).strip().split("+")
+    if len(nodes) != 3:
+        raise InputError(f"expected 3 '+'-separated nodes in arch_str, got {text!r}", field="arch_str")
+    edges: list[str] = []
+    for to_node, node in enumerate(nodes, start=1):
+        cells = [c for c in node.strip().split("|") if c]
+        if len(cells) != to_node:
+            raise InputError(f"node {to_node} needs {to_node} inputs in arch_str {text!r}", field="arch_str")
+        for src, cell in enumerate(cells):
+            op, sep, idx = cell.partition("~")
+            if not sep or idx != str(src) or op not in OPS:
+                raise InputError(
+                    f"bad edge {cell!r} in arch_str {text!r}; expected OP~{src} with OP in {', '.join(OPS)}",
+                    field="arch_str",
+                )
+            edges.append(op)
+    return {"edges": edges}
+
+
+@register_space("nb201")
+class NB201Space(SearchSpace):
+    """The NAS-Bench-201 cell space (15,625 architectures)."""
+
+    name = "nb201"
+
+    def __init__(self, num_classes: int = 10, cells_per_stage: int = 5, resolution: int = 32,
+                 channels: int = 16):
+        self.num_classes = num_classes
+        self.cells_per_stage = cells_per_stage
+        self.resolution = resolution
+        self.channels = channels
+
+    # --- sampling and variation -------------------------------------------------------
+    def sample(self, rng: np.random.Generator) -> Arch:
+        return self.decode(rng.integers(0, len(OPS), size=N_EDGES))
+
+    def mutate(self, arch: Arch, rng: np.random.Generator, prob: float = 0.1) -> Arch:
+        """Each edge, with probability `prob`, becomes a different op."""
+        x = self.encode(arch)
+        for i in range(N_EDGES):
+            if rng.random() < prob:
+                x[i] = (x[i] + rng.integers(1, len(OPS))) % len(OPS)
+        return self.decode(x)
+
+    def crossover(self, a: Arch, b: Arch, rng: np.random.Generator) -> Arch:
+        """Uniform crossover: each edge from either parent."""
+        xa, xb = self.encode(a), self.encode(b)
+        return self.decode(np.where(rng.random(N_EDGES) < 0.5, xa, xb))
+
+    # --- encoding ------------------------------------------------------------------------
+    def encode(self, arch: Arch) -> np.ndarray:
+        edges = arch["edges"]
+        if len(edges) != N_EDGES:
+            raise ValueError(f"'edges' needs {N_EDGES} ops, got {len(edges)}")
+        try:
+            return np.array([OPS.index(op) for op in edges], dtype=np.int64)
+        except ValueError as exc:
+            raise ValueError(f"unknown op in {list(edges)}; ops are {', '.join(OPS)}") from exc
+
+    def decode(self, x: np.ndarray) -> Arch:
+        return {"edges": [OPS[int(v)] for v in np.asarray(x).reshape(-1)[:N_EDGES]]}
+
+    @property
+    def bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(N_EDGES, dtype=np.int64), np.full(N_EDGES, len(OPS) - 1, dtype=np.int64)
+
+    def smallest(self) -> Arch:
+        """The cheapest cell: every edge 'none' (the cell outputs zeros)."""
+        return {"edges": ["none"] * N_EDGES}
+
+    def largest(self) -> Arch:
+        return {"edges": ["nor_conv_3x3"] * N_EDGES}
+
+    def all_archs(self) -> list[Arch]:
+        """Every architecture of the space, in encoding order (5**6 = 15,625)."""
+        grid = np.stack(np.meshgrid(*[np.arange(len(OPS))] * N_EDGES, indexing="ij"), -1)
+        return [self.decode(x) for x in grid.reshape(-1, N_EDGES)]
+
+    # --- op keys --------------------------------------------------------------------------
+    def _stages(self) -> list[tuple[int, int]]:
+        return [(self.channels * 2**s, self.resolution // 2**s) for s in range(3)]
+
+    def ops(self, arch: Arch) -> list[OpKey]:
+        """Stem, every non-'none' edge of every cell, the reduction blocks and the head."""
+        edges = self.validate(arch)["edges"]
+        c0, h0 = self._stages()[0]
+        keys: list[OpKey] = [f"nb201|stem_conv3x3_bn|i3x{h0}x{h0}|o{c0}x{h0}x{h0}"]
+        for s, (c, h) in enumerate(self._stages()):
+            if s > 0:
+                pc, ph = self._stages()[s - 1]
+                keys.append(f"nb201|resblock_s2|i{pc}x{ph}x{ph}|o{c}x{h}x{h}")
+            for _ in range(self.cells_per_stage):
+                keys.extend(f"nb201|{op}|i{c}x{h}x{h}|o{c}x{h}x{h}" for op in edges if op != "none")
+        c, h = self._stages()[-1]
+        keys.append(f"nb201|bn_relu_gap_fc|i{c}x{h}x{h}|o{self.num_classes}")
+        return keys
+
+    def all_ops(self) -> list[OpKey]:
+        everything = self.ops({"edges": ["skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3",
+                                          "skip_connect", "skip_connect"]})
+        return sorted(set(everything))
