@@ -10,11 +10,11 @@
 """
 
 from hwnas.search.indicators import hypervolume, normalize, pareto_front
+from hwnas.search.optimize import search
+from hwnas.search.plot import plot_hypervolume, plot_pareto
 from hwnas.search.problem import ArchEvaluator, ArchProblem, ObjectiveSpec
 from hwnas.search.result import SearchResult, best_under_budget
 from hwnas.search.strategies import SearchBudget, Strategy, get_strategy, register_strategy, strategy_names
-from hwnas.search.optimize import search  # noqa: I001 - needs the strategies registered above
-from hwnas.search.plot import plot_hypervolume, plot_pareto
 
 __all__ = [
     "ArchEvaluator", "ArchProblem", "ObjectiveSpec", "SearchBudget", "SearchResult", "Strategy",

@@ -116,7 +116,7 @@ def _build_result(problem: ArchProblem, strategy: Strategy, snapshots: list[int]
          "objectives": {n: r.values[n] for n in spec.objectives},
          "constraints": {n: r.values[n] for n, _ in spec.constraints},
          "feasible": bool(ok)}
-        for r, ok in zip(records, feasible)
+        for r, ok in zip(records, feasible, strict=True)
     ]
     feasible_idx = np.flatnonzero(feasible)
     front = feasible_idx[pareto_front(F[feasible_idx])] if len(feasible_idx) else feasible_idx

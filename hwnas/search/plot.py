@@ -18,8 +18,9 @@ def _pyplot():
 
 
 def _save(fig, path: str | os.PathLike) -> None:
-    from hwnas.io import atomic_write_bytes
     import io
+
+    from hwnas.io import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")

@@ -76,7 +76,7 @@ class ArchEvaluator:
         """Every metric for every arch (cached); new archs are measured in one batch per metric."""
         keys = [arch_key(self.space, a) for a in archs]
         new: dict[tuple[int, ...], Arch] = {}
-        for key, arch in zip(keys, archs):
+        for key in keys:
             if key not in self._index and key not in new:
                 new[key] = self.space.decode(np.array(key))
         if len(new) > self.remaining:

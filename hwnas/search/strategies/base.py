@@ -50,6 +50,15 @@ class Strategy(ABC):
     def settings(self) -> dict[str, Any]:
         return {"pop_size": self.pop_size, **self.options}
 
+    def population_size(self, budget: SearchBudget, default: int) -> int:
+        """`pop_size` if given; else `default`, shrunk under a small evaluation budget so the
+        search still runs about 20 generations (never below 10)."""
+        if self.pop_size:
+            return int(self.pop_size)
+        if budget.evaluations is not None:
+            return int(min(default, max(10, round(budget.evaluations / 20))))
+        return default
+
 
 def fitness(problem: ArchProblem, archs: Sequence[Arch]) -> np.ndarray:
     """Single-objective sort keys, (n, 2) rows of (total constraint violation, first

@@ -47,7 +47,7 @@ def fill_feasible(problem: ArchProblem, make: Callable[[], Arch], n: int) -> lis
         if not batch:
             break
         keys = fitness(problem, batch)
-        out.extend((a, k) for a, k in zip(batch, keys) if k[0] <= 0)
+        out.extend((a, k) for a, k in zip(batch, keys, strict=True) if k[0] <= 0)
     return out
 
 
@@ -89,10 +89,10 @@ class OFAEvolution(Strategy):
             order = best_first(np.array([k for _, k in population]))
             parents = [population[i][0] for i in order[:n_parents]]
 
-            def mutant() -> Arch:
+            def mutant(parents: list[Arch] = parents) -> Arch:
                 return self.mutate(problem, parents[rng.integers(len(parents))], rng)
 
-            def crossed() -> Arch:
+            def crossed(parents: list[Arch] = parents) -> Arch:
                 a, b = parents[rng.integers(len(parents))], parents[rng.integers(len(parents))]
                 return space.crossover(a, b, rng)
 

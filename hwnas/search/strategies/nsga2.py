@@ -21,7 +21,8 @@ DEFAULT_POP_SIZE = 100
 
 @register_strategy("nsga2")
 class NSGA2Strategy(Strategy):
-    """Options: `pop_size` (100), `mutation_prob` per gene (max(0.1, 1/n_var)),
+    """Options: `pop_size` (100; under an evaluation budget K, min(100, max(10, K/20))),
+    `mutation_prob` per gene (max(0.1, 1/n_var)),
     `crossover_prob` (0.9)."""
 
     multi_objective = True
@@ -29,7 +30,7 @@ class NSGA2Strategy(Strategy):
     def run(self, problem: ArchProblem, budget: SearchBudget, seed: int,
             on_generation: Callable[[], None]) -> None:
         space, evaluator = problem.space, problem.evaluator
-        pop_size = self.pop_size or DEFAULT_POP_SIZE
+        pop_size = self.pop_size = self.population_size(budget, DEFAULT_POP_SIZE)
         algorithm = NSGA2(
             pop_size=pop_size,
             sampling=SpaceSampling(space, evaluator),

@@ -18,21 +18,25 @@ from hwnas.search.strategies.base import SearchBudget, Strategy, best_first, fit
 from hwnas.space.base import Arch
 
 DEFAULT_POP_SIZE = 50
-DEFAULT_SAMPLE_SIZE = 10
 # tries to draw a child that differs from its parent
 _MAX_MUTATION_TRIES = 100
 
 
 @register_strategy("regularized-evolution")
 class RegularizedEvolution(Strategy):
-    """Options: `pop_size` P (50), `sample_size` S (10), `mutation_prob` per gene
+    """Options: `pop_size` P (50; under an evaluation budget K, min(50, max(10, K/20))),
+    `sample_size` S (P/4), `mutation_prob` per gene
     (1/n_var: one gene on average, at least one always). A generation is P children."""
 
     multi_objective = False
 
     def settings(self) -> dict:
-        return {"pop_size": self.pop_size or DEFAULT_POP_SIZE,
-                "sample_size": self.options.get("sample_size", DEFAULT_SAMPLE_SIZE), **self.options}
+        pop_size = self.pop_size or DEFAULT_POP_SIZE
+        return {"pop_size": pop_size, "sample_size": self.sample_size(pop_size), **self.options}
+
+    def sample_size(self, pop_size: int) -> int:
+        # AmoebaNet's ratio (P=100, S=25) unless given
+        return min(pop_size, int(self.options.get("sample_size", max(2, round(pop_size / 4)))))
 
     def child(self, problem: ArchProblem, parent: Arch, rng: np.random.Generator) -> Arch:
         """A mutant of `parent` that differs from it, preferably one not evaluated yet."""
@@ -54,8 +58,8 @@ class RegularizedEvolution(Strategy):
             on_generation: Callable[[], None]) -> None:
         space, evaluator = problem.space, problem.evaluator
         rng = np.random.default_rng(seed)
-        pop_size = self.pop_size or DEFAULT_POP_SIZE
-        sample_size = min(int(self.options.get("sample_size", DEFAULT_SAMPLE_SIZE)), pop_size)
+        pop_size = self.pop_size = self.population_size(budget, DEFAULT_POP_SIZE)
+        sample_size = self.sample_size(pop_size)
 
         initial: list[Arch] = []
         while len(initial) < pop_size and evaluator.count_new(initial) < evaluator.remaining:
@@ -63,7 +67,7 @@ class RegularizedEvolution(Strategy):
         if not initial:
             return
         keys = fitness(problem, initial)
-        population: deque[tuple[Arch, np.ndarray]] = deque(zip(initial, keys))
+        population: deque[tuple[Arch, np.ndarray]] = deque(zip(initial, keys, strict=True))
         on_generation()
         generation, steps = 1, 0
         while budget.generations_left(generation) and evaluator.remaining > 0:
