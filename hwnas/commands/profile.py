@@ -1,18 +1,49 @@
-"""`hwnas profile`: not available yet (its implementation lands with its own change)."""
+"""`hwnas profile`: measure every op of a search space on a device into a latency table."""
 
 from __future__ import annotations
 
 import argparse
 
-from hwnas.errors import NotAvailableError
+HELP = "measure every op of a search space on a device profile into a latency table"
+DESCRIPTION = """\
+Measure every op key of a search space (at the profile's resolutions and batch) with the
+profile's backend and measurement protocol, and write a latency table with its provenance
+(device fingerprint, library versions, protocol). The table is saved after every op:
+an interrupted run is continued with --resume, without re-measuring what it holds.
 
-HELP = "not available yet"
-DESCRIPTION = HELP
+example:
+  hwnas profile device_profiles/cpu-ort-1t.yaml --space mbv3-small-input
+  hwnas profile cpu-ort-all --space mbv3-small-input --out latency_tables/mine.json --resume --json
+"""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("device_profile", metavar="PROFILE",
+                        help="device profile YAML, or the name of a shipped one (device_profiles/)")
+    parser.add_argument("--space", required=True, help="search space name, e.g. mbv3-small-input")
+    parser.add_argument("--out", default=None,
+                        help="table to write (default: latency_tables/<profile>_<space>.json)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an existing partial table; measured op keys are kept")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing table at --out")
+    parser.add_argument("--quick", action="store_true",
+                        help="reduced protocol for smoke tests: 3 warm-up runs, 10-100 timed runs, "
+                        "<= 0.1 s per op, 5%% CI target, at most one re-measurement")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    # measure only the first N op keys (tests and interrupted-run demonstrations)
+    parser.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> dict:
-    raise NotAvailableError("'hwnas profile' is not available yet")
+    from hwnas.latency.profile import profile
+
+    return profile(
+        args.device_profile,
+        args.space,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        quick=args.quick,
+        limit=args.limit,
+        progress=not args.no_progress,
+    )

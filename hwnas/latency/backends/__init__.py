@@ -1,1 +1,167 @@
-"""latency/backends"""
+"""Latency backends, looked up by the profile's `backend` name: `get_backend(profile)`.
+
+A backend compiles once and is then timed: `backend.prepare(module, input_shape)` turns a
+torch module and the input shape *with* batch into a `Runner` (an ONNX Runtime session, a
+TensorRT engine, a TVM library, a torch module on its device) bound to a random-normal
+input of that shape; `hwnas.latency.measure.measure(runner, protocol)` times it. Per-op
+profiling and end-to-end measurement of a whole subnet go through this same path.
+
+A new backend is one file in this folder named after the backend, whose class is
+decorated with `@register_backend("<name>")`; it is imported when a profile names it.
+Packages a backend needs are imported inside it, so an absent one raises
+NotAvailableError only when that backend is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import pkgutil
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from typing import Any
+
+from hwnas.device_profile import DeviceProfile
+from hwnas.errors import InputError, NotAvailableError
+from hwnas.latency.measure import Runner
+
+ONNX_OPSET = 17
+INPUT_SEED = 0
+
+
+class Backend(ABC):
+    """Compiles a model for one device profile and hands back a Runner to time it."""
+
+    name: str = ""
+    # distributions whose versions are recorded with every table this backend measures
+    packages: tuple[str, ...] = ()
+
+    def __init__(self, profile: DeviceProfile):
+        self.profile = profile
+        self.options = dict(profile.options)
+
+    def check_available(self) -> None:
+        """Raise NotAvailableError (naming what is missing) when this backend cannot run here."""
+        return None
+
+    @abstractmethod
+    def prepare(self, module: Any, input_shape: Sequence[int]) -> Runner:
+        """Compile `module` for an input of `input_shape` (batch included) and bind a random input."""
+
+    def versions(self) -> dict[str, str]:
+        return package_versions(self.packages)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings this backend measures under (recorded in the table)."""
+        return {"backend": self.name, "options": self.options, "threads": self.profile.threads()}
+
+
+_REGISTRY: dict[str, type[Backend]] = {}
+
+
+def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
+    def deco(cls: type[Backend]) -> type[Backend]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def backend_names() -> list[str]:
+    """Every backend with a file in this folder (importing none of their packages)."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def get_backend(profile: DeviceProfile) -> Backend:
+    """The profile's backend, ready to prepare models; NotAvailableError if it cannot run here."""
+    name = profile.backend
+    if name not in _REGISTRY:
+        if name not in backend_names():
+            raise InputError(
+                f"unknown backend {name!r}; known: {', '.join(backend_names())}", path=profile.path, field="backend"
+            )
+        importlib.import_module(f"{__name__}.{name}")
+    if name not in _REGISTRY:
+        raise InputError(f"backend module {name!r} registers no backend", path=profile.path, field="backend")
+    backend = _REGISTRY[name](profile)
+    backend.check_available()
+    return backend
+
+
+def package_versions(names: Sequence[str]) -> dict[str, str]:
+    """Installed versions of the given distributions (absent ones are left out)."""
+    found = {}
+    for dist in names:
+        try:
+            found[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def random_input(input_shape: Sequence[int], *, seed: int = INPUT_SEED):
+    """A float32 tensor of the real shape, standard normal (never all zeros), reproducible."""
+    import torch
+
+    if not input_shape or any(int(d) < 1 for d in input_shape):
+        raise InputError(f"expected an input shape of positive integers, got {tuple(input_shape)}", field="input_shape")
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(tuple(int(d) for d in input_shape), generator=gen, dtype=torch.float32)
+
+
+def export_onnx_bytes(module: Any, example: Any, *, opset: int = ONNX_OPSET) -> bytes:
+    """Export a torch module to ONNX (TorchScript exporter, fixed shapes) in memory.
+
+    The single input is named "input" and the single output "output".
+    """
+    import torch
+
+    module = module.eval()
+    buf = io.BytesIO()
+    threads = torch.get_num_threads()
+    # one torch thread: idle OpenMP workers left spinning would steal cores from the next timed runs
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            # the TorchScript exporter announces its deprecation on every call
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            warnings.simplefilter("ignore", category=FutureWarning)
+            warnings.simplefilter("ignore", category=UserWarning)
+            torch.onnx.export(
+                module,
+                (example,),
+                buf,
+                opset_version=opset,
+                dynamo=False,
+                input_names=["input"],
+                output_names=["output"],
+                do_constant_folding=True,
+            )
+    finally:
+        torch.set_num_threads(threads)
+    return buf.getvalue()
+
+
+def require_cuda(what: str) -> None:
+    """NotAvailableError unless torch sees a CUDA GPU."""
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - torch is a dependency
+        raise NotAvailableError(f"{what} needs torch with CUDA; torch is not installed") from exc
+    if not torch.cuda.is_available():
+        raise NotAvailableError(f"{what} needs a CUDA GPU; torch sees none on this machine")
+
+
+__all__ = [
+    "Backend",
+    "backend_names",
+    "export_onnx_bytes",
+    "get_backend",
+    "package_versions",
+    "random_input",
+    "register_backend",
+    "require_cuda",
+]

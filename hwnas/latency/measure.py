@@ -1,0 +1,324 @@
+"""The measurement protocol: how one latency number is taken, and what is recorded with it.
+
+A backend turns a model into a `Runner` (compile once); `measure(runner, protocol)` then
+times it: warm-up runs, then timed runs until the median is stable (the 95 % confidence
+interval of the median, from order statistics, is narrower than `rel_ci` of it) or a cap
+(`max_repeats`, `max_seconds`) is reached. An entry whose relative IQR exceeds `max_cv`
+is measured again, up to `remeasure` times, and the least noisy attempt is kept.
+
+Timing is honest for the device it runs on: on a CPU a `perf_counter_ns` pair around
+a synchronous run; on a CUDA GPU device events around the launches (or around replays
+of a CUDA graph that holds several runs), never a host clock around asynchronous work.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hwnas.device_profile import DeviceProfile, MeasurementProtocol
+
+# the fewest timed runs a number is ever based on, even when `max_seconds` is reached first
+MIN_SAMPLES = 5
+# z for a two-sided 95 % interval
+_Z95 = 1.959963984540054
+
+
+def time_calls(fn: Callable[[], Any], n: int) -> list[float]:
+    """Host-clock latency (ms) of `n` calls of a synchronous `fn`, one sample per call."""
+    samples = []
+    clock = time.perf_counter_ns
+    for _ in range(n):
+        start = clock()
+        fn()
+        samples.append((clock() - start) / 1e6)
+    return samples
+
+
+class Runner(ABC):
+    """A compiled model bound to an input of its real shape, ready to be timed.
+
+    Subclasses provide `run` (one inference that has finished when it returns); runners
+    whose work is asynchronous override `time` to use device-side timing.
+    """
+
+    timing: str = "wallclock"
+
+    @abstractmethod
+    def run(self) -> None:
+        """One inference, finished (synchronised) when this returns."""
+
+    def warmup(self, n: int) -> None:
+        for _ in range(n):
+            self.run()
+
+    def time(self, n: int) -> list[float]:
+        """`n` timed inferences, one latency in milliseconds each."""
+        return time_calls(self.run, n)
+
+    def close(self) -> None:
+        """Release what `prepare` allocated (sessions, device memory)."""
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        """Settings that identify how this runner times (recorded with each measurement)."""
+        return {"timing": self.timing}
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class CallableRunner(Runner):
+    """Times any synchronous Python callable (a model already bound to its input, a kernel)."""
+
+    def __init__(self, fn: Callable[[], Any]):
+        self.fn = fn
+
+    def run(self) -> None:
+        self.fn()
+
+
+class CudaRunner(Runner):
+    """Times asynchronous CUDA work.
+
+    `launch` enqueues one inference on the current stream and returns without waiting; it
+    runs on `stream` (a torch.cuda.Stream). With `graph_runs` > 0, `launch` is captured that
+    many times into one CUDA graph and each replay counts as `graph_runs` inferences (launch
+    overhead amortised, as in a deployment with graphs). timing "cuda_events": a pair of
+    device events around each launch or replay; "wallclock": the host clock around a launch
+    or replay followed by a stream synchronise.
+    """
+
+    def __init__(self, launch: Callable[[], Any], stream: Any, *, graph_runs: int = 0, timing: str = "cuda_events"):
+        import torch
+
+        if timing not in ("cuda_events", "wallclock"):
+            raise ValueError(f"CudaRunner times with 'cuda_events' or 'wallclock', got {timing!r}")
+        self.torch = torch
+        self.launch = launch
+        self.stream = stream
+        self.event_timing = timing
+        self.graph_runs = graph_runs
+        self.graph = None
+        # the module and input were placed by the default stream; work on `stream` must follow it
+        stream.wait_stream(torch.cuda.current_stream())
+        if graph_runs > 0:
+            self._capture()
+
+    @property
+    def timing(self) -> str:  # type: ignore[override]
+        if self.event_timing == "cuda_events" and self.graph_runs > 1:
+            return "cuda_graph"
+        return self.event_timing
+
+    def _capture(self) -> None:
+        torch = self.torch
+        # eager runs on the capture stream first: lazy initialisation (cuDNN, allocator) must not be captured
+        with torch.cuda.stream(self.stream):
+            for _ in range(3):
+                self.launch()
+        self.stream.synchronize()
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, stream=self.stream):
+            for _ in range(self.graph_runs):
+                self.launch()
+        self.stream.synchronize()
+
+    def _enqueue(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self.launch()
+
+    def _per_enqueue(self) -> int:
+        return max(1, self.graph_runs)
+
+    def run(self) -> None:
+        with self.torch.cuda.stream(self.stream):
+            self._enqueue()
+        self.stream.synchronize()
+
+    def warmup(self, n: int) -> None:
+        for _ in range(max(1, math.ceil(n / self._per_enqueue()))):
+            self.run()
+
+    def time(self, n: int) -> list[float]:
+        per = self._per_enqueue()
+        enqueues = max(1, math.ceil(n / per))
+        if self.event_timing == "wallclock":
+            per_enqueue = Runner.time(self, enqueues)
+        else:
+            torch = self.torch
+            starts = [torch.cuda.Event(enable_timing=True) for _ in range(enqueues)]
+            ends = [torch.cuda.Event(enable_timing=True) for _ in range(enqueues)]
+            with torch.cuda.stream(self.stream):
+                for start, end in zip(starts, ends, strict=True):
+                    start.record(self.stream)
+                    self._enqueue()
+                    end.record(self.stream)
+            self.stream.synchronize()
+            per_enqueue = [s.elapsed_time(e) for s, e in zip(starts, ends, strict=True)]
+        # one sample per inference, so sample counts mean the same for every timing method
+        return [ms / per for ms in per_enqueue for _ in range(per)][:n]
+
+    def describe(self) -> dict[str, Any]:
+        return {"timing": self.timing, "device": "cuda", "graph_runs": self.graph_runs}
+
+    def close(self) -> None:
+        self.graph = None
+
+
+@dataclass
+class Measurement:
+    """One measured latency with its dispersion and the conditions it was taken under."""
+
+    median_ms: float
+    mean_ms: float
+    min_ms: float
+    p10_ms: float
+    p25_ms: float
+    p75_ms: float
+    p90_ms: float
+    cv: float  # robust coefficient of variation, (p75 - p25) / median: re-measured when above max_cv
+    std_over_mean: float  # classic coefficient of variation (sensitive to rare outliers such as preemption)
+    ci_low_ms: float  # 95 % confidence interval of the median (order statistics)
+    ci_high_ms: float
+    n: int  # timed runs behind these numbers
+    stop_reason: str  # "stable", "max_repeats" or "max_seconds"
+    attempts: int  # 1 + re-measurements made because the entry was noisy
+    seconds: float  # wall time spent, warm-up and every attempt included
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rel_ci(self) -> float:
+        """Half-width of the median's 95 % confidence interval, relative to the median."""
+        return (self.ci_high_ms - self.ci_low_ms) / 2 / self.median_ms if self.median_ms > 0 else math.inf
+
+    def entry(self) -> dict[str, Any]:
+        """The record a latency table keeps for one op key."""
+        return {
+            "median_ms": round(self.median_ms, 6),
+            "p25_ms": round(self.p25_ms, 6),
+            "p75_ms": round(self.p75_ms, 6),
+            "cv": round(self.cv, 5),
+            "n": self.n,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def median_ci(sorted_samples: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """Distribution-free 95 % confidence interval of the median from order statistics."""
+    x = np.asarray(sorted_samples)
+    n = len(x)
+    half = _Z95 * math.sqrt(n) / 2
+    lo = max(0, math.floor(n / 2 - half) - 1)  # 1-based rank -> 0-based index
+    hi = min(n - 1, math.ceil(n / 2 + half))
+    return float(x[lo]), float(x[hi])
+
+
+def summarize(samples: Sequence[float], *, stop_reason: str, attempts: int = 1, seconds: float = 0.0,
+              settings: dict[str, Any] | None = None) -> Measurement:
+    """Turn raw samples (ms) into a Measurement."""
+    x = np.sort(np.asarray(samples, dtype=np.float64))
+    if len(x) == 0:
+        raise ValueError("no samples to summarise")
+    median = float(np.median(x))
+    p10, p25, p75, p90 = (float(v) for v in np.percentile(x, [10, 25, 75, 90]))
+    mean = float(x.mean())
+    ci_low, ci_high = median_ci(x)
+    return Measurement(
+        median_ms=median,
+        mean_ms=mean,
+        min_ms=float(x[0]),
+        p10_ms=p10,
+        p25_ms=p25,
+        p75_ms=p75,
+        p90_ms=p90,
+        cv=(p75 - p25) / median if median > 0 else 0.0,
+        std_over_mean=float(x.std() / mean) if mean > 0 else 0.0,
+        ci_low_ms=ci_low,
+        ci_high_ms=ci_high,
+        n=int(len(x)),
+        stop_reason=stop_reason,
+        attempts=attempts,
+        seconds=seconds,
+        settings=dict(settings or {}),
+    )
+
+
+def _is_stable(samples: list[float], rel_ci: float) -> bool:
+    x = np.sort(np.asarray(samples))
+    median = float(np.median(x))
+    lo, hi = median_ci(x)
+    return median > 0 and (hi - lo) / 2 / median <= rel_ci
+
+
+def measure_once(runner: Runner, protocol: MeasurementProtocol, *, warmup: bool = True) -> Measurement:
+    """Warm up, then time until the median is stable or a cap is reached (no re-measurement)."""
+    began = time.perf_counter()
+    if warmup and protocol.warmup > 0:
+        runner.warmup(protocol.warmup)
+    # a first timed run tells how many runs fit in a chunk between stopping-rule checks
+    samples = runner.time(1)
+    deadline = time.perf_counter() + protocol.max_seconds
+    while True:
+        n = len(samples)
+        remaining_s = deadline - time.perf_counter()
+        if n >= protocol.min_repeats and _is_stable(samples, protocol.rel_ci):
+            stop_reason = "stable"
+            break
+        if n >= protocol.max_repeats:
+            stop_reason = "max_repeats"
+            break
+        if remaining_s <= 0 and n >= min(MIN_SAMPLES, protocol.max_repeats):
+            stop_reason = "max_seconds"
+            break
+        per_run_s = max(float(np.median(samples)) / 1e3, 1e-6)
+        # the stopping rule is checked whenever the sample count grew by half, or a tenth of the time cap passed
+        chunk = int(min(protocol.max_seconds / 10, max(remaining_s, 0.0)) / per_run_s)
+        chunk = min(chunk, max(1, n // 2))
+        if n < protocol.min_repeats:
+            chunk = min(chunk, protocol.min_repeats - n)
+        if remaining_s <= 0:
+            chunk = MIN_SAMPLES - n
+        chunk = max(1, min(chunk, protocol.max_repeats - n))
+        samples.extend(runner.time(chunk))
+    settings = {**asdict(protocol), **runner.describe()}
+    return summarize(samples, stop_reason=stop_reason, seconds=time.perf_counter() - began, settings=settings)
+
+
+def measure(runner: Runner, protocol: MeasurementProtocol) -> Measurement:
+    """The full protocol: measure, then re-measure a noisy result keeping the least noisy attempt."""
+    began = time.perf_counter()
+    best = measure_once(runner, protocol)
+    attempts = 1
+    while best.cv > protocol.max_cv and attempts <= protocol.remeasure:
+        # the runner is already warm; a short warm-up still absorbs whatever ran in between
+        again = measure_once(runner, protocol)
+        attempts += 1
+        if again.cv < best.cv:
+            best = again
+    best.attempts = attempts
+    best.seconds = time.perf_counter() - began
+    return best
+
+
+def measure_module(profile: DeviceProfile, module: Any, input_shape: Sequence[int],
+                   protocol: MeasurementProtocol | None = None) -> Measurement:
+    """Measure a torch module on the profile's backend; `input_shape` excludes the batch dimension."""
+    from hwnas.latency.backends import get_backend
+
+    backend = get_backend(profile)
+    with backend.prepare(module, (profile.batch, *input_shape)) as runner:
+        return measure(runner, protocol or profile.protocol)

@@ -1,0 +1,207 @@
+"""`profile`: measure every op key of a search space on a device profile into a latency table.
+
+Each op key is built as a small torch module with its real input shape, compiled once by
+the profile's backend and timed with the measurement protocol. The table is saved
+atomically after every op, so an interrupted run (even `kill -9`) loses at most the op in
+flight; `resume=True` continues it without re-measuring what it holds, and refuses a table
+made with another profile, space, device or library versions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from hwnas.device_profile import DeviceProfile, MeasurementProtocol, load_profile
+from hwnas.errors import InputError
+from hwnas.latency.backends import Backend, get_backend, package_versions
+from hwnas.latency.fingerprint import device_fingerprint, same_device
+from hwnas.latency.measure import measure
+from hwnas.latency.table import LatencyTable
+from hwnas.space import get_space
+
+DEFAULT_TABLE_DIR = Path("latency_tables")
+# recorded for every table whatever the backend: the exporter, the runtime of the default backend, numpy
+BASE_PACKAGES = ("hwnas", "torch", "onnx", "numpy")
+INPUT_DESCRIPTION = "float32 standard normal of the op's real input shape (batch included), seed 0"
+
+
+def quick_protocol(protocol: MeasurementProtocol) -> MeasurementProtocol:
+    """The reduced protocol of `--quick` (smoke tests, the demo).
+
+    It changes: warm-up 3 runs, 10 to 100 timed runs, at most 0.1 s per op, stop once the
+    median's 95 % CI half-width is within 5 %, at most one re-measurement. The statistic
+    (median), the noise criterion and the timing method are unchanged.
+    """
+    return replace(
+        protocol,
+        warmup=min(protocol.warmup, 3),
+        min_repeats=min(protocol.min_repeats, 10),
+        max_repeats=min(protocol.max_repeats, 100),
+        max_seconds=min(protocol.max_seconds, 0.1),
+        rel_ci=max(protocol.rel_ci, 0.05),
+        remeasure=min(protocol.remeasure, 1),
+    )
+
+
+def default_table_path(profile_name: str, space_name: str) -> Path:
+    return DEFAULT_TABLE_DIR / f"{profile_name}_{space_name}.json"
+
+
+def _canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+def _profile_record(prof: DeviceProfile) -> dict[str, Any]:
+    return json.loads(_canonical(prof.to_dict()))
+
+
+def _build_space(space: str, prof: DeviceProfile, space_options: dict[str, Any] | None):
+    options = dict(space_options or {})
+    if prof.resolutions is not None:
+        options.setdefault("resolutions", list(prof.resolutions))
+    try:
+        return get_space(space, **options)
+    except TypeError as exc:
+        raise InputError(f"search space {space!r} does not take options {sorted(options)}: {exc}",
+                         field="space") from exc
+
+
+def _space_record(space_obj: Any, name: str) -> dict[str, Any]:
+    config = space_obj.config() if hasattr(space_obj, "config") else {}
+    return {"name": name, "config": json.loads(_canonical(config))}
+
+
+def _check_resumable(table: LatencyTable, expected: LatencyTable, path: Path) -> None:
+    """Refuse to mix measurements: the table on disk must come from the same setup."""
+    problems = []
+    if _canonical(table.space) != _canonical(expected.space):
+        problems.append(f"space {_canonical(table.space)} != {_canonical(expected.space)}")
+    ours = {k: v for k, v in expected.profile.items() if k != "description"}
+    theirs = {k: v for k, v in table.profile.items() if k != "description"}
+    if _canonical(theirs) != _canonical(ours):
+        problems.append(f"profile {_canonical(theirs)} != {_canonical(ours)}")
+    differing = same_device(table.device, expected.device)
+    if differing:
+        problems.append("device " + ", ".join(
+            f"{f}: {table.device.get(f)!r} != {expected.device.get(f)!r}" for f in differing))
+    if _canonical(table.versions) != _canonical(expected.versions):
+        problems.append(f"library versions {table.versions} != {expected.versions}")
+    if _canonical(table.protocol) != _canonical(expected.protocol):
+        problems.append(f"protocol {_canonical(table.protocol)} != {_canonical(expected.protocol)}")
+    if problems:
+        raise InputError(
+            "cannot resume: this table was measured under other conditions (" + "; ".join(problems)
+            + "); write to another --out, or pass --overwrite to measure afresh",
+            path=str(path),
+        )
+
+
+def new_table(prof: DeviceProfile, backend: Backend, space_obj: Any, space_name: str,
+              protocol: MeasurementProtocol, *, quick: bool, expected_entries: int) -> LatencyTable:
+    """An empty table carrying the provenance of this profiling run."""
+    return LatencyTable(
+        space=_space_record(space_obj, space_name),
+        profile=_profile_record(prof),
+        device=device_fingerprint(),
+        versions={**package_versions(BASE_PACKAGES), **backend.versions()},
+        protocol=json.loads(_canonical({
+            **asdict(protocol),
+            "quick": quick,
+            "statistic": "median of timed runs; p25/p75 and cv over the same runs",
+            "stopping": "95 % CI of the median (order statistics) within rel_ci, or max_repeats, or max_seconds",
+            "input": INPUT_DESCRIPTION,
+            "batch": prof.batch,
+            **backend.describe(),
+        })),
+        expected_entries=expected_entries,
+    )
+
+
+def profile(
+    device_profile: str | os.PathLike | DeviceProfile,
+    space: str,
+    out: str | os.PathLike | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    quick: bool = False,
+    space_options: dict[str, Any] | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Measure every op key of `space` on `device_profile` into a latency table at `out`.
+
+    `limit` measures only the first `limit` op keys (a partial table that `resume` completes).
+    Returns {"table", "entries", "measured", "reused", "seconds", "expected", "complete", ...}.
+    """
+    began = time.perf_counter()
+    prof = device_profile if isinstance(device_profile, DeviceProfile) else load_profile(device_profile)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise InputError(f"expected a positive integer, got {limit!r}", field="limit")
+    space_obj = _build_space(space, prof, space_options)
+    backend = get_backend(prof)
+    protocol = quick_protocol(prof.protocol) if quick else prof.protocol
+    all_keys = list(dict.fromkeys(space_obj.all_ops()))  # ordered, without duplicates
+    path = Path(out) if out is not None else default_table_path(prof.name, space)
+
+    table = new_table(prof, backend, space_obj, space, protocol, quick=quick, expected_entries=len(all_keys))
+    if path.exists() and not overwrite:
+        if not resume:
+            raise InputError("a latency table exists here; pass --resume to continue it or --overwrite "
+                             "to measure it afresh", path=str(path))
+        on_disk = LatencyTable.load(path)
+        _check_resumable(on_disk, table, path)
+        on_disk.expected_entries = len(all_keys)
+        table = on_disk
+    table.path = str(path)
+
+    wanted = all_keys if limit is None else all_keys[:limit]
+    todo = [k for k in wanted if k not in table.entries]
+    reused = len(wanted) - len(todo)
+    table.save(path)  # the provenance is on disk before the first measurement
+
+    measured = 0
+    bar = _progress_bar(len(wanted), reused, enabled=progress, desc=f"profile {prof.name} {space}")
+    try:
+        for key in todo:
+            if bar is not None:
+                bar.set_postfix_str(key if len(key) <= 48 else key[:45] + "...", refresh=False)
+            module, input_shape = space_obj.build_op(key)
+            with backend.prepare(module, (prof.batch, *input_shape)) as runner:
+                result = measure(runner, protocol)
+            table.entries[key] = result.entry()
+            table.save(path)
+            measured += 1
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return {
+        "table": str(path),
+        "entries": len(table.entries),
+        "measured": measured,
+        "reused": reused,
+        "seconds": round(time.perf_counter() - began, 3),
+        "expected": len(all_keys),
+        "complete": table.complete,
+        "space": space,
+        "profile": prof.name,
+        "backend": prof.backend,
+        "quick": quick,
+    }
+
+
+def _progress_bar(total: int, initial: int, *, enabled: bool, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="op", file=sys.stderr, dynamic_ncols=True,
+                smoothing=0.1)

@@ -1,0 +1,199 @@
+"""Latency tables: per op key, the measured median and dispersion, with full provenance.
+
+A table is JSON (schema below); `LatencyTable.load` checks it and turns anything wrong
+(missing, corrupt, foreign, truncated, a newer schema, a missing field, a non-numeric
+latency) into an InputError naming the file and the field. `save` is atomic, so a
+profiling run killed at any moment leaves the previous complete version on disk.
+
+    {"schema_version": 1, "kind": "hwnas-latency-table",
+     "space": {"name": ..., "config": {...}}, "profile": {...}, "device": {...},
+     "versions": {...}, "protocol": {...}, "created": ISO-8601, "updated": ISO-8601,
+     "expected_entries": int, "entries": {op_key: {"median_ms", "p25_ms", "p75_ms", "cv", "n"}}}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hwnas.errors import InputError
+from hwnas.io import atomic_write_json, read_json
+
+SCHEMA_VERSION = 1
+KIND = "hwnas-latency-table"
+ENTRY_FIELDS = ("median_ms", "p25_ms", "p75_ms", "cv", "n")
+_TOP_FIELDS = {
+    "space": dict,
+    "profile": dict,
+    "device": dict,
+    "versions": dict,
+    "protocol": dict,
+    "entries": dict,
+}
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass
+class LatencyTable:
+    """Measured latency (ms) per op key of one search space on one device profile."""
+
+    space: dict[str, Any]  # {"name": str, "config": dict}
+    profile: dict[str, Any]  # DeviceProfile.to_dict()
+    device: dict[str, Any]  # hwnas.latency.fingerprint.device_fingerprint()
+    versions: dict[str, str]
+    protocol: dict[str, Any]  # the protocol actually used (with "quick") and the backend's settings
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    created: str = field(default_factory=now_iso)
+    updated: str = field(default_factory=now_iso)
+    expected_entries: int | None = None  # how many op keys the full table holds
+    path: str | None = None
+
+    # --- queries ------------------------------------------------------------------------
+    @property
+    def space_name(self) -> str:
+        return str(self.space.get("name", ""))
+
+    @property
+    def profile_name(self) -> str:
+        return str(self.profile.get("name", ""))
+
+    @property
+    def complete(self) -> bool:
+        return self.expected_entries is not None and len(self.entries) >= self.expected_entries
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.entries
+
+    def keys(self) -> list[str]:
+        return list(self.entries)
+
+    def entry(self, key: str) -> dict[str, Any]:
+        """The full record of one op key; InputError when the table lacks it."""
+        if key not in self.entries:
+            raise InputError(
+                f"op key {key!r} is not in this latency table ({len(self.entries)} entries, space "
+                f"{self.space_name!r}, profile {self.profile_name!r}); profile the space again or resume it",
+                path=self.path,
+                field="entries",
+            )
+        return self.entries[key]
+
+    def lookup(self, key: str) -> float:
+        """Median latency (ms) of one op key."""
+        return float(self.entry(key)["median_ms"])
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        return [k for k in keys if k not in self.entries]
+
+    def sum(self, ops: Iterable[str]) -> float:
+        """Summed median latency (ms) of a subnet's op keys; InputError naming the first missing key."""
+        ops = list(ops)
+        absent = self.missing(ops)
+        if absent:
+            raise InputError(
+                f"{len(absent)} of {len(ops)} op keys are not in this latency table; first missing: {absent[0]!r} "
+                f"(table of space {self.space_name!r} for profile {self.profile_name!r})",
+                path=self.path,
+                field="entries",
+            )
+        return float(sum(self.entries[k]["median_ms"] for k in ops))
+
+    # --- persistence --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kind": KIND,
+            "space": self.space,
+            "profile": self.profile,
+            "device": self.device,
+            "versions": self.versions,
+            "protocol": self.protocol,
+            "created": self.created,
+            "updated": self.updated,
+            "expected_entries": self.expected_entries,
+            "complete": self.complete,
+            "entries": self.entries,
+        }
+
+    def save(self, path: str | os.PathLike | None = None) -> None:
+        """Write atomically (readers see the previous version or this one, never half of one)."""
+        target = path if path is not None else self.path
+        if target is None:
+            raise ValueError("no path to save the latency table to")
+        self.updated = now_iso()
+        atomic_write_json(target, self.to_dict())
+        self.path = str(target)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> LatencyTable:
+        path = str(path)
+        raw = read_json(path, what="latency table (JSON written by `hwnas profile`)")
+        return cls.from_dict(raw, source=path)
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = "<latency table>") -> LatencyTable:
+        def bad(fld: str | None, msg: str) -> InputError:
+            return InputError(msg, path=source, field=fld)
+
+        if not isinstance(raw, dict) or raw.get("kind") != KIND:
+            found = raw.get("kind") if isinstance(raw, dict) else type(raw).__name__
+            raise bad("kind", f"not an hwnas latency table: expected kind {KIND!r}, found {found!r}")
+        version = raw.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise bad(
+                "schema_version",
+                f"unsupported schema_version {version!r}; this hwnas reads version {SCHEMA_VERSION} "
+                "(profile the device again with this version)",
+            )
+        for key, typ in _TOP_FIELDS.items():
+            if key not in raw:
+                raise bad(key, "missing; every latency table has it")
+            if not isinstance(raw[key], typ):
+                raise bad(key, f"expected a {typ.__name__} (JSON object), got {type(raw[key]).__name__}")
+        if not isinstance(raw["space"].get("name"), str):
+            raise bad("space.name", "expected the search space's name as a string")
+        if not isinstance(raw["profile"].get("name"), str):
+            raise bad("profile.name", "expected the device profile's name as a string")
+        entries: dict[str, dict[str, Any]] = {}
+        for key, rec in raw["entries"].items():
+            if not isinstance(rec, dict):
+                raise bad(f"entries.{key}", f"expected an object with {', '.join(ENTRY_FIELDS)}")
+            for fld in ENTRY_FIELDS:
+                if fld not in rec:
+                    raise bad(f"entries.{key}.{fld}", "missing")
+                value = rec[fld]
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                    raise bad(f"entries.{key}.{fld}", f"expected a finite number, got {value!r}")
+                if value < 0 or (fld == "median_ms" and value <= 0):
+                    raise bad(f"entries.{key}.{fld}", f"expected a positive number, got {value!r}")
+            entries[key] = dict(rec)
+        expected = raw.get("expected_entries")
+        if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int) or expected < 0):
+            raise bad("expected_entries", f"expected a non-negative integer or null, got {expected!r}")
+        return cls(
+            space=raw["space"],
+            profile=raw["profile"],
+            device=raw["device"],
+            versions=raw["versions"],
+            protocol=raw["protocol"],
+            entries=entries,
+            created=str(raw.get("created", "")),
+            updated=str(raw.get("updated", "")),
+            expected_entries=expected,
+            path=source,
+        )
+
+
+def load_table(path: str | os.PathLike) -> LatencyTable:
+    """Load and check a latency table (InputError for anything that is not a valid one)."""
+    return LatencyTable.load(path)

@@ -1,0 +1,109 @@
+"""The measurement protocol: early stop on stable timings, caps, dispersion, re-measurement."""
+
+from __future__ import annotations
+
+import itertools
+import time
+
+import numpy as np
+import pytest
+
+from hwnas.device_profile import MeasurementProtocol
+from hwnas.latency.measure import MIN_SAMPLES, CallableRunner, measure, measure_once, median_ci, summarize
+
+
+def sleeper(durations_s):
+    """A runner whose every call sleeps for the next of `durations_s` (cycled): a controllable time."""
+    cycle = itertools.cycle(durations_s)
+    calls = {"n": 0}
+
+    def fn():
+        calls["n"] += 1
+        time.sleep(next(cycle))
+
+    return CallableRunner(fn), calls
+
+
+def test_stable_timings_stop_at_min_repeats_and_record_dispersion():
+    runner, calls = sleeper([0.002])
+    proto = MeasurementProtocol(warmup=2, min_repeats=12, max_repeats=500, max_seconds=5.0, rel_ci=0.25,
+                                max_cv=10.0, remeasure=0)
+    m = measure(runner, proto)
+    assert m.stop_reason == "stable"
+    assert m.n == 12  # stopped at the first check, long before max_repeats
+    assert calls["n"] == 2 + 12  # warm-up runs happened and are not in the samples
+    assert 1.9 <= m.median_ms <= 20.0  # sleep(2 ms) never returns early
+    assert m.min_ms <= m.p10_ms <= m.p25_ms <= m.median_ms <= m.p75_ms <= m.p90_ms
+    assert m.ci_low_ms <= m.median_ms <= m.ci_high_ms
+    assert m.cv == pytest.approx((m.p75_ms - m.p25_ms) / m.median_ms)
+    assert m.attempts == 1
+    assert m.settings["min_repeats"] == 12 and m.settings["timing"] == "wallclock"
+    assert set(m.entry()) == {"median_ms", "p25_ms", "p75_ms", "cv", "n"}
+
+
+def test_unstable_timings_run_to_max_repeats():
+    # alternating 1 ms / 4 ms: the median's CI never narrows to 1 %
+    runner, _ = sleeper([0.001, 0.004])
+    proto = MeasurementProtocol(warmup=0, min_repeats=4, max_repeats=16, max_seconds=10.0, rel_ci=0.01,
+                                max_cv=100.0, remeasure=0)
+    m = measure(runner, proto)
+    assert m.stop_reason == "max_repeats"
+    assert m.n == 16
+    assert m.cv > 0.5  # the dispersion is recorded, not hidden
+    assert m.p90_ms > 3.0 and m.p10_ms < 2.0
+
+
+def test_time_cap_stops_slow_runs_with_at_least_min_samples():
+    runner, _ = sleeper([0.02])
+    proto = MeasurementProtocol(warmup=0, min_repeats=50, max_repeats=1000, max_seconds=0.05, rel_ci=0.0,
+                                max_cv=100.0, remeasure=0)
+    m = measure_once(runner, proto)
+    assert m.stop_reason == "max_seconds"
+    assert MIN_SAMPLES <= m.n < 50
+    assert m.seconds < 1.0
+
+
+def test_noisy_entry_is_remeasured_and_the_quiet_attempt_kept():
+    # the first measurement alternates 1 ms / 6 ms (IQR/median > 1); afterwards a steady 2 ms
+    n_noisy = 2 + 10
+    state = {"calls": 0}
+
+    def fn():
+        state["calls"] += 1
+        if state["calls"] <= n_noisy:
+            time.sleep(0.001 if state["calls"] % 2 else 0.006)
+        else:
+            time.sleep(0.002)
+
+    proto = MeasurementProtocol(warmup=2, min_repeats=10, max_repeats=10, max_seconds=5.0, rel_ci=0.5,
+                                max_cv=0.5, remeasure=3)
+    m = measure(CallableRunner(fn), proto)
+    assert m.attempts == 2  # one re-measurement sufficed
+    assert m.cv < 0.5
+    assert 1.9 <= m.median_ms < 5.0
+
+
+def test_persistently_noisy_entry_stops_after_remeasure_limit():
+    runner, calls = sleeper([0.001, 0.005])
+    proto = MeasurementProtocol(warmup=1, min_repeats=6, max_repeats=6, max_seconds=5.0, rel_ci=0.5,
+                                max_cv=0.05, remeasure=2)
+    m = measure(runner, proto)
+    assert m.attempts == 3
+    assert calls["n"] == 3 * (1 + 6)
+    assert m.cv > 0.05
+
+
+def test_median_ci_covers_the_median_and_narrows_with_more_samples():
+    rng = np.random.default_rng(0)
+    small = np.sort(rng.normal(10, 1, 30))
+    large = np.sort(rng.normal(10, 1, 3000))
+    lo_s, hi_s = median_ci(small)
+    lo_l, hi_l = median_ci(large)
+    assert lo_s <= np.median(small) <= hi_s
+    assert lo_l <= np.median(large) <= hi_l
+    assert hi_l - lo_l < (hi_s - lo_s) / 3
+
+
+def test_summarize_rejects_no_samples():
+    with pytest.raises(ValueError):
+        summarize([], stop_reason="stable")
