@@ -26,23 +26,15 @@ def pareto_front(points: np.ndarray) -> np.ndarray:
 
 
 def _pareto_front_2d(F: np.ndarray) -> np.ndarray:
-    # sort by f0 then f1: a point is on the front iff its f1 beats every f1 seen at a smaller f0
+    # sorted by (f0, f1), a point is on the front iff it has the least f1 of its f0 group and
+    # beats the least f1 of every point with a smaller f0
     order = np.lexsort((F[:, 1], F[:, 0]))
-    keep = np.zeros(len(F), dtype=bool)
-    best_f1 = np.inf  # best f1 among points with strictly smaller f0
-    i = 0
-    while i < len(order):
-        j = i
-        f0 = F[order[i], 0]
-        while j < len(order) and F[order[j], 0] == f0:
-            j += 1
-        group = order[i:j]
-        group_min = F[group[0], 1]  # sorted by f1 within equal f0
-        if group_min < best_f1:
-            keep[group[F[group, 1] == group_min]] = True
-            best_f1 = group_min
-        i = j
-    return np.flatnonzero(keep)
+    f0, f1 = F[order, 0], F[order, 1]
+    new_group = np.r_[True, f0[1:] != f0[:-1]]
+    group_start = np.maximum.accumulate(np.where(new_group, np.arange(len(f0)), 0))
+    best_before = np.r_[np.inf, np.minimum.accumulate(f1)][group_start]
+    keep = (f1 == f1[group_start]) & (f1 < best_before)
+    return np.sort(order[keep])
 
 
 def hypervolume(points: np.ndarray, ref: np.ndarray) -> float:

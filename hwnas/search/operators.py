@@ -12,7 +12,7 @@ from pymoo.core.duplicate import DuplicateElimination
 from pymoo.core.mutation import Mutation
 from pymoo.core.sampling import Sampling
 
-from hwnas.search.problem import ArchEvaluator
+from hwnas.search.problem import ArchEvaluator, ArchKey, vector_key
 from hwnas.space.base import SearchSpace
 
 # tries per requested sample before accepting fewer distinct ones (a small space may run out)
@@ -38,7 +38,7 @@ class SpaceSampling(Sampling):
             if len(rows) == n_samples:
                 break
             x = self.space.encode(self.space.sample(random_state))
-            key = tuple(int(v) for v in x)
+            key = vector_key(x)
             if key in seen or (self.evaluator is not None and self.evaluator.knows_key(key)):
                 continue
             seen.add(key)
@@ -86,11 +86,11 @@ class EncodingDuplicateElimination(DuplicateElimination):
         self.evaluator = evaluator
 
     def _do(self, pop, other, is_duplicate):
-        seen: set[tuple[int, ...]] = set()
+        seen: set[ArchKey] = set()
         if other is not None:
-            seen.update(tuple(int(v) for v in x) for x in other.get("X"))
+            seen.update(vector_key(x) for x in other.get("X"))
         for i, x in enumerate(pop.get("X")):
-            key = tuple(int(v) for v in x)
+            key = vector_key(x)
             if key in seen or (other is None and self.evaluator is not None and self.evaluator.knows_key(key)):
                 is_duplicate[i] = True
             else:

@@ -27,9 +27,21 @@ class BudgetExhausted(RuntimeError):
     """A strategy asked for more distinct evaluations than its budget allows."""
 
 
-def arch_key(space: SearchSpace, arch: Arch) -> tuple[int, ...]:
+ArchKey = bytes
+
+
+def vector_key(x: np.ndarray) -> ArchKey:
+    """A hashable identity of an encoding vector (its int64 bytes: fast to hash)."""
+    return np.ascontiguousarray(x, dtype=np.int64).tobytes()
+
+
+def key_vector(key: ArchKey) -> np.ndarray:
+    return np.frombuffer(key, dtype=np.int64).copy()
+
+
+def arch_key(space: SearchSpace, arch: Arch) -> ArchKey:
     """A hashable identity of an architecture: its integer encoding."""
-    return tuple(int(v) for v in space.encode(arch))
+    return vector_key(space.encode(arch))
 
 
 @dataclass
@@ -52,7 +64,7 @@ class ArchEvaluator:
     metrics: Mapping[str, Metric]
     max_evaluations: int | None = None
     records: list[EvaluatedArch] = field(default_factory=list)
-    _index: dict[tuple[int, ...], int] = field(default_factory=dict)
+    _index: dict[ArchKey, int] = field(default_factory=dict)
 
     @property
     def n_evaluations(self) -> int:
@@ -65,7 +77,7 @@ class ArchEvaluator:
     def is_known(self, arch: Arch) -> bool:
         return arch_key(self.space, arch) in self._index
 
-    def knows_key(self, key: tuple[int, ...]) -> bool:
+    def knows_key(self, key: ArchKey) -> bool:
         return key in self._index
 
     def count_new(self, archs: Iterable[Arch]) -> int:
@@ -75,10 +87,10 @@ class ArchEvaluator:
     def evaluate(self, archs: Sequence[Arch]) -> dict[str, np.ndarray]:
         """Every metric for every arch (cached); new archs are measured in one batch per metric."""
         keys = [arch_key(self.space, a) for a in archs]
-        new: dict[tuple[int, ...], Arch] = {}
+        new: dict[ArchKey, Arch] = {}
         for key in keys:
             if key not in self._index and key not in new:
-                new[key] = self.space.decode(np.array(key))
+                new[key] = self.space.decode(key_vector(key))
         if len(new) > self.remaining:
             raise BudgetExhausted(f"{len(new)} new architectures but only {self.remaining} evaluations left")
         if new:

@@ -22,7 +22,7 @@ import numpy as np
 from hwnas.errors import InputError
 from hwnas.search.indicators import hypervolume, pareto_front
 from hwnas.search.optimize import search
-from hwnas.search.problem import ArchEvaluator, arch_key
+from hwnas.search.problem import ArchEvaluator, ArchKey, arch_key
 from hwnas.search.strategies.base import get_strategy
 from hwnas.space.base import Arch, SearchSpace, get_space
 
@@ -40,10 +40,10 @@ class TabularBenchmark:
     path: str
     accuracy_column: str
     latency_column: str
-    keys: list[tuple[int, ...]]
+    keys: list[ArchKey]
     accuracy: np.ndarray
     latency: np.ndarray
-    row_of: dict[tuple[int, ...], int] = field(default_factory=dict)
+    row_of: dict[ArchKey, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.row_of = {k: i for i, k in enumerate(self.keys)}

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from hwnas.search.problem import ArchProblem
+from hwnas.search.problem import ArchProblem, arch_key
 from hwnas.search.strategies.base import SearchBudget, Strategy, best_first, fitness, register_strategy
 from hwnas.space.base import Arch
 
@@ -28,7 +28,7 @@ def within_budget(problem: ArchProblem, archs: Sequence[Arch]) -> list[Arch]:
     """The longest prefix of `archs` whose new architectures fit the evaluation budget."""
     evaluator, kept, new = problem.evaluator, [], set()
     for arch in archs:
-        key = tuple(int(v) for v in problem.space.encode(arch))
+        key = arch_key(problem.space, arch)
         if not evaluator.knows_key(key) and key not in new:
             if len(new) + 1 > evaluator.remaining:
                 break
