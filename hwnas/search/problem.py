@@ -131,6 +131,8 @@ class ObjectiveSpec:
                 raise InputError(f"unknown objective '{name}'; available: {known}", field="objectives")
         if len(set(objectives)) != len(objectives):
             raise InputError(f"objectives repeat a name: {list(objectives)}", field="objectives")
+        if constraints is not None and not isinstance(constraints, Mapping):
+            raise InputError(f"expected a mapping name -> upper limit, got {constraints!r}", field="constraints")
         limits: list[tuple[str, float]] = []
         for name, limit in (constraints or {}).items():
             if name not in metrics:

@@ -1,0 +1,93 @@
+"""The NAS-Bench-201 cell space: encoding, arch_str conversion, variation, op keys."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwnas.errors import InputError
+from hwnas.space import get_space
+from hwnas.space.nb201 import EDGES, OPS, from_arch_str, to_arch_str
+
+NB201_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "nb201.csv"
+
+
+@pytest.fixture
+def space():
+    return get_space("nb201")
+
+
+def test_arch_str_edge_order_follows_the_benchmark_string():
+    text = "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|skip_connect~0|none~1|nor_conv_3x3~2|"
+    arch = from_arch_str(text)
+    assert arch["edges"] == ["nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3", "skip_connect", "none",
+                             "nor_conv_3x3"]
+    assert EDGES == ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+    assert to_arch_str(arch) == text
+
+
+def test_encode_decode_is_lossless_over_the_whole_space(space):
+    archs = space.all_archs()
+    assert len(archs) == len(OPS) ** 6
+    X = np.array([space.encode(a) for a in archs])
+    xl, xu = space.bounds
+    assert (X >= xl).all() and (X <= xu).all()
+    assert len({x.tobytes() for x in X}) == len(archs)
+    assert all(space.decode(x) == a for x, a in zip(X[::97], archs[::97], strict=True))
+
+
+@pytest.mark.skipif(not NB201_CSV.is_file(), reason=f"benchmark table not found at {NB201_CSV}")
+def test_every_benchmark_arch_str_round_trips_and_covers_the_space(space):
+    with NB201_CSV.open() as f:
+        strings = [row["arch_str"] for row in csv.DictReader(f)]
+    archs = [from_arch_str(s) for s in strings]
+    assert [to_arch_str(a) for a in archs] == strings
+    assert len({space.encode(a).tobytes() for a in archs}) == len(OPS) ** 6
+
+
+@pytest.mark.parametrize("bad", [
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|",  # two nodes
+    "|conv_5x5~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|none~1|none~2|",  # unknown op
+    "|nor_conv_3x3~1|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|none~1|none~2|",  # wrong source
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|+|skip_connect~0|none~1|none~2|",  # node 2 has one input
+])
+def test_malformed_arch_str_is_an_input_error(bad):
+    with pytest.raises(InputError, match="arch_str"):
+        from_arch_str(bad)
+
+
+def test_validate_rejects_unknown_ops_and_wrong_length(space):
+    with pytest.raises(InputError):
+        space.validate({"edges": ["nor_conv_5x5"] * 6})
+    with pytest.raises(InputError):
+        space.validate({"edges": ["none"] * 5})
+
+
+def test_mutation_changes_only_chosen_edges_to_other_ops(space):
+    rng = np.random.default_rng(0)
+    parent = space.sample(rng)
+    assert space.mutate(parent, rng, prob=0.0) == parent
+    child = space.mutate(parent, rng, prob=1.0)
+    assert all(a != b for a, b in zip(parent["edges"], child["edges"], strict=True))
+
+
+def test_crossover_takes_each_edge_from_a_parent(space):
+    rng = np.random.default_rng(1)
+    a, b = {"edges": ["none"] * 6}, {"edges": ["nor_conv_3x3"] * 6}
+    children = [space.crossover(a, b, rng) for _ in range(20)]
+    assert all(set(c["edges"]) <= {"none", "nor_conv_3x3"} for c in children)
+    assert len({tuple(c["edges"]) for c in children}) > 1
+
+
+def test_ops_list_each_stage_cell_edge_and_skip_none(space):
+    arch = {"edges": ["nor_conv_3x3", "none", "none", "skip_connect", "none", "avg_pool_3x3"]}
+    keys = space.ops(arch)
+    # stem + 2 reductions + head + 3 stages x 5 cells x 3 non-'none' edges
+    assert len(keys) == 4 + 3 * 5 * 3
+    assert not any("|none|" in k for k in keys)
+    assert "nb201|nor_conv_3x3|i64x8x8|o64x8x8" in keys
+    assert set(keys) <= set(space.all_ops())
+    assert len(space.ops(space.smallest())) == 4
