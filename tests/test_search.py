@@ -327,3 +327,36 @@ def test_bench_on_the_real_nb201_table(capsys):
                              "--latency", "lat_ms_pixel3", "--evals", "100", "--pop", "20"], capsys)
     assert status == 0 and out["evaluations"] == 100 and out["table_size"] == 15625
     assert 0 < out["hv_ratio"] <= 1
+
+
+# --- search artifact --------------------------------------------------------------------------
+
+def test_search_outputs_hold_the_front_settings_and_best_under_budget(tmp_path):
+    from hwnas.search.artifact import fastest_latency, write_search_outputs
+
+    space, metrics = get_space("nb201"), nb201_metrics()
+    arch, ms = fastest_latency(space, metrics["latency_ms"])
+    assert ms == metrics["latency_ms"]([space.smallest()])[0] == 1.0
+    result = search(space, metrics, ("accuracy", "latency_ms"), {"latency_ms": 7.0}, generations=5, pop_size=20,
+                    seed=3, progress=False)
+    files = write_search_outputs(tmp_path / "run", result, budget_ms=7.0,
+                                 metadata={"table": "/t.json", "supernet": "/c.pt"})
+    doc = json.loads(Path(files["pareto"]).read_text())
+    assert doc["table"] == "/t.json" and doc["supernet"] == "/c.pt" and doc["seed"] == 3
+    assert doc["pareto"] == result.pareto and doc["n_pareto"] == len(result.pareto)
+    assert doc["best_under_budget"] == best_under_budget(result, 7.0)
+    assert doc["constraints"] == {"latency_ms": 7.0}
+    assert doc["hypervolume_history"] == result.hypervolume_history and len(doc["hypervolume_history"]) == 5
+    assert Path(files["pareto_plot"]).is_file() and Path(files["hypervolume_plot"]).is_file()
+
+
+def test_search_cli_reports_bad_flags_before_loading_anything(tmp_path, capsys):
+    args = ["search", "--json", "--space", "nb201", "--table", str(tmp_path / "none.json"),
+            "--supernet", str(tmp_path / "none.pt"), "--out", str(tmp_path / "r")]
+    assert main([*args, "--budget-ms", "-1"]) == 2
+    assert "--budget-ms" in json.loads(capsys.readouterr().out)["error"]
+    assert main([*args, "--budget-ms", "5", "--objectives", "accuracy,energy"]) == 2
+    assert "energy" in json.loads(capsys.readouterr().out)["error"]
+    assert main([*args, "--budget-ms", "5"]) == 2
+    assert "file not found" in json.loads(capsys.readouterr().out)["error"]
+    assert not (tmp_path / "r").exists()

@@ -1,18 +1,122 @@
-"""`hwnas search`: not available yet (its implementation lands with its own change)."""
+"""`hwnas search`: Pareto search of a supernet's subnets under a latency budget."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from hwnas.errors import NotAvailableError
+from hwnas.errors import InputError, NotAvailableError
 
-HELP = "not available yet"
-DESCRIPTION = HELP
+HELP = "search subnets that are Pareto-optimal in accuracy and latency under a budget"
+DESCRIPTION = """\
+Search the subnets of a weight-sharing supernet for the Pareto front of accuracy (from an
+estimator) and latency (predicted from a device's latency table), keeping latency within
+the budget. Writes R/pareto.json (every non-dominated subnet, settings, seed, the table
+and checkpoint paths, best_under_budget), R/pareto.png and R/hypervolume.png.
+
+example:
+  hwnas search --space mbv3 --table latency_tables/cpu.json --supernet runs/supernet.pt \\
+      --budget-ms 20 --algo nsga2 --pop 100 --gens 100 --out runs/search-cpu-20ms
+"""
+
+OBJECTIVES = ("accuracy", "latency_ms", "params", "flops")
+ESTIMATORS = ("supernet", "predictor", "zero-cost")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("--space", required=True, help="search space name (e.g. mbv3)")
+    parser.add_argument("--table", required=True, metavar="T.json", help="latency table of the target device")
+    parser.add_argument("--supernet", required=True, metavar="C.pt", help="supernet checkpoint")
+    parser.add_argument("--budget-ms", type=float, required=True, metavar="B", help="latency budget (ms)")
+    parser.add_argument("--algo", default="nsga2",
+                        help="strategy: nsga2 (default), random, evolution, regularized-evolution")
+    parser.add_argument("--objectives", default="accuracy,latency_ms",
+                        help=f"comma-separated, from {', '.join(OBJECTIVES)} (default accuracy,latency_ms)")
+    parser.add_argument("--estimator", default="supernet", choices=ESTIMATORS, help="accuracy estimator")
+    parser.add_argument("--pop", type=int, default=100, metavar="N", help="population size (default 100)")
+    parser.add_argument("--gens", type=int, default=100, metavar="G", help="generations (default 100)")
+    parser.add_argument("--evals", type=int, default=None, metavar="K",
+                        help="stop after K distinct subnets as well (default: no limit)")
+    parser.add_argument("--max-params", type=float, default=None, metavar="M",
+                        help="also require at most M million parameters")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", required=True, metavar="R/", help="output folder")
+
+
+def _parse_objectives(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in OBJECTIVES]
+    if not names or unknown:
+        raise InputError(f"unknown objective(s) {unknown or text!r}; choose from {', '.join(OBJECTIVES)}",
+                         field="--objectives")
+    return names
 
 
 def run(args: argparse.Namespace) -> dict:
-    raise NotAvailableError("'hwnas search' is not available yet")
+    import numpy as np
+
+    from hwnas.search import best_under_budget, get_strategy, search
+    from hwnas.search.artifact import fastest_latency, write_search_outputs
+    from hwnas.space import get_space
+
+    if not np.isfinite(args.budget_ms) or args.budget_ms <= 0:
+        raise InputError(f"must be a positive number of milliseconds, got {args.budget_ms}", field="--budget-ms")
+    for flag, value in (("--pop", args.pop), ("--gens", args.gens), ("--evals", args.evals)):
+        if value is not None and value < 1:
+            raise InputError(f"must be a positive integer, got {value}", field=flag)
+    objectives = _parse_objectives(args.objectives)
+    get_strategy(args.algo)  # an unknown strategy fails before anything is loaded
+    space = get_space(args.space)
+    for flag, path in (("--table", args.table), ("--supernet", args.supernet)):
+        if not Path(path).is_file():
+            raise InputError("file not found", path=str(path), field=flag)
+
+    try:
+        from hwnas.latency.predictor import LatencyPredictor
+    except ModuleNotFoundError as exc:
+        raise NotAvailableError(f"the latency predictor is not available in this installation ({exc})") from exc
+    predictor = LatencyPredictor.load(args.table)
+    metrics = {"latency_ms": lambda archs: np.asarray(predictor.predict(list(archs)), dtype=float)}
+    if "params" in objectives or args.max_params is not None:
+        metrics["params"] = lambda archs: np.array([space.params(a) / 1e6 for a in archs])  # millions
+    if "flops" in objectives:
+        metrics["flops"] = lambda archs: np.array([space.flops(a) / 1e6 for a in archs])  # MFLOPs
+
+    fastest_arch, fastest_ms = fastest_latency(space, metrics["latency_ms"], seed=args.seed)
+    if args.budget_ms < fastest_ms:
+        raise InputError(f"budget {args.budget_ms:g} ms is below the fastest subnet's predicted latency "
+                         f"({fastest_ms:.4g} ms on this table); no subnet can meet it", field="--budget-ms")
+
+    if "accuracy" in objectives:
+        try:
+            from hwnas.estimate import get_estimator
+        except ImportError as exc:
+            raise NotAvailableError(f"accuracy estimators are not available in this installation ({exc})") from exc
+        estimator = get_estimator(args.estimator, supernet_checkpoint=args.supernet, space=space)
+        metrics["accuracy"] = lambda archs: np.asarray(estimator.predict(list(archs)), dtype=float)
+
+    constraints = {"latency_ms": float(args.budget_ms)}
+    if args.max_params is not None:
+        constraints["params"] = float(args.max_params)
+    result = search(space, metrics, objectives, constraints, args.algo, evaluations=args.evals,
+                    generations=args.gens, pop_size=args.pop, seed=args.seed)
+    files = write_search_outputs(args.out, result, budget_ms=float(args.budget_ms), metadata={
+        "space": args.space,
+        "table": str(Path(args.table).resolve()),
+        "supernet": str(Path(args.supernet).resolve()),
+        "estimator": args.estimator if "accuracy" in objectives else None,
+        "fastest_ms": fastest_ms,
+        "fastest_arch": fastest_arch,
+    })
+    return {
+        "pareto": files["pareto"],
+        "budget_ms": float(args.budget_ms),
+        "n_pareto": len(result.pareto),
+        "hypervolume": result.hypervolume,
+        "evaluations": result.evaluations,
+        "seconds": result.seconds,
+        "best_under_budget": best_under_budget(result, float(args.budget_ms)),
+        "plots": [files["pareto_plot"], files["hypervolume_plot"]],
+        "fastest_ms": fastest_ms,
+        "seed": args.seed,
+    }
