@@ -1,18 +1,31 @@
-"""`hwnas demo`: not available yet (its implementation lands with its own change)."""
+"""`hwnas demo`: the whole pipeline on the embedded default."""
 
 from __future__ import annotations
 
 import argparse
 
-from hwnas.errors import NotAvailableError
+HELP = "the whole pipeline on the embedded default (profile, train, search, export)"
+DESCRIPTION = """\
+Profile this CPU with onnxruntime for the mbv3-small-input space (or reuse a table measured
+on this machine), calibrate the latency predictor, train the supernet on the shipped
+Fashion-MNIST subset (or resume the checkpoint made earlier), search under a budget (the
+median predicted latency of random subnets unless --budget-ms is given), export the best
+subnet under the budget to ONNX and TVM, measure it, and write D/report.md.
 
-HELP = "not available yet"
-DESCRIPTION = HELP
+example:
+  hwnas demo --out hwnas-demo/
+"""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    from hwnas.demo import add_arguments
+
+    add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> dict:
-    raise NotAvailableError("'hwnas demo' is not available yet")
+    from hwnas.demo import demo, print_table
+
+    result = demo(args.out, epochs=args.epochs, budget_ms=args.budget_ms, seed=args.seed)
+    print_table(result)
+    return result
