@@ -41,16 +41,14 @@ def _step(title: str) -> None:
 
 
 def _same_machine(table_path: Path) -> bool:
-    from hwnas.latency.fingerprint import device_fingerprint
+    from hwnas.latency.fingerprint import device_fingerprint, same_device
     from hwnas.latency.table import LatencyTable
 
     try:
         table = LatencyTable.load(table_path)
     except InputError:
         return False
-    mine, theirs = device_fingerprint(), table.device
-    keys = ("cpu_model", "cpu_count", "machine")
-    return table.complete and all(mine.get(k) == theirs.get(k) for k in keys)
+    return table.complete and not same_device(table.device, device_fingerprint())
 
 
 def demo(
@@ -77,10 +75,8 @@ def demo(
         print(f"reusing {shipped} (measured on this machine)", file=sys.stderr)
     if table.exists() and _same_machine(table):
         steps["profile"] = {"table": str(table), "reused": True}
-    else:
-        steps["profile"] = run_verb(["profile", PROFILE, "--space", SPACE, "--out", str(table), "--quick",
-                                     "--resume", "--overwrite"] if not table.exists() else
-                                    ["profile", PROFILE, "--space", SPACE, "--out", str(table), "--quick", "--resume"])
+    else:  # a partial table from an interrupted demo is completed, not measured again
+        steps["profile"] = run_verb(["profile", PROFILE, "--space", SPACE, "--out", str(table), "--quick", "--resume"])
 
     # 2. calibrate the predictor on end-to-end measurements of random subnets
     _step("2/5 latency predictor vs end-to-end measurements")
