@@ -1,0 +1,519 @@
+"""Few-shot latency prediction from whole-network measurements only.
+
+For a device where per-op profiling is impossible (no access to its runtime, only
+end-to-end timings of a few subnets), `WholeNetworkLatencyRegressor` learns latency
+from the architecture: per-stage depth, MACs and activation volume of the
+once-for-all MobileNetV3 subnet, scaled by the input resolution, fitted by ridge
+regression on log latency with the penalty chosen by leave-one-out error.
+
+`fit_latency(csv, target, train_size)` fits it on `train_size` random rows of a CSV of
+measured subnets and scores it on all the other rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwnas.errors import InputError
+from hwnas.io import atomic_write_json, read_json
+
+SCHEMA_VERSION = 1
+
+# OFA MobileNetV3-Large (width 1.0): what every subnet shares, from the once-for-all paper.
+MBV3_STEM_WIDTH = 16
+MBV3_STAGE_WIDTHS = (24, 40, 80, 112, 160)
+MBV3_STAGE_STRIDES = (2, 2, 2, 1, 2)
+MBV3_STAGE_SE = (False, True, False, True, True)
+MBV3_FINAL_EXPAND = 960
+MBV3_FEATURE_MIX = 1280
+MBV3_CLASSES = 1000
+MBV3_MAX_DEPTH = 4
+MBV3_SLOTS = len(MBV3_STAGE_WIDTHS) * MBV3_MAX_DEPTH
+
+
+def _make_divisible(value: float, divisor: int = 8) -> int:
+    """Channel rounding used by MobileNet / once-for-all (never below 90 % of the value)."""
+    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if new < 0.9 * value:
+        new += divisor
+    return new
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class BlockCost:
+    """Cost of one active inverted-residual block of a subnet."""
+
+    stage: int
+    kernel: int
+    expand: int
+    h_in: int
+    h_out: int
+    c_in: int
+    c_mid: int
+    c_out: int
+    se: bool
+
+    @property
+    def pw_macs(self) -> float:
+        return float(self.h_in**2 * self.c_in * self.c_mid + self.h_out**2 * self.c_mid * self.c_out)
+
+    @property
+    def dw_macs(self) -> float:
+        return float(self.h_out**2 * self.c_mid * self.kernel**2)
+
+    @property
+    def se_macs(self) -> float:
+        return float(2 * self.c_mid * _make_divisible(self.c_mid // 4)) if self.se else 0.0
+
+    @property
+    def activation_volume(self) -> float:
+        """Elements written by the block's layers (the memory traffic a GPU kernel pays)."""
+        return float(self.h_in**2 * self.c_mid + 2 * self.h_out**2 * self.c_mid + self.h_out**2 * self.c_out)
+
+
+def check_mbv3_arch(arch: dict, *, where: str = "architecture") -> None:
+    """Raise InputError unless `arch` is an OFA MobileNetV3 dict {"r", "d"[5], "k"[20], "e"[20]}."""
+    if not isinstance(arch, dict):
+        raise InputError(f"expected a dict with keys r, d, k, e, got {type(arch).__name__}", path=where)
+    for key, length in (("d", len(MBV3_STAGE_WIDTHS)), ("k", MBV3_SLOTS), ("e", MBV3_SLOTS)):
+        value = arch.get(key)
+        if not isinstance(value, (list, tuple)) or len(value) != length:
+            raise InputError(f"expected a list of {length} integers, got {value!r}", path=where, field=key)
+    r = arch.get("r")
+    if not isinstance(r, (int, np.integer)) or r < 32:
+        raise InputError(f"expected an integer resolution >= 32, got {r!r}", path=where, field="r")
+    if any(not 1 <= int(d) <= MBV3_MAX_DEPTH for d in arch["d"]):
+        raise InputError(f"each depth must be in 1..{MBV3_MAX_DEPTH}, got {arch['d']!r}", path=where, field="d")
+    if any(int(k) not in (3, 5, 7) for k in arch["k"]):
+        raise InputError(f"each kernel must be 3, 5 or 7, got {arch['k']!r}", path=where, field="k")
+    if any(not 1 <= int(e) <= 8 for e in arch["e"]):
+        raise InputError(f"each expand ratio must be in 1..8, got {arch['e']!r}", path=where, field="e")
+
+
+def mbv3_blocks(arch: dict) -> list[BlockCost]:
+    """The active inverted-residual blocks of an OFA MobileNetV3 subnet, with their shapes."""
+    h = _ceil_div(int(arch["r"]), 2)  # after the stride-2 stem
+    c_in = MBV3_STEM_WIDTH
+    blocks = []
+    for stage, (width, stride, se) in enumerate(zip(MBV3_STAGE_WIDTHS, MBV3_STAGE_STRIDES, MBV3_STAGE_SE, strict=True)):
+        for j in range(int(arch["d"][stage])):
+            slot = stage * MBV3_MAX_DEPTH + j
+            h_out = _ceil_div(h, stride) if j == 0 else h
+            c_mid = _make_divisible(c_in * int(arch["e"][slot]))
+            blocks.append(
+                BlockCost(stage, int(arch["k"][slot]), int(arch["e"][slot]), h, h_out, c_in, c_mid, width, se)
+            )
+            h, c_in = h_out, width
+    return blocks
+
+
+REFERENCE_FEATURES = ("pw_macs", "dw_macs", "se_macs", "activation_volume", "n_blocks", "r2", "total_macs")
+
+
+def mbv3_reference_features(arch: dict) -> np.ndarray:
+    """Seven whole-network FLOP-like numbers: the baseline a finer model has to beat."""
+    blocks = mbv3_blocks(arch)
+    r = int(arch["r"])
+    pw = sum(b.pw_macs for b in blocks)
+    dw = sum(b.dw_macs for b in blocks)
+    se = sum(b.se_macs for b in blocks)
+    act = sum(b.activation_volume for b in blocks)
+    return np.array([pw, dw, se, act, len(blocks), r * r, pw + dw + se], dtype=float)
+
+
+def mbv3_stage_feature_names() -> list[str]:
+    names = ["r2", "r"]
+    for s in range(len(MBV3_STAGE_WIDTHS)):
+        names += [f"s{s}_depth", f"s{s}_pw_macs", f"s{s}_dw_macs", f"s{s}_act", f"s{s}_mid_channels"]
+    return names
+
+
+def mbv3_stage_features(arch: dict) -> np.ndarray:
+    """Per-stage depth, MACs and activation volume of one subnet, plus the resolution."""
+    r = int(arch["r"])
+    feats = [float(r * r), float(r)]
+    per_stage: list[list[BlockCost]] = [[] for _ in MBV3_STAGE_WIDTHS]
+    for b in mbv3_blocks(arch):
+        per_stage[b.stage].append(b)
+    for blocks in per_stage:
+        feats += [
+            float(len(blocks)),
+            sum(b.pw_macs for b in blocks),
+            sum(b.dw_macs for b in blocks),
+            sum(b.activation_volume for b in blocks),
+            float(sum(b.c_mid for b in blocks)),
+        ]
+    return np.array(feats, dtype=float)
+
+
+def mbv3_reference_depth_features(arch: dict) -> np.ndarray:
+    """The seven whole-network numbers plus the depth of each stage (kernel launches at batch 1)."""
+    return np.concatenate([mbv3_reference_features(arch), np.asarray(arch["d"], dtype=float)])
+
+
+# name -> (features of one arch, feature names)
+FEATURE_SETS = {
+    "mbv3-reference": (mbv3_reference_features, lambda: list(REFERENCE_FEATURES)),
+    "mbv3-reference-depth": (
+        mbv3_reference_depth_features,
+        lambda: list(REFERENCE_FEATURES) + [f"s{s}_depth" for s in range(len(MBV3_STAGE_WIDTHS))],
+    ),
+    "mbv3-stage": (mbv3_stage_features, mbv3_stage_feature_names),
+}
+DEFAULT_FEATURE_SETS = ("mbv3-reference", "mbv3-reference-depth", "mbv3-stage")
+
+
+def feature_matrix(archs: Sequence[dict], feature_set: str) -> np.ndarray:
+    """(n, p) features of `archs` for one named feature set."""
+    if feature_set not in FEATURE_SETS:
+        raise InputError(f"unknown feature set {feature_set!r}; expected one of {sorted(FEATURE_SETS)}",
+                         field="feature_set")
+    fn = FEATURE_SETS[feature_set][0]
+    return np.array([fn(a) for a in archs], dtype=float).reshape(len(archs), -1)
+
+
+# --- metrics ---------------------------------------------------------------------------------
+def latency_metrics(predicted_ms: Iterable[float], measured_ms: Iterable[float]) -> dict[str, float]:
+    """MAPE (%), share within +-10 % of the measurement, Kendall tau, and the mean ratio predicted/measured."""
+    from scipy.stats import kendalltau
+
+    p = np.asarray(list(predicted_ms), dtype=float)
+    y = np.asarray(list(measured_ms), dtype=float)
+    if p.shape != y.shape or p.size == 0:
+        raise ValueError(f"need equally long non-empty predictions and measurements, got {p.shape} and {y.shape}")
+    rel = p / y - 1.0
+    tau = float(kendalltau(p, y).statistic) if p.size > 1 else float("nan")
+    return {
+        "n": int(p.size),
+        "mape": float(100.0 * np.mean(np.abs(rel))),
+        "within_10pct": float(np.mean(np.abs(rel) <= 0.1)),
+        "kendall_tau": tau,
+        "mean_ratio": float(np.mean(p / y)),
+    }
+
+
+# --- the estimator ---------------------------------------------------------------------------
+_ALPHAS = np.logspace(-6, 3, 28)
+_LOG_LO, _LOG_HI = math.log(0.9), math.log(1.1)
+
+
+@dataclass
+class _RidgeFit:
+    """One fitted ridge member: standardisation, coefficients and the chosen penalty."""
+
+    feature_set: str
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: float
+    alpha: float
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return ((X - self.mean) / self.scale) @ self.coef + self.intercept
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"feature_set": self.feature_set, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+                "coef": self.coef.tolist(), "intercept": self.intercept, "alpha": self.alpha}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> _RidgeFit:
+        return cls(str(d["feature_set"]), np.asarray(d["mean"], float), np.asarray(d["scale"], float),
+                   np.asarray(d["coef"], float), float(d["intercept"]), float(d["alpha"]))
+
+
+def weighted_ridge_loo(X: np.ndarray, y: np.ndarray, w: np.ndarray, alphas: np.ndarray = _ALPHAS,
+                       feature_set: str = "") -> tuple[_RidgeFit, np.ndarray]:
+    """Weighted ridge (intercept unpenalised) with the penalty of least leave-one-out error.
+
+    Returns the fit and its leave-one-out residuals y - yhat_(-i) (closed form via the SVD).
+    """
+    mean = np.average(X, axis=0, weights=w)
+    scale = X.std(axis=0)
+    scale[scale == 0] = 1.0
+    Z = (X - mean) / scale
+    y_mean = float(np.average(y, weights=w))
+    sw = np.sqrt(w)
+    Zw, yw = Z * sw[:, None], (y - y_mean) * sw
+    U, s, Vt = np.linalg.svd(Zw, full_matrices=False)
+    Uty = U.T @ yw
+    best: tuple[float, float, np.ndarray] | None = None
+    for alpha in alphas:
+        shrink = s**2 / (s**2 + alpha)
+        leverage = (U**2) @ shrink + w / w.sum()
+        loo = (yw - U @ (shrink * Uty)) / np.maximum(1.0 - leverage, 1e-9)
+        err = float(np.mean(loo**2))
+        if best is None or err < best[0]:
+            best = (err, float(alpha), loo / sw)
+    assert best is not None
+    _, alpha, loo_res = best
+    coef = Vt.T @ ((s / (s**2 + alpha)) * Uty)
+    return _RidgeFit(feature_set, mean, scale, coef, y_mean, alpha), loo_res
+
+
+def _robust_relative_ridge(X: np.ndarray, y: np.ndarray, feature_set: str, tukey_c: float,
+                           iterations: int = 10) -> tuple[_RidgeFit, np.ndarray]:
+    """Ridge on latency weighted for relative error, refitted with Tukey weights on log residuals.
+
+    Returns the fit and the leave-one-out log residuals log(y) - log(yhat_(-i)).
+    """
+    base = 1.0 / y**2  # squared relative error, so fast and slow subnets count alike
+    w = base.copy()
+    for _ in range(iterations):
+        fit, loo = weighted_ridge_loo(X, y, w, feature_set=feature_set)
+        log_res = np.log(y) - np.log(np.maximum(fit.predict(X), 1e-9))
+        centre = np.median(log_res)
+        spread = max(1.4826 * float(np.median(np.abs(log_res - centre))), 0.01)
+        u = (log_res - centre) / (tukey_c * spread)
+        # timings far off the bulk (a slow GPU clock state, a noisy run) stop pulling the fit
+        w = base * (np.where(np.abs(u) < 1, (1 - u**2) ** 2, 0.0) + 1e-3)
+    loo_log = np.log(y) - np.log(np.maximum(y - loo, 1e-9))
+    return fit, loo_log
+
+
+def window_offset(log_residuals: np.ndarray, bandwidth: float = 0.015) -> float:
+    """Log-offset that puts the most residuals inside the +-10 % window (smoothed count).
+
+    A prediction p is within +-10 % of y when log y - log p lies in [-log 1.1, -log 0.9];
+    with bimodal timings (two clock states) the best point is not the mean but the place
+    whose window covers the most mass.
+    """
+    from scipy.special import expit
+
+    r = np.asarray(log_residuals, float)
+    grid = np.linspace(r.min() - 0.2, r.max() + 0.2, 801)
+    cover = np.array([np.sum(expit((r - (c - _LOG_HI)) / bandwidth) * expit(((c - _LOG_LO) - r) / bandwidth))
+                      for c in grid])
+    best = grid[cover >= cover.max() - 1e-9]
+    return float(0.5 * (best.min() + best.max()))
+
+
+class WholeNetworkLatencyRegressor:
+    """Latency (ms) of a whole subnet from its architecture, learned from end-to-end timings.
+
+    An ensemble of ridge regressions, one per feature set (whole-network MACs and counts;
+    the same plus per-stage depth; per-stage MACs and activation volume), each fitted for
+    relative error with robust reweighting and the penalty of least leave-one-out error.
+    Their log predictions are averaged, then shifted by the offset that maximises the
+    leave-one-out share within +-10 %.
+
+    >>> model = WholeNetworkLatencyRegressor().fit(archs, latency_ms)   # doctest: +SKIP
+    >>> model.predict(other_archs)                                      # doctest: +SKIP
+    """
+
+    def __init__(self, feature_sets: Sequence[str] = DEFAULT_FEATURE_SETS, tukey_c: float = 2.5,
+                 window_offset: bool = True):
+        self.feature_sets = tuple(feature_sets)
+        self.tukey_c = tukey_c
+        self.window_offset = window_offset
+        self.members_: list[_RidgeFit] = []
+        self.offset_: float = 0.0
+        self.provenance: dict[str, Any] = {}
+
+    def _check_params(self) -> None:
+        unknown = [f for f in self.feature_sets if f not in FEATURE_SETS]
+        if not self.feature_sets or unknown:
+            raise InputError(f"feature_sets must be a non-empty list of {sorted(FEATURE_SETS)}, got "
+                             f"{list(self.feature_sets)!r}", field="feature_sets")
+        if not (isinstance(self.tukey_c, (int, float)) and self.tukey_c > 0):
+            raise InputError(f"tukey_c must be a positive number, got {self.tukey_c!r}", field="tukey_c")
+
+    def fit(self, archs: Sequence[dict], latency_ms: Iterable[float]) -> WholeNetworkLatencyRegressor:
+        self._check_params()
+        y = np.asarray(list(latency_ms), dtype=float)
+        if len(archs) != y.size:
+            raise InputError(f"got {len(archs)} architectures but {y.size} latencies", field="latency_ms")
+        if y.size < 8:
+            raise InputError(f"need at least 8 measured subnets to fit, got {y.size}", field="train_size")
+        if not np.all(np.isfinite(y)) or np.any(y <= 0):
+            raise InputError("latencies must be positive finite numbers (ms)", field="latency_ms")
+        for i, a in enumerate(archs):
+            check_mbv3_arch(a, where=f"architecture #{i}")
+        members, loo_logs = [], []
+        for fs in self.feature_sets:
+            fit, loo_log = _robust_relative_ridge(feature_matrix(archs, fs), y, fs, self.tukey_c)
+            members.append(fit)
+            loo_logs.append(loo_log)
+        self.members_ = members
+        self.offset_ = window_offset(np.mean(loo_logs, axis=0)) if self.window_offset else 0.0
+        self.provenance = {"n_train": int(y.size), "fitted": _now_iso(),
+                           "method": "ridge ensemble, relative-error weights, Tukey reweighting, "
+                                     "leave-one-out penalty, +-10 % window offset"}
+        return self
+
+    def _require_fitted(self) -> None:
+        if not self.members_:
+            raise RuntimeError("this WholeNetworkLatencyRegressor is not fitted yet; call fit(archs, latency_ms)")
+
+    def predict(self, archs: Sequence[dict]) -> np.ndarray:
+        self._require_fitted()
+        if len(archs) == 0:
+            return np.zeros(0)
+        logs = [np.log(np.maximum(m.predict(feature_matrix(archs, m.feature_set)), 1e-9)) for m in self.members_]
+        return np.exp(np.mean(logs, axis=0) + self.offset_)
+
+    def score(self, archs: Sequence[dict], latency_ms: Iterable[float]) -> float:
+        """Share of `archs` predicted within +-10 % of the measured latency."""
+        return latency_metrics(self.predict(archs), latency_ms)["within_10pct"]
+
+    # --- persistence (JSON, no pickle) ---------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        self._require_fitted()
+        return {"schema_version": SCHEMA_VERSION, "kind": "hwnas-whole-network-latency-model", "space": "mbv3",
+                "params": {"feature_sets": list(self.feature_sets), "tukey_c": self.tukey_c,
+                           "window_offset": self.window_offset},
+                "members": [m.to_dict() for m in self.members_], "offset": self.offset_,
+                "provenance": self.provenance}
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "<model>") -> WholeNetworkLatencyRegressor:
+        if not isinstance(d, dict) or d.get("kind") != "hwnas-whole-network-latency-model":
+            raise InputError("not an hwnas whole-network latency model (written by `hwnas fit-latency --out`)",
+                             path=source, field="kind")
+        if d.get("schema_version") != SCHEMA_VERSION:
+            raise InputError(f"unsupported schema_version {d.get('schema_version')!r}; expected {SCHEMA_VERSION}",
+                             path=source, field="schema_version")
+        try:
+            model = cls(**d["params"])
+            model.members_ = [_RidgeFit.from_dict(m) for m in d["members"]]
+            model.offset_ = float(d["offset"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(f"malformed model ({type(exc).__name__}: {exc})", path=source) from exc
+        model.provenance = dict(d.get("provenance", {}))
+        return model
+
+    def save(self, path: str | os.PathLike) -> None:
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> WholeNetworkLatencyRegressor:
+        return cls.from_dict(read_json(path, what="whole-network latency model"), source=str(path))
+
+
+def reference_flops_fit(train_archs: Sequence[dict], train_ms: np.ndarray, test_archs: Sequence[dict]) -> np.ndarray:
+    """Baseline: ordinary least squares on the seven FLOP-like features (with an intercept)."""
+    A = np.c_[np.ones(len(train_archs)), feature_matrix(train_archs, "mbv3-reference")]
+    coef, *_ = np.linalg.lstsq(A, np.asarray(train_ms, float), rcond=None)
+    return np.c_[np.ones(len(test_archs)), feature_matrix(test_archs, "mbv3-reference")] @ coef
+
+
+def _now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+# --- CSV of measured subnets ------------------------------------------------------------------
+ARCH_COLUMNS = ("r", "d", "ks", "e")
+
+
+def read_arch_latency_csv(path: str | os.PathLike, target: str) -> tuple[list[dict], np.ndarray]:
+    """Architectures (columns r, d, ks, e; dash-separated lists) and the latency column `target`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("CSV file not found", path=str(path))
+    try:
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            missing = [c for c in ARCH_COLUMNS if c not in header]
+            if missing:
+                raise InputError(f"missing architecture column(s) {missing}; expected columns r, d, ks, e "
+                                 f"(found {header})", path=str(path), field=missing[0])
+            if target not in header:
+                latency_cols = [c for c in header if c not in ARCH_COLUMNS and c != "idx"]
+                raise InputError(f"no such column; available latency columns: {latency_cols}",
+                                 path=str(path), field=target)
+            archs, values = [], []
+            for line, row in enumerate(reader, start=2):
+                archs.append(_parse_arch_row(row, path, line))
+                values.append(_parse_latency(row.get(target), path, line, target))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not a text CSV file ({exc})", path=str(path)) from exc
+    except csv.Error as exc:
+        raise InputError(f"malformed CSV ({exc})", path=str(path)) from exc
+    if not archs:
+        raise InputError("the CSV has a header but no rows", path=str(path))
+    return archs, np.asarray(values, dtype=float)
+
+
+def _parse_arch_row(row: dict, path: Path, line: int) -> dict:
+    where = f"{path}, line {line}"
+
+    def ints(col: str) -> list[int]:
+        text = row.get(col)
+        try:
+            return [int(x) for x in str(text).strip().split("-")]
+        except ValueError:
+            raise InputError(f"expected dash-separated integers, got {text!r}", path=where, field=col) from None
+
+    try:
+        r = int(str(row.get("r")).strip())
+    except ValueError:
+        raise InputError(f"expected an integer resolution, got {row.get('r')!r}", path=where, field="r") from None
+    arch = {"r": r, "d": ints("d"), "k": ints("ks"), "e": ints("e")}
+    check_mbv3_arch(arch, where=where)
+    return arch
+
+
+def _parse_latency(text: Any, path: Path, line: int, col: str) -> float:
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(f"expected a positive latency in ms, got {text!r}", path=f"{path}, line {line}", field=col)
+    return value
+
+
+# --- the verb ---------------------------------------------------------------------------------
+def fit_latency(csv_path: str | os.PathLike, target: str, train_size: int, *, seed: int = 0, splits: int = 3,
+                space: str = "mbv3", out: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Fit on `train_size` random rows, score on all other rows; repeat over `splits` random splits.
+
+    Returns the mean metrics over splits (mape, within_10pct, kendall_tau), the per-split
+    figures, and the same for the FLOPs least-squares reference. With `out`, the model of
+    the first split is saved as JSON with its provenance.
+    """
+    if space != "mbv3":
+        raise InputError(f"unsupported space {space!r}; fit-latency reads OFA MobileNetV3 subnets: expected 'mbv3'",
+                         field="space")
+    if not isinstance(splits, int) or splits < 1:
+        raise InputError(f"expected a positive number of splits, got {splits!r}", field="splits")
+    archs, y = read_arch_latency_csv(csv_path, target)
+    if not isinstance(train_size, int) or not 8 <= train_size <= len(archs) - 1:
+        raise InputError(f"expected 8 <= train-size <= {len(archs) - 1} (the CSV has {len(archs)} rows), "
+                         f"got {train_size!r}", field="train-size")
+    per_split, per_split_ref = [], []
+    for split in range(splits):
+        order = np.random.default_rng([seed, split]).permutation(len(archs))
+        train, test = order[:train_size], order[train_size:]
+        train_archs, test_archs = [archs[i] for i in train], [archs[i] for i in test]
+        model = WholeNetworkLatencyRegressor().fit(train_archs, y[train])
+        per_split.append(latency_metrics(model.predict(test_archs), y[test]))
+        per_split_ref.append(latency_metrics(reference_flops_fit(train_archs, y[train], test_archs), y[test]))
+        if split == 0 and out is not None:
+            model.provenance.update({"csv": str(csv_path), "target": target, "seed": seed,
+                                     "train_rows": [int(i) for i in train]})
+            model.save(out)
+    keys = ("mape", "within_10pct", "kendall_tau")
+    result: dict[str, Any] = {"csv": str(csv_path), "target": target, "train": train_size,
+                              "test": len(archs) - train_size, "splits": splits, "seed": seed}
+    result.update({k: float(np.mean([m[k] for m in per_split])) for k in keys})
+    result["reference"] = {k: float(np.mean([m[k] for m in per_split_ref])) for k in keys}
+    result["reference"]["method"] = "least squares on 7 FLOP-like features"
+    result["per_split"] = [{k: m[k] for k in keys} for m in per_split]
+    result["reference_per_split"] = [{k: m[k] for k in keys} for m in per_split_ref]
+    if out is not None:
+        result["model"] = str(out)
+    return result
