@@ -1,0 +1,82 @@
+"""Score the search strategies on NAS-Bench-201 against the table's true Pareto front.
+
+For every accuracy column x latency column x strategy: `hwnas bench nb201` with the given
+query budget over several seeds; prints a Markdown table of hv_ratio and front_recall
+(mean +- std over seeds) and optionally writes every number as JSON.
+
+    flock /tmp/hwnas-bench.lock /work/venv/bin/python tools/bench_nb201.py --evals 500 --seeds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from hwnas.search.tabular import bench
+
+DEFAULT_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "nb201.csv"
+ACCURACY = ["acc_cifar10_test_200ep", "acc_cifar100_test_200ep"]
+LATENCY = ["lat_ms_pixel3", "lat_ms_1080ti_1", "lat_ms_raspi4"]
+STRATEGIES = ["nsga2", "random", "evolution", "regularized-evolution"]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def _cell(result: dict, key: str) -> str:
+    std = result.get(f"{key}_std")
+    return f"{result[key]:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--csv", default=str(DEFAULT_CSV))
+    parser.add_argument("--evals", type=int, default=500)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--accuracy", nargs="+", default=ACCURACY)
+    parser.add_argument("--latency", nargs="+", default=LATENCY)
+    parser.add_argument("--algo", nargs="+", default=STRATEGIES)
+    parser.add_argument("--json", dest="json_out", default=None, help="write all results here")
+    args = parser.parse_args(argv)
+
+    rows = []
+    t0 = time.perf_counter()
+    for acc in args.accuracy:
+        for lat in args.latency:
+            for algo in args.algo:
+                r = bench("nb201", args.csv, acc, lat, args.evals, strategy=algo, seed=0, seeds=args.seeds,
+                          progress=False)
+                rows.append(r)
+                print(f"{acc} {lat} {algo}: hv_ratio {r['hv_ratio']:.3f} front_recall {r['front_recall']:.3f}",
+                      file=sys.stderr)
+    header = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": cpu_model(),
+              "cores": os.cpu_count(), "evals": args.evals, "seeds": args.seeds,
+              "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+              "seconds": time.perf_counter() - t0}
+    print(f"NAS-Bench-201, {args.evals} queries, mean +- std over {args.seeds} seeds "
+          f"({header['machine']}, {header['date']})\n")
+    print("| accuracy | latency | strategy | hv_ratio | front_recall | true front |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['accuracy']} | {r['latency']} | {r['algo']} | {_cell(r, 'hv_ratio')} "
+              f"| {_cell(r, 'front_recall')} | {r['true_front_size']} |")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({**header, "results": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
