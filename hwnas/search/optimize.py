@@ -66,7 +66,7 @@ def search(
 
     if evaluator is None:
         evaluator = ArchEvaluator(space, metrics)
-    start_count = evaluator.n_evaluations
+    start_count, start_metric_seconds = evaluator.n_evaluations, evaluator.metric_seconds
     evaluator.max_evaluations = None if evaluations is None else start_count + int(evaluations)
     problem = ArchProblem(space, evaluator, spec)
 
@@ -100,11 +100,11 @@ def search(
                                    "constraints": dict(spec.constraints),
                                    "evaluations": evaluations, "generations": generations,
                                    **{f"strategy_{k}": v for k, v in strategy.settings().items()}},
-                         start_count=start_count)
+                         start_count=start_count, start_metric_seconds=start_metric_seconds)
 
 
 def _build_result(problem: ArchProblem, strategy: Strategy, snapshots: list[int], seconds: float,
-                  seed: int, settings: dict, start_count: int) -> SearchResult:
+                  seed: int, settings: dict, start_count: int, start_metric_seconds: float) -> SearchResult:
     spec, records = problem.spec, problem.evaluator.records
     values = {name: np.array([r.values[name] for r in records], float) for name in problem.evaluator.metrics}
     F = spec.minimised(values) if records else np.zeros((0, len(spec.objectives)))
@@ -145,4 +145,5 @@ def _build_result(problem: ArchProblem, strategy: Strategy, snapshots: list[int]
         seed=seed,
         settings=settings,
         hv_normalization=normalization,
+        metric_seconds=problem.evaluator.metric_seconds - start_metric_seconds,
     )

@@ -8,6 +8,7 @@ maximised objectives (accuracy) are negated.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -64,6 +65,7 @@ class ArchEvaluator:
     metrics: Mapping[str, Metric]
     max_evaluations: int | None = None
     records: list[EvaluatedArch] = field(default_factory=list)
+    metric_seconds: float = 0.0  # time spent inside the metric callables
     _index: dict[ArchKey, int] = field(default_factory=dict)
 
     @property
@@ -86,7 +88,13 @@ class ArchEvaluator:
 
     def evaluate(self, archs: Sequence[Arch]) -> dict[str, np.ndarray]:
         """Every metric for every arch (cached); new archs are measured in one batch per metric."""
-        keys = [arch_key(self.space, a) for a in archs]
+        return self._evaluate_keys([arch_key(self.space, a) for a in archs])
+
+    def evaluate_encoded(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """`evaluate` for rows of encodings (decodes only the architectures not seen yet)."""
+        return self._evaluate_keys([vector_key(x) for x in np.atleast_2d(X)])
+
+    def _evaluate_keys(self, keys: list[ArchKey]) -> dict[str, np.ndarray]:
         new: dict[ArchKey, Arch] = {}
         for key in keys:
             if key not in self._index and key not in new:
@@ -95,7 +103,9 @@ class ArchEvaluator:
             raise BudgetExhausted(f"{len(new)} new architectures but only {self.remaining} evaluations left")
         if new:
             batch = list(new.values())
+            t0 = time.perf_counter()
             columns = {name: self._call(name, fn, batch) for name, fn in self.metrics.items()}
+            self.metric_seconds += time.perf_counter() - t0
             for i, (key, arch) in enumerate(new.items()):
                 self._index[key] = len(self.records)
                 self.records.append(EvaluatedArch(arch, {n: float(col[i]) for n, col in columns.items()}))
@@ -177,7 +187,8 @@ class ArchProblem(Problem):
         return self.spec.minimised(values), self.spec.violations(values)
 
     def _evaluate(self, X, out, *args, **kwargs):
-        F, G = self.evaluate_archs(self.decode_all(X))
+        values = self.evaluator.evaluate_encoded(np.asarray(X).astype(np.int64))
+        F, G = self.spec.minimised(values), self.spec.violations(values)
         out["F"] = F
         if self.n_ieq_constr:
             out["G"] = G

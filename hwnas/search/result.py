@@ -28,6 +28,7 @@ class SearchResult:
     seed: int
     settings: dict[str, Any]
     hv_normalization: dict[str, list[float]] = field(default_factory=dict)
+    metric_seconds: float = 0.0  # of `seconds`, the time spent inside the objective callables
 
     @property
     def hypervolume(self) -> float:
