@@ -1,0 +1,289 @@
+"""Latency of a whole subnet from a latency table, calibrated on end-to-end measurements.
+
+The raw prediction is the once-for-all sum of the table's per-op medians. Ops measured
+alone differ from ops inside a network: each isolated measurement pays the runtime's
+per-call overhead, and a multi-threaded runtime or a GPU overlaps or fuses work across
+ops. `LatencyPredictor.fit(archs, measured_ms)` learns a small linear correction from a
+few subnets measured end to end on the same device; several candidate corrections are
+fitted and the one with the least leave-one-out relative error is kept:
+
+- ``raw``: the sum itself (nothing learned)
+- ``scale``: c * sum
+- ``affine``: a + c * sum (a fixed per-network cost, a global speed-up)
+- ``overhead``: a + c * sum + b * n_ops (b < 0 removes the per-call overhead in each entry)
+- ``per-type``: a + sum over op types t of c_t * sum_t + b * n_ops
+
+The calibration is stored next to the table (``T.calibration.json``) with its provenance;
+`LatencyPredictor.load(T)` picks it up (and falls back to the raw sum without one).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwnas.errors import InputError
+from hwnas.io import atomic_write_json, read_json
+from hwnas.latency.table import LatencyTable
+
+CALIBRATION_SCHEMA_VERSION = 1
+CALIBRATION_KIND = "hwnas-latency-calibration"
+METHODS = ("raw", "scale", "affine", "overhead", "per-type")
+# a candidate must beat a simpler one by this much (relative LOO error) to be chosen: fewer parameters win ties
+_SIMPLER_MARGIN = 0.02
+_OPS_CACHE_LIMIT = 200_000
+
+
+def calibration_path(table_path: str | os.PathLike) -> Path:
+    """Where the calibration of a table lives: beside it, `<table stem>.calibration.json`."""
+    p = Path(table_path)
+    return p.with_name(p.stem + ".calibration.json")
+
+
+def table_digest(table: LatencyTable) -> str:
+    """SHA-256 of the table's entries: a calibration is only valid for the numbers it was fitted on."""
+    canon = json.dumps({k: table.entries[k]["median_ms"] for k in sorted(table.entries)}, sort_keys=True)
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+@dataclass
+class Calibration:
+    """A fitted correction of the table sum: y = features(arch) @ coef, features by `method`."""
+
+    method: str
+    coef: list[float]
+    feature_names: list[str]
+    loo_rel_rmse: dict[str, float] = field(default_factory=dict)  # every candidate's leave-one-out error
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": CALIBRATION_SCHEMA_VERSION, "kind": CALIBRATION_KIND, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = "<calibration>") -> Calibration:
+        if not isinstance(raw, dict) or raw.get("kind") != CALIBRATION_KIND:
+            raise InputError(f"not an hwnas latency calibration (expected kind {CALIBRATION_KIND!r})",
+                             path=source, field="kind")
+        if raw.get("schema_version") != CALIBRATION_SCHEMA_VERSION:
+            raise InputError(f"unsupported schema_version {raw.get('schema_version')!r}; expected "
+                             f"{CALIBRATION_SCHEMA_VERSION} (run `hwnas validate` again)", path=source,
+                             field="schema_version")
+        method = raw.get("method")
+        if method not in METHODS:
+            raise InputError(f"unknown method {method!r}; expected one of {list(METHODS)}", path=source,
+                             field="method")
+        coef, names = raw.get("coef"), raw.get("feature_names")
+        if (not isinstance(coef, list) or not isinstance(names, list) or len(coef) != len(names)
+                or not all(isinstance(c, (int, float)) and np.isfinite(c) for c in coef)):
+            raise InputError("expected equally long lists 'coef' (finite numbers) and 'feature_names'",
+                             path=source, field="coef")
+        return cls(method=method, coef=[float(c) for c in coef], feature_names=[str(n) for n in names],
+                   loo_rel_rmse=dict(raw.get("loo_rel_rmse", {})), provenance=dict(raw.get("provenance", {})))
+
+
+class LatencyPredictor:
+    """Predicted end-to-end latency (ms) of subnets: table sum plus an optional calibration.
+
+    >>> pred = LatencyPredictor.load("latency_tables/cpu-ort-1t_mbv3-small-input.json")  # doctest: +SKIP
+    >>> pred.predict(archs)                                                               # doctest: +SKIP
+    """
+
+    def __init__(self, table: LatencyTable, space: Any = None, calibration: Calibration | None = None):
+        self.table = table
+        self._space = space
+        self.calibration = calibration
+        self._index: dict[str, int] | None = None
+        self._ops_cache: dict[tuple, np.ndarray] = {}
+
+    # --- construction ------------------------------------------------------------------
+    @classmethod
+    def load(cls, table_path: str | os.PathLike, calibration: str | os.PathLike | None = None) -> LatencyPredictor:
+        """The table, and its calibration when one exists beside it (or at `calibration`)."""
+        table = LatencyTable.load(table_path)
+        pred = cls(table)
+        cal_path = Path(calibration) if calibration is not None else calibration_path(table_path)
+        if cal_path.is_file():
+            cal = Calibration.from_dict(read_json(cal_path, what="latency calibration"), source=str(cal_path))
+            fitted_on = cal.provenance.get("table_sha256")
+            if fitted_on and fitted_on != table_digest(table):
+                # the table was measured again after calibrating: the fitted correction no longer applies
+                print(f"warning: {cal_path} was fitted on other table entries; using the raw table sum",
+                      file=sys.stderr)
+            else:
+                pred.calibration = cal
+        elif calibration is not None:
+            raise InputError("calibration file not found", path=str(cal_path))
+        return pred
+
+    @property
+    def space(self) -> Any:
+        if self._space is None:
+            from hwnas.space import get_space
+
+            config = {k: v for k, v in self.table.space.get("config", {}).items() if k != "name"}
+            self._space = get_space(self.table.space_name, **config)
+        return self._space
+
+    # --- features ------------------------------------------------------------------------
+    def _key_index(self) -> dict[str, int]:
+        if self._index is None:
+            keys = list(self.table.entries)
+            self._index = {k: i for i, k in enumerate(keys)}
+            self._median = np.array([self.table.entries[k]["median_ms"] for k in keys], dtype=float)
+            self.op_types = sorted({k.split("|", 1)[0] for k in keys})
+            type_of = {t: i for i, t in enumerate(self.op_types)}
+            self._type_id = np.array([type_of[k.split("|", 1)[0]] for k in keys], dtype=np.int64)
+        return self._index
+
+    def _op_indices(self, arch: dict) -> np.ndarray:
+        cache_key = tuple((k, tuple(v) if isinstance(v, (list, tuple, np.ndarray)) else v)
+                          for k, v in sorted(arch.items()))
+        hit = self._ops_cache.get(cache_key)
+        if hit is not None:
+            return hit
+        index = self._key_index()
+        ops = self.space.ops(arch)
+        try:
+            idx = np.fromiter((index[k] for k in ops), dtype=np.int64, count=len(ops))
+        except KeyError as exc:
+            raise InputError(
+                f"op key {exc.args[0]!r} of this subnet is not in the latency table ({len(index)} entries); "
+                "complete the table with `hwnas profile ... --resume`", path=self.table.path, field="entries",
+            ) from None
+        if len(self._ops_cache) >= _OPS_CACHE_LIMIT:
+            self._ops_cache.clear()
+        self._ops_cache[cache_key] = idx
+        return idx
+
+    def op_sums(self, archs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
+        """Per arch: table sum per op type (n, n_types) and number of ops (n,)."""
+        self._key_index()
+        idx = [self._op_indices(a) for a in archs]
+        counts = np.array([len(i) for i in idx], dtype=np.int64)
+        flat = np.concatenate(idx) if idx else np.zeros(0, dtype=np.int64)
+        row = np.repeat(np.arange(len(archs)), counts)
+        sums = np.zeros((len(archs), len(self.op_types)))
+        np.add.at(sums, (row, self._type_id[flat]), self._median[flat])
+        return sums, counts.astype(float)
+
+    def features(self, archs: Sequence[dict], method: str) -> tuple[np.ndarray, list[str]]:
+        """Design matrix of one calibration method (columns named)."""
+        sums, n_ops = self.op_sums(archs)
+        total = sums.sum(axis=1)
+        one = np.ones(len(archs))
+        if method == "raw" or method == "scale":
+            return total[:, None], ["sum_ms"]
+        if method == "affine":
+            return np.c_[one, total], ["intercept_ms", "sum_ms"]
+        if method == "overhead":
+            return np.c_[one, total, n_ops], ["intercept_ms", "sum_ms", "n_ops"]
+        if method == "per-type":
+            return np.c_[one, sums, n_ops], ["intercept_ms", *[f"sum_ms[{t}]" for t in self.op_types], "n_ops"]
+        raise InputError(f"unknown calibration method {method!r}; expected one of {list(METHODS)}", field="method")
+
+    # --- estimator -----------------------------------------------------------------------
+    def predict_raw(self, archs: Sequence[dict]) -> np.ndarray:
+        """The once-for-all prediction: the sum of the table's per-op medians."""
+        return self.op_sums(archs)[0].sum(axis=1)
+
+    def predict(self, archs: Sequence[dict]) -> np.ndarray:
+        """Calibrated latency (ms) of each arch; the raw sum when there is no calibration."""
+        if len(archs) == 0:
+            return np.zeros(0)
+        cal = self.calibration
+        if cal is None or cal.method == "raw":
+            return self.predict_raw(archs)
+        X, names = self.features(archs, cal.method)
+        if names != cal.feature_names:
+            raise InputError(f"calibration features {cal.feature_names} do not match this table's {names}",
+                             path=self.table.path, field="calibration")
+        # a correction can never make a subnet faster than a tenth of its table sum
+        return np.maximum(X @ np.asarray(cal.coef), 0.1 * self.predict_raw(archs))
+
+    def fit(self, archs: Sequence[dict], measured_ms: Iterable[float], *, methods: Sequence[str] = METHODS,
+            provenance: dict[str, Any] | None = None) -> LatencyPredictor:
+        """Choose and fit the calibration with the least leave-one-out relative error."""
+        y = np.asarray(list(measured_ms), dtype=float)
+        if len(archs) != y.size:
+            raise InputError(f"got {len(archs)} architectures but {y.size} measurements", field="measured_ms")
+        if y.size < 3:
+            raise InputError(f"need at least 3 measured subnets to calibrate, got {y.size}", field="calib-n")
+        if not np.all(np.isfinite(y)) or np.any(y <= 0):
+            raise InputError("measured latencies must be positive finite numbers (ms)", field="measured_ms")
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown or not methods:
+            raise InputError(f"methods must be a non-empty subset of {list(METHODS)}, got {list(methods)}",
+                             field="methods")
+        fits: dict[str, tuple[np.ndarray, list[str], float]] = {}
+        for method in methods:
+            X, names = self.features(archs, method)
+            if method == "raw":
+                coef = np.ones(1)
+                err = float(np.sqrt(np.mean((X[:, 0] / y - 1) ** 2)))
+            elif X.shape[1] >= y.size - 1:
+                continue  # too few measurements for this many parameters
+            else:
+                coef, err = _relative_least_squares(X, y)
+            fits[method] = (coef, names, err)
+        chosen = min(fits, key=lambda m: fits[m][2])
+        for method in fits:  # prefer the simplest candidate that is about as good
+            if fits[method][2] <= fits[chosen][2] * (1 + _SIMPLER_MARGIN) + 1e-9:
+                chosen = method
+                break
+        coef, names, _ = fits[chosen]
+        self.calibration = Calibration(
+            method=chosen, coef=[float(c) for c in coef], feature_names=names,
+            loo_rel_rmse={m: round(f[2], 6) for m, f in fits.items()},
+            provenance={
+                "n_measured": int(y.size),
+                "fitted": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+                "table": Path(self.table.path).name if self.table.path else None,
+                "table_sha256": table_digest(self.table),
+                "table_profile": self.table.profile_name,
+                "table_space": self.table.space,
+                "selection": "least leave-one-out relative RMSE; a simpler candidate within "
+                             f"{int(_SIMPLER_MARGIN * 100)} % of the best is preferred",
+                **(provenance or {}),
+            },
+        )
+        return self
+
+    def score(self, archs: Sequence[dict], measured_ms: Iterable[float]) -> float:
+        """Share of `archs` predicted within +-10 % of the measured latency."""
+        from hwnas.latency.fit import latency_metrics
+
+        return latency_metrics(self.predict(archs), measured_ms)["within_10pct"]
+
+    # --- persistence -----------------------------------------------------------------------
+    def save(self, path: str | os.PathLike | None = None) -> Path:
+        """Write the calibration (JSON) beside the table, or at `path`."""
+        if self.calibration is None:
+            raise RuntimeError("nothing to save: this predictor has no calibration; call fit() first")
+        if path is None:
+            if not self.table.path:
+                raise ValueError("the table has no path; pass the calibration path explicitly")
+            path = calibration_path(self.table.path)
+        atomic_write_json(path, self.calibration.to_dict())
+        return Path(path)
+
+
+def _relative_least_squares(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    """Least squares of relative error (rows weighted by 1/y); returns coef and leave-one-out relative RMSE."""
+    A = X / y[:, None]
+    b = np.ones_like(y)
+    coef, *_ = np.linalg.lstsq(A, b, rcond=None)
+    # leave-one-out residuals of ordinary least squares: e_i / (1 - h_ii)
+    pinv = np.linalg.pinv(A)
+    leverage = np.einsum("ij,ji->i", A, pinv)
+    resid = b - A @ coef
+    loo = resid / np.maximum(1.0 - leverage, 1e-9)
+    return coef, float(np.sqrt(np.mean(loo**2)))

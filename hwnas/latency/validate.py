@@ -1,0 +1,180 @@
+"""`validate`: a latency table's predictions against end-to-end measurements on its device.
+
+Random subnets of the table's space are built whole and measured on the table's backend
+with the table's own protocol. `calib_n` of them fit the calibration
+(`LatencyPredictor.fit`); the other `n` are held out and score the raw table sum and the
+calibrated prediction: MAPE, share within +-10 %, Kendall tau. The calibration is written
+beside the table with its provenance, and a predicted-vs-measured scatter plot is drawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwnas.device_profile import MeasurementProtocol, profile_from_dict
+from hwnas.errors import InputError
+from hwnas.latency.fingerprint import device_fingerprint, same_device
+from hwnas.latency.fit import latency_metrics
+from hwnas.latency.measure import measure_module
+from hwnas.latency.predictor import LatencyPredictor, calibration_path
+from hwnas.latency.table import LatencyTable
+
+
+def table_protocol(table: LatencyTable) -> MeasurementProtocol:
+    """The measurement protocol the table was taken with (so subnets are timed the same way)."""
+    names = {f.name for f in dataclasses.fields(MeasurementProtocol)}
+    return MeasurementProtocol(**{k: v for k, v in table.protocol.items() if k in names})
+
+
+def sample_distinct(space: Any, n: int, rng: np.random.Generator, *, max_tries: int = 100) -> list[dict]:
+    """`n` random subnets with pairwise different op lists (InputError when the space is too small)."""
+    seen: set[tuple] = set()
+    archs: list[dict] = []
+    tries = 0
+    while len(archs) < n:
+        arch = space.sample(rng)
+        key = tuple(space.ops(arch))
+        tries += 1
+        if key in seen:
+            if tries > max_tries * n:
+                raise InputError(f"the space has fewer than {n} distinct subnets", field="n")
+            continue
+        seen.add(key)
+        archs.append(arch)
+    return archs
+
+
+def validate(
+    table_path: str | os.PathLike,
+    n: int = 50,
+    *,
+    calib_n: int | None = None,
+    plot: str | os.PathLike | None = None,
+    seed: int = 0,
+    calibration_out: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Measure `calib_n` + `n` random subnets end to end; fit on the first, score on the others."""
+    began = time.perf_counter()
+    calib_n = n if calib_n is None else calib_n
+    for name, value, low in (("n", n, 2), ("calib-n", calib_n, 3)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise InputError(f"expected an integer >= {low}, got {value!r}", field=name)
+    table_path = Path(table_path)
+    predictor = LatencyPredictor.load(table_path)
+    predictor.calibration = None  # validate measures afresh; an earlier calibration plays no part
+    table = predictor.table
+    if not table.complete:
+        raise InputError(f"the table is incomplete ({len(table)} of {table.expected_entries} op keys); "
+                         "finish it with `hwnas profile ... --resume` first", path=str(table_path), field="entries")
+    here = device_fingerprint()
+    differing = same_device(table.device, here)
+    if differing:
+        # end-to-end timings from this machine say nothing about the table's device
+        details = ", ".join(f"{f}: table {table.device.get(f)!r} vs here {here.get(f)!r}" for f in differing)
+        raise InputError(f"this table was measured on another device ({details}); run validate on the device "
+                         "the table describes", path=str(table_path), field="device")
+    profile = profile_from_dict(table.profile, source=str(table_path))
+    protocol = table_protocol(table)
+    space = predictor.space
+
+    rng = np.random.default_rng(seed)
+    archs = sample_distinct(space, calib_n + n, rng)
+    measured = np.zeros(len(archs))
+    bar = _progress(len(archs), enabled=progress, desc=f"validate {table.profile_name}")
+    try:
+        for i, arch in enumerate(archs):
+            result = measure_module(profile, space.build(arch), space.input_shape(arch), protocol)
+            measured[i] = result.median_ms
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    calib, held_out = archs[:calib_n], archs[calib_n:]
+    y_calib, y_test = measured[:calib_n], measured[calib_n:]
+
+    raw_test = predictor.predict_raw(held_out)
+    predictor.fit(calib, y_calib, provenance={
+        "device": here,
+        "protocol": dataclasses.asdict(protocol),
+        "seed": seed,
+        "measured": "whole subnet built by space.build(arch), timed on the table's backend with its protocol",
+    })
+    calibrated_test = predictor.predict(held_out)
+    raw = _rounded(latency_metrics(raw_test, y_test))
+    calibrated = _rounded(latency_metrics(calibrated_test, y_test))
+    predictor.calibration.provenance["held_out"] = {"n": n, "raw": raw, "calibrated": calibrated}
+    cal_path = predictor.save(calibration_out if calibration_out is not None else calibration_path(table_path))
+
+    if plot is not None:
+        scatter_plot(plot, y_test, raw_test, calibrated_test,
+                     title=f"{table.profile_name} / {table.space_name}: {n} held-out subnets")
+    return {
+        "table": str(table_path),
+        "n": n,
+        "calib_n": calib_n,
+        "mape": calibrated["mape"],
+        "within_10pct": calibrated["within_10pct"],
+        "kendall_tau": calibrated["kendall_tau"],
+        "calibrated": calibrated,
+        "raw": raw,
+        "method": predictor.calibration.method,
+        "coef": dict(zip(predictor.calibration.feature_names, predictor.calibration.coef, strict=True)),
+        "calibration": str(cal_path),
+        "plot": str(plot) if plot is not None else None,
+        "measured_ms": {"min": float(y_test.min()), "median": float(np.median(y_test)), "max": float(y_test.max())},
+        "seed": seed,
+        "seconds": round(time.perf_counter() - began, 2),
+    }
+
+
+def scatter_plot(path: str | os.PathLike, measured: np.ndarray, raw: np.ndarray, calibrated: np.ndarray,
+                 *, title: str = "") -> None:
+    """Predicted vs measured latency, with the identity line and the +-10 % band (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hwnas.io import atomic_write_bytes
+
+    lo = float(min(measured.min(), raw.min(), calibrated.min())) * 0.9
+    hi = float(max(measured.max(), raw.max(), calibrated.max())) * 1.1
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=120)
+    line = np.array([lo, hi])
+    ax.fill_between(line, line * 0.9, line * 1.1, color="0.9", label="±10 %")
+    ax.plot(line, line, color="0.5", lw=1)
+    r, c = latency_metrics(raw, measured), latency_metrics(calibrated, measured)
+    ax.scatter(measured, raw, s=14, marker="x", color="tab:orange",
+               label=f"table sum: {100 * r['within_10pct']:.0f} % in ±10 %, τ {r['kendall_tau']:.2f}")
+    ax.scatter(measured, calibrated, s=14, color="tab:blue",
+               label=f"calibrated: {100 * c['within_10pct']:.0f} % in ±10 %, τ {c['kendall_tau']:.2f}")
+    ax.set(xlim=(lo, hi), ylim=(lo, hi), xlabel="measured end to end (ms)", ylabel="predicted (ms)", title=title)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _rounded(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in metrics.items()}
+
+
+def _progress(total: int, *, enabled: bool, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False)

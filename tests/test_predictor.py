@@ -1,0 +1,170 @@
+"""Calibrated latency predictor (table sum + correction) and `hwnas validate`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from hwnas.cli import main
+from hwnas.device_profile import load_profile, profile_from_dict
+from hwnas.errors import InputError
+from hwnas.latency.fingerprint import device_fingerprint
+from hwnas.latency.predictor import Calibration, LatencyPredictor, calibration_path
+from hwnas.latency.table import LatencyTable
+from hwnas.space import get_space
+
+SPACE_CONFIG = {"resolutions": [24, 32]}
+
+
+def _synthetic_table(path, space) -> LatencyTable:
+    """A complete table whose medians are a fixed pseudo-random function of the op key."""
+    keys = space.all_ops()
+    entries = {}
+    for k in keys:
+        u = int(hashlib.sha256(k.encode()).hexdigest()[:8], 16) / 2**32
+        med = 0.02 + 0.3 * u
+        entries[k] = {"median_ms": med, "p25_ms": med * 0.98, "p75_ms": med * 1.02, "cv": 0.04, "n": 30}
+    table = LatencyTable(space={"name": space.name, "config": space.config()},
+                         profile=load_profile("cpu-ort-1t").to_dict(), device=device_fingerprint(),
+                         versions={}, protocol={}, entries=entries, expected_entries=len(keys))
+    table.save(path)
+    return table
+
+
+@pytest.fixture
+def setup(tmp_path):
+    space = get_space("mbv3-small-input", **SPACE_CONFIG)
+    table = _synthetic_table(tmp_path / "t.json", space)
+    rng = np.random.default_rng(0)
+    archs = [space.sample(rng) for _ in range(80)]
+    return space, table, archs
+
+
+def test_raw_prediction_is_the_table_sum(setup):
+    space, table, archs = setup
+    pred = LatencyPredictor(table, space)
+    expected = [table.sum(space.ops(a)) for a in archs[:10]]
+    np.testing.assert_allclose(pred.predict(archs[:10]), expected, rtol=1e-12)
+    np.testing.assert_allclose(pred.predict_raw(archs[:10]), expected, rtol=1e-12)
+
+
+def test_calibration_recovers_per_call_overhead_and_scale(setup):
+    space, table, archs = setup
+    pred = LatencyPredictor(table, space)
+    sums, n_ops = pred.op_sums(archs)
+    # truth: fixed cost 0.05 ms, ops 20 % faster in context, 4 us of call overhead in each isolated entry
+    truth = 0.05 + 0.8 * sums.sum(axis=1) - 0.004 * n_ops
+    pred.fit(archs[:30], truth[:30])
+    assert pred.calibration.method == "overhead"
+    np.testing.assert_allclose(pred.calibration.coef, [0.05, 0.8, -0.004], atol=1e-9)
+    np.testing.assert_allclose(pred.predict(archs[30:]), truth[30:], rtol=1e-9)
+    assert pred.score(archs[30:], truth[30:]) == 1.0
+
+
+def test_calibration_finds_per_type_scales(setup):
+    space, table, archs = setup
+    pred = LatencyPredictor(table, space)
+    sums, n_ops = pred.op_sums(archs)
+    scale = np.linspace(0.5, 1.5, sums.shape[1])
+    truth = 0.1 + sums @ scale
+    pred.fit(archs[:40], truth[:40])
+    assert pred.calibration.method == "per-type"
+    np.testing.assert_allclose(pred.predict(archs[40:]), truth[40:], rtol=1e-8)
+
+
+def test_simplest_adequate_calibration_is_kept(setup):
+    space, table, archs = setup
+    pred = LatencyPredictor(table, space)
+    truth = 1.3 * pred.predict_raw(archs)
+    pred.fit(archs[:20], truth[:20])
+    assert pred.calibration.method == "scale"
+    assert pred.calibration.coef == pytest.approx([1.3])
+    pred.fit(archs[:20], pred.predict_raw(archs[:20]))
+    assert pred.calibration.method == "raw"
+
+
+def test_calibration_round_trip_beside_the_table(setup, tmp_path, capsys):
+    space, table, archs = setup
+    pred = LatencyPredictor(table, space)
+    truth = 0.2 + 0.9 * pred.predict_raw(archs)
+    path = pred.fit(archs[:20], truth[:20], provenance={"note": "x"}).save()
+    assert path == calibration_path(tmp_path / "t.json") == tmp_path / "t.calibration.json"
+    saved = json.loads(path.read_text())
+    assert saved["kind"] == "hwnas-latency-calibration" and saved["provenance"]["n_measured"] == 20
+    assert saved["provenance"]["table_sha256"]
+    loaded = LatencyPredictor.load(tmp_path / "t.json")
+    assert loaded.calibration.method == "affine"
+    np.testing.assert_allclose(loaded.predict(archs), pred.predict(archs), rtol=1e-12)
+    # the table measured again: the old calibration no longer applies
+    first = next(iter(table.entries))
+    table.entries[first]["median_ms"] *= 2
+    table.save()
+    stale = LatencyPredictor.load(tmp_path / "t.json")
+    assert stale.calibration is None and "raw table sum" in capsys.readouterr().err
+
+
+def test_bad_calibration_and_missing_ops_are_input_errors(setup, tmp_path):
+    space, table, archs = setup
+    bad = tmp_path / "t.calibration.json"
+    bad.write_text(json.dumps({"kind": "hwnas-latency-calibration", "schema_version": 1, "method": "magic"}))
+    with pytest.raises(InputError, match="method"):
+        LatencyPredictor.load(tmp_path / "t.json")
+    with pytest.raises(InputError, match="not found"):
+        LatencyPredictor.load(tmp_path / "t.json", calibration=tmp_path / "absent.json")
+    with pytest.raises(InputError):
+        Calibration.from_dict([1, 2])
+    table.entries.pop(space.ops(archs[0])[3])
+    with pytest.raises(InputError, match="not in the latency table"):
+        LatencyPredictor(table, space).predict(archs[:1])
+
+
+def test_predict_is_fast_on_a_search_population(setup):
+    space, table, archs = setup
+    pred = LatencyPredictor(table, space)
+    rng = np.random.default_rng(1)
+    population = [space.sample(rng) for _ in range(2000)]
+    out = pred.predict(population)
+    assert out.shape == (2000,) and np.all(out > 0)
+    assert pred.predict(population[:5]).tolist() == out[:5].tolist()  # cached op indices give the same numbers
+
+
+def test_validate_refuses_a_table_of_another_device(setup, tmp_path, capsys):
+    _, table, _ = setup
+    table.device = {**table.device, "cpu_model": "Some Other CPU 9000"}
+    table.save()
+    assert main(["validate", str(tmp_path / "t.json"), "--n", "3", "--json"]) == 2
+    assert "another device" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_validate_refuses_an_incomplete_table(setup, tmp_path, capsys):
+    _, table, _ = setup
+    table.expected_entries = len(table.entries) + 5
+    table.save()
+    assert main(["validate", str(tmp_path / "t.json"), "--n", "3", "--json"]) == 2
+    assert "incomplete" in json.loads(capsys.readouterr().out)["error"]
+
+
+def test_validate_measures_real_subnets_end_to_end(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from hwnas.latency.profile import profile
+
+    raw = load_profile("cpu-ort-1t").to_dict()
+    raw["protocol"].update(warmup=1, min_repeats=3, max_repeats=5, max_seconds=0.01, remeasure=0)
+    tiny = profile_from_dict(raw)
+    table_path = tmp_path / "tiny.json"
+    profile(tiny, "mbv3-small-input", table_path, quick=True, progress=False,
+            space_options={"resolutions": [8], "width_mult": 0.25})
+    plot = tmp_path / "v.png"
+    assert main(["validate", str(table_path), "--n", "3", "--calib-n", "5", "--plot", str(plot), "--json",
+                 "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    for key in ("n", "mape", "within_10pct", "kendall_tau", "calibrated", "raw"):
+        assert key in out
+    assert out["n"] == 3 and out["calibrated"]["n"] == 3
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cal = json.loads((tmp_path / "tiny.calibration.json").read_text())
+    assert cal["provenance"]["n_measured"] == 5 and cal["provenance"]["device"]["cpu_model"]
+    assert LatencyPredictor.load(table_path).calibration.method == out["method"]
