@@ -1,0 +1,180 @@
+"""Surrogate search on the MobileNetV3 space: speed, convergence, strategies under 5 budgets.
+
+1. timing: NSGA-II, population 100 x 100 generations on the surrogate objectives; wall time
+   of the whole search and the part spent outside the objective callables.
+2. convergence: hypervolume of that run / hypervolume of a run 10x longer (same seed),
+   both normalised by the union of their feasible points.
+3. budgets: nsga2 vs evolution vs random at equal evaluations, under 5 latency budgets
+   (quantiles of the predicted latency of random subnets): best accuracy under each budget.
+
+Objectives (whatever the repository offers):
+- latency: `--table T.json` (hwnas.latency.predictor.LatencyPredictor), else a
+  WholeNetworkLatencyRegressor fitted on every measured subnet of `--latency-csv`
+  (OFA MobileNetV3 on a real GPU);
+- accuracy: `--supernet C.pt --estimator NAME` (hwnas.estimate.get_estimator), else the
+  subnet's multiply-accumulates as a stand-in (more compute, more accuracy), reported as such.
+
+    flock /tmp/hwnas-bench.lock /work/venv/bin/python tools/bench_search.py --json /tmp/bench_search.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hwnas.search import hypervolume, normalize, search
+from hwnas.search.problem import ObjectiveSpec
+from hwnas.space import get_space
+
+DEFAULT_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "ofa_mbv3_gpu_latency.csv"
+
+
+def latency_objective(args):
+    if args.table:
+        from hwnas.latency.predictor import LatencyPredictor
+
+        predictor = LatencyPredictor.load(args.table)
+        return predictor.predict, f"LatencyPredictor({args.table})"
+    from hwnas.latency.fit import WholeNetworkLatencyRegressor, read_arch_latency_csv
+
+    archs, ms = read_arch_latency_csv(args.latency_csv, args.latency_column)
+    model = WholeNetworkLatencyRegressor().fit(archs, ms)
+    return model.predict, f"WholeNetworkLatencyRegressor fitted on {len(archs)} rows of {args.latency_column}"
+
+
+def accuracy_objective(args, space):
+    if args.supernet:
+        from hwnas.estimate import get_estimator
+
+        estimator = get_estimator(args.estimator, supernet_checkpoint=args.supernet, space=space)
+        return estimator.predict, f"{args.estimator} estimator ({args.supernet})", "accuracy"
+    from hwnas.latency.fit import mbv3_reference_features
+
+    def macs(archs):  # millions of multiply-accumulates (OFA reference count)
+        return np.array([mbv3_reference_features(a)[-1] / 1e6 for a in archs])
+
+    return macs, "MACs (stand-in: no accuracy estimator given)", "macs"
+
+
+def shared_hypervolumes(results, spec: ObjectiveSpec) -> list[float]:
+    """Hypervolume of each result's feasible points, all normalised by their union."""
+    mats = []
+    for r in results:
+        ok = [e for e in r.evaluated if e["feasible"]]
+        mats.append(spec.minimised({n: np.array([e["objectives"][n] for e in ok]) for n in spec.objectives}))
+    union = np.vstack(mats)
+    ideal, nadir = union.min(axis=0), union.max(axis=0)
+    ref = np.full(union.shape[1], 1.1)
+    return [hypervolume(normalize(F, ideal, nadir), ref) for F in mats]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--space", default="mbv3")
+    parser.add_argument("--table", default=None)
+    parser.add_argument("--latency-csv", default=str(DEFAULT_CSV))
+    parser.add_argument("--latency-column", default="lat_ms_2080ti_1")
+    parser.add_argument("--supernet", default=None)
+    parser.add_argument("--estimator", default="predictor")
+    parser.add_argument("--pop", type=int, default=100)
+    parser.add_argument("--gens", type=int, default=100)
+    parser.add_argument("--long-factor", type=int, default=10)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--budget-evals", type=int, default=2000, help="evaluations per strategy and budget")
+    parser.add_argument("--skip-long", action="store_true", help="skip the 10x longer convergence run")
+    parser.add_argument("--json", dest="json_out", default=None)
+    args = parser.parse_args(argv)
+
+    space = get_space(args.space)
+    latency, latency_name = latency_objective(args)
+    accuracy, accuracy_name, acc_key = accuracy_objective(args, space)
+    metrics = {acc_key: accuracy, "latency_ms": latency}
+    maximize = (acc_key,)
+    objectives = (acc_key, "latency_ms")
+    rng = np.random.default_rng(0)
+    sample_ms = latency([space.sample(rng) for _ in range(1000)])
+    budgets = [float(np.quantile(sample_ms, q)) for q in (0.1, 0.3, 0.5, 0.7, 0.9)]
+    report: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "machine": _cpu_model(), "cores": os.cpu_count(), "space": args.space,
+                    "latency": latency_name, "accuracy": accuracy_name, "budgets_ms": budgets,
+                    "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])}
+
+    # 1 + 2: timing and convergence (constraint: the median budget)
+    spec = ObjectiveSpec.build(metrics, objectives, {"latency_ms": budgets[2]}, maximize)
+    timing = []
+    for seed in range(args.seeds):
+        t0 = time.perf_counter()
+        r = search(space, metrics, objectives, {"latency_ms": budgets[2]}, "nsga2", generations=args.gens,
+                   pop_size=args.pop, seed=seed, maximize=maximize, progress=False)
+        wall = time.perf_counter() - t0
+        row = {"seed": seed, "wall_s": wall, "search_s": r.seconds, "objective_s": r.metric_seconds,
+               "overhead_s": r.seconds - r.metric_seconds, "evaluations": r.evaluations}
+        if not args.skip_long and seed == 0:
+            long = search(space, metrics, objectives, {"latency_ms": budgets[2]}, "nsga2",
+                          generations=args.gens * args.long_factor, pop_size=args.pop, seed=seed,
+                          maximize=maximize, progress=False)
+            hv_short, hv_long = shared_hypervolumes([r, long], spec)
+            row.update(hv_ratio_to_long=hv_short / hv_long, long_s=long.seconds, long_evaluations=long.evaluations)
+        timing.append(row)
+        print(f"seed {seed}: {row}", file=sys.stderr)
+    report["timing"] = timing
+
+    # 3: strategies under 5 budgets at equal evaluations
+    comparison = []
+    for budget in budgets:
+        row = {"budget_ms": budget}
+        for algo in ("nsga2", "evolution", "random"):
+            best_values = []
+            for seed in range(args.seeds):
+                r = search(space, metrics, objectives if algo != "evolution" else (acc_key,),
+                           {"latency_ms": budget}, algo, evaluations=args.budget_evals, seed=seed,
+                           maximize=maximize, progress=False)
+                feasible = [e["objectives"][acc_key] for e in r.evaluated if e["feasible"]]
+                best_values.append(max(feasible) if feasible else float("nan"))
+            row[algo] = {"mean": float(np.mean(best_values)), "std": float(np.std(best_values, ddof=1))
+                         if len(best_values) > 1 else 0.0, "per_seed": best_values}
+        comparison.append(row)
+        print(f"budget {budget:.3f} ms: " + ", ".join(f"{a} {row[a]['mean']:.2f}" for a in
+                                                      ("nsga2", "evolution", "random")), file=sys.stderr)
+    report["budgets"] = comparison
+
+    print(f"{args.space}: latency = {latency_name}; accuracy = {accuracy_name}")
+    print(f"{report['machine']}, {report['cores']} cores, {report['date']}\n")
+    print(f"| seed | pop x gens | evaluations | search s | in objectives s | search overhead s | "
+          f"HV / HV({args.long_factor}x longer) |")
+    print("|---|---|---|---|---|---|---|")
+    for t in timing:
+        ratio = f"{t['hv_ratio_to_long']:.4f}" if "hv_ratio_to_long" in t else "-"
+        print(f"| {t['seed']} | {args.pop} x {args.gens} | {t['evaluations']} | {t['search_s']:.2f} | "
+              f"{t['objective_s']:.2f} | {t['overhead_s']:.2f} | {ratio} |")
+    print(f"\nbest {acc_key} under each budget, {args.budget_evals} evaluations, mean ± std over "
+          f"{args.seeds} seeds\n")
+    print("| budget ms | nsga2 | evolution | random |")
+    print("|---|---|---|---|")
+    for row in comparison:
+        print(f"| {row['budget_ms']:.3f} | " + " | ".join(f"{row[a]['mean']:.3f} ± {row[a]['std']:.3f}"
+                                                       for a in ("nsga2", "evolution", "random")) + " |")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
