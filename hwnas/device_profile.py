@@ -62,6 +62,8 @@ class MeasurementProtocol:
     max_cv: float = 0.10  # an entry whose IQR/median is above this is re-measured
     remeasure: int = 2  # at most this many re-measurements of a noisy entry
     timing: str = "wallclock"
+    # profiling passes over all ops; each op keeps its least-disturbed pass (bursts of load last seconds)
+    rounds: int = 3
 
     _RANGES = {
         "warmup": (0, 10_000),
@@ -71,6 +73,7 @@ class MeasurementProtocol:
         "rel_ci": (0.0, 1.0),
         "max_cv": (0.0, 10.0),
         "remeasure": (0, 100),
+        "rounds": (1, 100),
     }
 
 

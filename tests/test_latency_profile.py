@@ -75,14 +75,14 @@ PROFILE_YAML = """\
 name: {name}
 backend: onnxruntime
 options: {{threads: 1}}
-protocol: {{warmup: 1, min_repeats: 3, max_repeats: 8, max_seconds: 0.02, rel_ci: 0.2, remeasure: 0}}
+protocol: {{warmup: 1, min_repeats: 3, max_repeats: 8, max_seconds: 0.02, rel_ci: 0.2, remeasure: 0, rounds: {rounds}}}
 """
 
 
 @pytest.fixture
 def profile_path(tmp_path) -> Path:
     path = tmp_path / "fast.yaml"
-    path.write_text(PROFILE_YAML.format(name="fast-ort"))
+    path.write_text(PROFILE_YAML.format(name="fast-ort", rounds=1))
     return path
 
 
@@ -128,6 +128,30 @@ def test_resume_does_not_remeasure(profile_path, tmp_path, monkeypatch):
     assert (third["measured"], third["reused"]) == (0, 6) and calls["n"] == 4
 
 
+def test_rounds_keep_the_least_disturbed_pass_and_resume_finishes_a_pass(tmp_path, monkeypatch):
+    path = tmp_path / "two.yaml"
+    path.write_text(PROFILE_YAML.format(name="two-rounds", rounds=2))
+    out = tmp_path / "t.json"
+    calls = count_measurements(monkeypatch)
+    first = profile(path, TINY, out, limit=3, progress=False)
+    assert first["measurements"] == 6 and first["measured"] == 3 and calls["n"] == 6
+    table = LatencyTable.load(out)
+    for entry in table.entries.values():
+        assert entry["rounds"] == 2 and len(entry["round_medians_ms"]) == 2
+        assert entry["median_ms"] == min(entry["round_medians_ms"])
+        assert entry["p25_ms"] <= entry["median_ms"] <= entry["p75_ms"]
+    # an entry left after its first round (as after an interruption) gets exactly one more round
+    raw = json.loads(out.read_text())
+    key = next(iter(raw["entries"]))
+    raw["entries"][key] = {**raw["entries"][key], "rounds": 1, "round_medians_ms": [123.0], "median_ms": 123.0}
+    out.write_text(json.dumps(raw))
+    assert not LatencyTable.load(out).complete
+    second = profile(path, TINY, out, resume=True, progress=False)
+    assert second["measurements"] == 1 + 3 * 2 and second["reused"] == 2 and second["complete"]
+    merged = LatencyTable.load(out).entries[key]
+    assert merged["rounds"] == 2 and merged["round_medians_ms"][0] == 123.0 and merged["median_ms"] < 123.0
+
+
 def test_existing_table_is_not_overwritten_without_a_flag(profile_path, tmp_path):
     out = tmp_path / "t.json"
     profile(profile_path, TINY, out, limit=1, progress=False)
@@ -142,7 +166,7 @@ def test_resume_refuses_another_profile_space_or_device(profile_path, tmp_path):
     out = tmp_path / "t.json"
     profile(profile_path, TINY, out, limit=1, progress=False)
     other = tmp_path / "other.yaml"
-    other.write_text(PROFILE_YAML.format(name="other-ort"))
+    other.write_text(PROFILE_YAML.format(name="other-ort", rounds=1))
     with pytest.raises(InputError, match="cannot resume.*profile"):
         profile(other, TINY, out, resume=True, progress=False)
     with pytest.raises(InputError, match="cannot resume.*space"):
@@ -165,7 +189,7 @@ def test_resume_of_a_corrupt_table_is_an_input_error(profile_path, tmp_path):
 
 def test_profile_resolutions_restrict_the_ops(tmp_path):
     path = tmp_path / "res.yaml"
-    path.write_text(PROFILE_YAML.format(name="res-ort") + "resolutions: [9, 11]\n")
+    path.write_text(PROFILE_YAML.format(name="res-ort", rounds=1) + "resolutions: [9, 11]\n")
     result = profile(path, TINY, tmp_path / "t.json", progress=False)
     assert result["entries"] == 2
     assert set(LatencyTable.load(tmp_path / "t.json").keys()) == {TinyConvSpace._key(9), TinyConvSpace._key(11)}
@@ -180,7 +204,7 @@ def test_kill_9_mid_profiling_leaves_a_loadable_table_that_resume_completes(prof
     n_ops = 60
     out = tmp_path / "t.json"
     big = tmp_path / "big.yaml"
-    big.write_text(PROFILE_YAML.format(name="fast-ort"))
+    big.write_text(PROFILE_YAML.format(name="fast-ort", rounds=1))
     code = (
         f"import sys; sys.path.insert(0, {str(TESTS)!r}); import test_latency_profile as t; "
         f"t.TinyConvSpace.__init__.__defaults__ = ({n_ops}, None); sys.exit(t.child_main(sys.argv[1:]))"

@@ -1,7 +1,8 @@
 """`profile`: measure every op key of a search space on a device profile into a latency table.
 
 Each op key is built as a small torch module with its real input shape, compiled once by
-the profile's backend and timed with the measurement protocol. The table is saved
+the profile's backend and timed with the measurement protocol, in `protocol.rounds` passes
+over all ops (an op keeps its least-disturbed pass). The table is saved
 atomically after every op, so an interrupted run (even `kill -9`) loses at most the op in
 flight; `resume=True` continues it without re-measuring what it holds, and refuses a table
 made with another profile, space, device or library versions.
@@ -21,8 +22,8 @@ from hwnas.device_profile import DeviceProfile, MeasurementProtocol, load_profil
 from hwnas.errors import InputError
 from hwnas.latency.backends import Backend, get_backend, package_versions
 from hwnas.latency.fingerprint import device_fingerprint, same_device
-from hwnas.latency.measure import measure
-from hwnas.latency.table import LatencyTable
+from hwnas.latency.measure import Measurement, measure
+from hwnas.latency.table import ENTRY_FIELDS, LatencyTable
 from hwnas.space import get_space
 
 DEFAULT_TABLE_DIR = Path("latency_tables")
@@ -34,8 +35,8 @@ INPUT_DESCRIPTION = "float32 standard normal of the op's real input shape (batch
 def quick_protocol(protocol: MeasurementProtocol) -> MeasurementProtocol:
     """The reduced protocol of `--quick` (smoke tests, the demo).
 
-    It changes: warm-up 3 runs, 10 to 100 timed runs, at most 0.1 s per op, stop once the
-    median's 95 % CI half-width is within 5 %, at most one re-measurement. The statistic
+    It changes: one round, warm-up 3 runs, 10 to 100 timed runs, at most 0.1 s per op, stop once
+    the median's 95 % CI half-width is within 5 %, at most one re-measurement. The statistic
     (median), the noise criterion and the timing method are unchanged.
     """
     return replace(
@@ -46,6 +47,7 @@ def quick_protocol(protocol: MeasurementProtocol) -> MeasurementProtocol:
         max_seconds=min(protocol.max_seconds, 0.1),
         rel_ci=max(protocol.rel_ci, 0.05),
         remeasure=min(protocol.remeasure, 1),
+        rounds=1,
     )
 
 
@@ -113,7 +115,8 @@ def new_table(prof: DeviceProfile, backend: Backend, space_obj: Any, space_name:
         protocol=json.loads(_canonical({
             **asdict(protocol),
             "quick": quick,
-            "statistic": "median of timed runs; p25/p75 and cv over the same runs",
+            "statistic": "median of timed runs; p25/p75 and cv (IQR/median) over the same runs; of the "
+                         "op's rounds the one with the lowest median is kept",
             "stopping": "95 % CI of the median (order statistics) within rel_ci, or max_repeats, or max_seconds",
             "input": INPUT_DESCRIPTION,
             "batch": prof.batch,
@@ -162,33 +165,44 @@ def profile(
     table.path = str(path)
 
     wanted = all_keys if limit is None else all_keys[:limit]
-    todo = [k for k in wanted if k not in table.entries]
-    reused = len(wanted) - len(todo)
+    rounds = protocol.rounds
+    reused = sum(1 for k in wanted if rounds_done(table, k) >= rounds)
     table.save(path)  # the provenance is on disk before the first measurement
 
-    measured = 0
-    bar = _progress_bar(len(wanted), reused, enabled=progress, desc=f"profile {prof.name} {space}")
+    measured_keys: set[str] = set()
+    measurements = 0
+    already = sum(min(rounds_done(table, k), rounds) for k in wanted)
+    bar = _progress_bar(len(wanted) * rounds, already, enabled=progress, desc=f"profile {prof.name} {space}")
     try:
-        for key in todo:
-            if bar is not None:
-                bar.set_postfix_str(key if len(key) <= 48 else key[:45] + "...", refresh=False)
-            module, input_shape = space_obj.build_op(key)
-            with backend.prepare(module, (prof.batch, *input_shape)) as runner:
-                result = measure(runner, protocol)
-            table.entries[key] = result.entry()
-            table.save(path)
-            measured += 1
-            if bar is not None:
-                bar.update(1)
+        # whole passes over the ops: the rounds of one op are far apart in time, so a burst of
+        # foreign load disturbs at most one of them
+        for round_index in range(1, rounds + 1):
+            for key in wanted:
+                if rounds_done(table, key) >= round_index:
+                    continue
+                if bar is not None:
+                    label = key if len(key) <= 48 else key[:45] + "..."
+                    bar.set_postfix_str(f"round {round_index}/{rounds} {label}", refresh=False)
+                module, input_shape = space_obj.build_op(key)
+                with backend.prepare(module, (prof.batch, *input_shape)) as runner:
+                    result = measure(runner, protocol)
+                table.entries[key] = merge_round(table.entries.get(key), result)
+                table.save(path)
+                measured_keys.add(key)
+                measurements += 1
+                if bar is not None:
+                    bar.update(1)
     finally:
         if bar is not None:
             bar.close()
     return {
         "table": str(path),
         "entries": len(table.entries),
-        "measured": measured,
+        "measured": len(measured_keys),
         "reused": reused,
         "seconds": round(time.perf_counter() - began, 3),
+        "measurements": measurements,
+        "rounds": rounds,
         "expected": len(all_keys),
         "complete": table.complete,
         "space": space,
@@ -196,6 +210,25 @@ def profile(
         "backend": prof.backend,
         "quick": quick,
     }
+
+
+def rounds_done(table: LatencyTable, key: str) -> int:
+    entry = table.entries.get(key)
+    return 0 if entry is None else int(entry.get("rounds", 1))
+
+
+def merge_round(entry: dict[str, Any] | None, result: Measurement) -> dict[str, Any]:
+    """Add one round's measurement to an op's entry, keeping the round with the lowest median.
+
+    The kept round's median, quartiles, cv and sample count describe the entry; every round's
+    median is listed in `round_medians_ms`, so the spread between rounds stays visible.
+    """
+    new = result.entry()
+    previous = [] if entry is None else list(entry.get("round_medians_ms", [entry["median_ms"]]))
+    kept = new if entry is None or new["median_ms"] < entry["median_ms"] else {
+        k: entry[k] for k in ENTRY_FIELDS
+    }
+    return {**kept, "rounds": len(previous) + 1, "round_medians_ms": previous + [new["median_ms"]]}
 
 
 def _progress_bar(total: int, initial: int, *, enabled: bool, desc: str):

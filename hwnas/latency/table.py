@@ -8,7 +8,11 @@ profiling run killed at any moment leaves the previous complete version on disk.
     {"schema_version": 1, "kind": "hwnas-latency-table",
      "space": {"name": ..., "config": {...}}, "profile": {...}, "device": {...},
      "versions": {...}, "protocol": {...}, "created": ISO-8601, "updated": ISO-8601,
-     "expected_entries": int, "entries": {op_key: {"median_ms", "p25_ms", "p75_ms", "cv", "n"}}}
+     "expected_entries": int, "complete": bool,
+     "entries": {op_key: {"median_ms", "p25_ms", "p75_ms", "cv", "n", "rounds", "round_medians_ms"}}}
+
+`cv` is the robust coefficient of variation (p75 - p25) / median; `rounds` (optional, 1 when
+absent) and `round_medians_ms` record the profiling passes the entry was chosen from.
 """
 
 from __future__ import annotations
@@ -66,7 +70,10 @@ class LatencyTable:
 
     @property
     def complete(self) -> bool:
-        return self.expected_entries is not None and len(self.entries) >= self.expected_entries
+        """Every op key measured, in every round the protocol asks for."""
+        rounds = int(self.protocol.get("rounds", 1))
+        done = sum(1 for e in self.entries.values() if int(e.get("rounds", 1)) >= rounds)
+        return self.expected_entries is not None and done >= self.expected_entries
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -176,6 +183,9 @@ class LatencyTable:
                     raise bad(f"entries.{key}.{fld}", f"expected a finite number, got {value!r}")
                 if value < 0 or (fld == "median_ms" and value <= 0):
                     raise bad(f"entries.{key}.{fld}", f"expected a positive number, got {value!r}")
+            rounds = rec.get("rounds", 1)
+            if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+                raise bad(f"entries.{key}.rounds", f"expected an integer >= 1, got {rounds!r}")
             entries[key] = dict(rec)
         expected = raw.get("expected_entries")
         if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int) or expected < 0):
