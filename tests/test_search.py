@@ -360,3 +360,45 @@ def test_search_cli_reports_bad_flags_before_loading_anything(tmp_path, capsys):
     assert main([*args, "--budget-ms", "5"]) == 2
     assert "file not found" in json.loads(capsys.readouterr().out)["error"]
     assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_latency_table(tmp_path_factory):
+    """A latency table measured here with onnxruntime on a tiny MobileNetV3 space."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("hwnas.latency.predictor")
+    from hwnas.device_profile import load_profile, profile_from_dict
+    from hwnas.latency.profile import profile
+
+    raw = load_profile("cpu-ort-1t").to_dict()
+    raw["protocol"].update(warmup=1, min_repeats=3, max_repeats=5, max_seconds=0.01, remeasure=0)
+    path = tmp_path_factory.mktemp("table") / "tiny.json"
+    profile(profile_from_dict(raw), "mbv3-small-input", path, quick=True, progress=False,
+            space_options={"resolutions": [8], "width_mult": 0.25})
+    return path
+
+
+@pytest.mark.slow  # measures a real (tiny) latency table first
+def test_search_cli_writes_the_front_under_the_budget(tiny_latency_table, tmp_path, capsys):
+    from hwnas.latency.predictor import LatencyPredictor
+
+    predictor = LatencyPredictor.load(tiny_latency_table)
+    space = predictor.space
+    fastest = float(predictor.predict([space.smallest()])[0])
+    largest = float(predictor.predict([space.largest()])[0])
+    budget = fastest + 0.5 * (largest - fastest)
+    args = ["search", "--json", "--space", "mbv3-small-input", "--table", str(tiny_latency_table),
+            "--objectives", "latency_ms,params", "--pop", "16", "--gens", "4", "--seed", "1"]
+    assert main([*args, "--budget-ms", str(fastest * 0.5), "--out", str(tmp_path / "none")]) == 2
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert "below the fastest subnet's predicted latency" in error and not (tmp_path / "none").exists()
+
+    assert main([*args, "--budget-ms", str(budget), "--out", str(tmp_path / "run")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    doc = json.loads(Path(out["pareto"]).read_text())
+    assert doc["table"] == str(tiny_latency_table.resolve()) and doc["space"] == "mbv3-small-input"
+    assert doc["space_options"]["resolutions"] == [8]
+    assert out["n_pareto"] == len(doc["pareto"]) > 0 and out["evaluations"] == doc["evaluations"] <= 64
+    assert all(e["objectives"]["latency_ms"] <= budget for e in doc["pareto"])
+    assert len(doc["hypervolume_history"]) == 4
+    assert (tmp_path / "run" / "pareto.png").is_file() and (tmp_path / "run" / "hypervolume.png").is_file()

@@ -26,7 +26,8 @@ ESTIMATORS = ("supernet", "predictor", "zero-cost")
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", required=True, help="search space name (e.g. mbv3)")
     parser.add_argument("--table", required=True, metavar="T.json", help="latency table of the target device")
-    parser.add_argument("--supernet", required=True, metavar="C.pt", help="supernet checkpoint")
+    parser.add_argument("--supernet", default=None, metavar="C.pt",
+                        help="supernet checkpoint (needed when accuracy is an objective)")
     parser.add_argument("--budget-ms", type=float, required=True, metavar="B", help="latency budget (ms)")
     parser.add_argument("--algo", default="nsga2",
                         help="strategy: nsga2 (default), random, evolution, regularized-evolution")
@@ -66,9 +67,11 @@ def run(args: argparse.Namespace) -> dict:
             raise InputError(f"must be a positive integer, got {value}", field=flag)
     objectives = _parse_objectives(args.objectives)
     get_strategy(args.algo)  # an unknown strategy fails before anything is loaded
-    space = get_space(args.space)
+    get_space(args.space)  # an unknown space too
+    if "accuracy" in objectives and not args.supernet:
+        raise InputError("accuracy is an objective, so a supernet checkpoint is needed", field="--supernet")
     for flag, path in (("--table", args.table), ("--supernet", args.supernet)):
-        if not Path(path).is_file():
+        if path is not None and not Path(path).is_file():
             raise InputError("file not found", path=str(path), field=flag)
 
     try:
@@ -76,6 +79,10 @@ def run(args: argparse.Namespace) -> dict:
     except ModuleNotFoundError as exc:
         raise NotAvailableError(f"the latency predictor is not available in this installation ({exc})") from exc
     predictor = LatencyPredictor.load(args.table)
+    if predictor.table.space_name != args.space:
+        raise InputError(f"the table was measured for space '{predictor.table.space_name}', not '{args.space}'",
+                         path=str(args.table), field="space")
+    space = predictor.space  # built with the table's space options (resolutions, width)
     metrics = {"latency_ms": lambda archs: np.asarray(predictor.predict(list(archs)), dtype=float)}
     if "params" in objectives or args.max_params is not None:
         metrics["params"] = lambda archs: np.array([space.params(a) / 1e6 for a in archs])  # millions
@@ -103,7 +110,8 @@ def run(args: argparse.Namespace) -> dict:
     files = write_search_outputs(args.out, result, budget_ms=float(args.budget_ms), metadata={
         "space": args.space,
         "table": str(Path(args.table).resolve()),
-        "supernet": str(Path(args.supernet).resolve()),
+        "space_options": predictor.table.space.get("config", {}),
+        "supernet": str(Path(args.supernet).resolve()) if args.supernet else None,
         "estimator": args.estimator if "accuracy" in objectives else None,
         "fastest_ms": fastest_ms,
         "fastest_arch": fastest_arch,
