@@ -148,7 +148,7 @@ def test_all_ops_count():
     # final expand, pool (minus the keys that are shared between resolutions)
     assert len(get_space("mbv3", resolutions=[224]).all_ops()) == 2 + 90 + 4
     assert len(get_space("mbv3").all_ops()) == 450
-    assert len(get_space("mbv3-small-input").all_ops()) == 246
+    assert len(get_space("mbv3-small-input").all_ops()) == 237
 
 
 def test_keys_are_canonical_across_subnets(space):

@@ -19,30 +19,29 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="module")
 def small():
     torch.manual_seed(0)
-    space = get_space("mbv3-small-input", in_channels=3)
-    net = build_supernet(space)
-    _randomise_bn(net)
-    return net.eval()
+    return _calibrated(build_supernet(get_space("mbv3-small-input", in_channels=3)))
 
 
 @pytest.fixture(scope="module")
 def big():
     torch.manual_seed(0)
-    net = build_supernet(get_space("mbv3", resolutions=[160], num_classes=100))
-    _randomise_bn(net)
-    return net.eval()
+    return _calibrated(build_supernet(get_space("mbv3", resolutions=[160], num_classes=100)))
 
 
-def _randomise_bn(net: nn.Module) -> None:
-    # non-trivial statistics and affine params so parity checks see every slice
+def _calibrated(net: Supernet) -> Supernet:
+    """BN statistics of real activations and logits of order 1, so parity checks compare
+    non-vanishing outputs (an untrained net in eval mode with unit statistics outputs ~1e-5)."""
+    space = net.space
     g = torch.Generator().manual_seed(1)
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            with torch.no_grad():
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    largest = space.largest()
+    recalibrate_bn(net, [torch.randn(8, *space.input_shape(largest), generator=g) for _ in range(2)], largest)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):  # distinct affine params so every slice matters
+                m.weight.copy_(torch.rand(m.num_features, generator=g) * 0.3 + 0.7)
+                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.05)
+        net.classifier.linear.weight.mul_(10.0)
+    return net.eval()
 
 
 def _check_parity(net: Supernet, arch: dict, batch: int = 1) -> nn.Module:
@@ -54,6 +53,7 @@ def _check_parity(net: Supernet, arch: dict, batch: int = 1) -> nn.Module:
         expected = net(x)
         got = sub(x)
     assert got.shape == (batch, space.num_classes)
+    assert expected.std().item() > 0.1  # outputs that a wrong weight would visibly change
     assert (got - expected).abs().max().item() <= 1e-5
     return sub
 
@@ -126,8 +126,7 @@ def test_kernel_transform_is_used(small):
 
 def test_sort_channels_keeps_largest_function():
     torch.manual_seed(4)
-    net = build_supernet(get_space("mbv3-small-input", resolutions=[24])).eval()
-    _randomise_bn(net)
+    net = _calibrated(build_supernet(get_space("mbv3-small-input", resolutions=[24])))
     arch = net.space.largest()
     x = torch.randn(2, *net.space.input_shape(arch))
     with torch.no_grad():
@@ -255,3 +254,34 @@ def test_onnx_export_of_extracted_subnet(small):
     (got,) = session.run(None, {"input": x.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(got, sub(x).numpy(), atol=1e-5, rtol=1e-4)
+
+
+def test_channels_last_supernet_matches_extracted_subnet():
+    # channels_last makes CPU depthwise convs (and their backward) much faster; results must not change
+    torch.manual_seed(9)
+    net = _calibrated(build_supernet(get_space("mbv3-small-input", resolutions=[28])))
+    rng = np.random.default_rng(10)
+    for arch in [net.space.largest()] + [net.space.sample(rng) for _ in range(3)]:
+        sub = net.extract(arch)
+        fast = net.to(memory_format=torch.channels_last)
+        x = torch.randn(2, *net.space.input_shape(arch))
+        with torch.no_grad():
+            fast.set_active(arch)
+            assert (fast(x) - sub(x)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_extraction_parity_on_cuda():
+    torch.manual_seed(11)
+    net = _calibrated(build_supernet(get_space("mbv3", resolutions=[160]))).cuda()
+    torch.backends.cudnn.deterministic = True
+    rng = np.random.default_rng(12)
+    for arch in [net.space.largest()] + [net.space.sample(rng) for _ in range(5)]:
+        sub = net.extract(arch)
+        assert next(sub.parameters()).is_cuda
+        x = torch.randn(2, *net.space.input_shape(arch), device="cuda")
+        with torch.no_grad():
+            net.set_active(arch)
+            # TF32 may be on for convs; compare in full precision
+            with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
+                assert (net(x) - sub(x)).abs().max().item() <= 1e-4

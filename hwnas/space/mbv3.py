@@ -68,17 +68,19 @@ MBV3_LAYOUT = NetworkLayout(
     feature_mix_width=1280,
 )
 
-# For 24-32 px inputs: stride-1 stem, total stride 8 (32 px -> 4x4 final map), narrow widths and head.
+# For 24-32 px inputs: stride-1 stem and first block, then stage strides 2,2,2,1,1 (total stride 8:
+# 32 px -> 4x4, 24 px -> 3x3 final map), narrow widths (16..96) and head (384, 512); the widest
+# stages run at 4x4 so the largest subnet trains in minutes on a CPU.
 SMALL_INPUT_LAYOUT = NetworkLayout(
     stem_width=16,
     stem_stride=1,
     first_block_width=16,
     stages=(
-        StageLayout(16, 1, False, "relu"),
+        StageLayout(16, 2, False, "relu"),
         StageLayout(24, 2, True, "relu"),
         StageLayout(40, 2, False, "hs"),
         StageLayout(64, 1, True, "hs"),
-        StageLayout(96, 2, True, "hs"),
+        StageLayout(96, 1, True, "hs"),
     ),
     final_expand_width=384,
     feature_mix_width=512,

@@ -77,7 +77,8 @@ class DynamicDepthwiseConv2d(nn.Module):
         self.max_kernel = self.kernel_sizes[-1]
         self.stride = stride
         self.weight = nn.Parameter(torch.empty(max_channels, 1, self.max_kernel, self.max_kernel))
-        nn.init.kaiming_normal_(self.weight, mode="fan_out")
+        # He init over the fan-out of one group (k*k), so the signal keeps its scale
+        nn.init.normal_(self.weight, 0.0, (2.0 / self.max_kernel**2) ** 0.5)
         # one transform per step down (e.g. 7->5, 5->3), shared by all channels, starting as identity
         self.transforms = nn.ParameterDict({
             f"{big}to{small}": nn.Parameter(torch.eye(small * small))

@@ -78,8 +78,8 @@ class Supernet(nn.Module):
     @torch.no_grad()
     def extract(self, arch: Arch) -> nn.Module:
         """A standalone copy of subnet `arch`: a `torch.fx.GraphModule` made of standard torch.nn
-        layers only, with the shared weights copied (in the supernet's train/eval mode). Its
-        state_dict loads into `space.build(arch)`; the active arch of the supernet is unchanged."""
+        layers only, with the shared weights copied, on the supernet's device and in its train/eval
+        mode. Its state_dict loads into `space.build(arch)`; the supernet's active arch is unchanged."""
         arch = self.space.validate(arch)
         plain = self.space.build(arch)
         plain[0].load_state_dict(self.stem.state_dict())
@@ -94,7 +94,7 @@ class Supernet(nn.Module):
         plain[i + 3].load_state_dict(self.classifier.state_dict())
         graph = torch.fx.symbolic_trace(plain)
         graph.train(self.training)
-        return graph
+        return graph.to(self.classifier.linear.weight.device)
 
     @torch.no_grad()
     def sort_channels(self) -> None:
@@ -113,10 +113,11 @@ def build_supernet(space: SearchSpace) -> Supernet:
 
 
 def _init_weights(model: nn.Module) -> None:
-    # OFA's 'he_fout' init: conv N(0, sqrt(2 / (k*k*out))), BN (1, 0), linear U(+-1/sqrt(in)) with zero bias
+    # OFA's 'he_fout' init: conv N(0, sqrt(2 / (k*k*out/groups))), BN (1, 0), linear U(+-1/sqrt(in)), zero bias
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
