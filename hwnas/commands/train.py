@@ -1,18 +1,82 @@
-"""`hwnas train`: not available yet (its implementation lands with its own change)."""
+"""`hwnas train`: train the weight-sharing supernet (sandwich rule, in-place distillation)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 
-from hwnas.errors import NotAvailableError
+from hwnas.errors import InputError
 
-HELP = "not available yet"
-DESCRIPTION = HELP
+HELP = "train the weight-sharing supernet"
+DESCRIPTION = """Train a once-for-all supernet with the sandwich rule (largest, smallest and random
+subnets every step) and in-place distillation from the largest subnet. The checkpoint is
+rewritten after every epoch; --resume continues it. Several processes: torchrun.
+
+examples:
+  hwnas train --space mbv3-small-input --epochs 6 --out supernet.pt
+  hwnas train --space mbv3-small-input --width-mult 0.5 --resolutions 16,20,24 --epochs 2 \\
+      --limit-train 2000 --out quick.pt          # a few minutes on a laptop CPU
+  torchrun --nproc-per-node 4 -m hwnas train --space mbv3 --data cifar10:DIR --epochs 100 --out c.pt
+"""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("--space", default="mbv3-small-input", help="search space (default: mbv3-small-input)")
+    parser.add_argument("--data", default=None,
+                        help="dataset: fmnist-subset (default), fashion-mnist[:DIR], cifar10:DIR, folder:DIR")
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--out", required=True, help="checkpoint to write (rewritten after every epoch)")
+    parser.add_argument("--resume", action="store_true", help="continue the checkpoint at --out")
+    parser.add_argument("--batch-size", type=int, default=128, help="per process")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.1 SGD, 2e-3 AdamW)")
+    parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help="sgd = nesterov momentum")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument("--progressive", action="store_true",
+                        help="progressive shrinking: largest, then elastic kernel, depth, expand (OFA)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-random", type=int, default=2, help="random subnets per step besides the two ends")
+    parser.add_argument("--no-distill", action="store_true", help="train every subnet on the labels")
+    parser.add_argument("--width-mult", type=float, default=None, help="space option width_mult")
+    parser.add_argument("--resolutions", default=None, help="space option resolutions, e.g. 16,20,24")
+    parser.add_argument("--space-options", default=None, help='other space options as JSON, e.g. \'{"x": 1}\'')
+    parser.add_argument("--val-size", type=int, default=1000,
+                        help="training images held out as the validation split search uses")
+    parser.add_argument("--limit-train", type=int, default=None, help="training images per epoch (quick runs)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> dict:
-    raise NotAvailableError("'hwnas train' is not available yet")
+    import torch
+
+    from hwnas.train import TrainSettings, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = TrainSettings(
+        space=args.space, space_options=space_options(args), data=args.data, epochs=args.epochs,
+        batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, progressive=args.progressive,
+        seed=args.seed, num_random=args.num_random, distill=not args.no_distill, val_size=args.val_size,
+        limit_train=args.limit_train,
+    )
+    return train(settings, args.out, resume=args.resume, device=args.device, progress=not args.no_progress)
+
+
+def space_options(args: argparse.Namespace) -> dict:
+    options: dict = {}
+    if args.space_options:
+        try:
+            options = json.loads(args.space_options)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"not valid JSON ({exc}); expected an object", field="--space-options") from exc
+        if not isinstance(options, dict):
+            raise InputError("expected a JSON object of space options", field="--space-options")
+    if args.width_mult is not None:
+        options["width_mult"] = args.width_mult
+    if args.resolutions:
+        try:
+            options["resolutions"] = [int(v) for v in args.resolutions.split(",")]
+        except ValueError as exc:
+            raise InputError(f"expected comma-separated integers, got {args.resolutions!r}",
+                             field="--resolutions") from exc
+    return options

@@ -1,1 +1,71 @@
-"""estimate"""
+"""Accuracy estimators for search: supernet evaluation, an accuracy predictor, zero-cost proxies.
+
+    est = get_estimator("supernet", supernet_checkpoint="supernet.pt")     # measured, BN recalibrated
+    est = get_estimator("predictor", predictor_path="acc.pt")              # MLP on the arch encoding
+    est = get_estimator("zero-cost", space=space, proxy="synflow")         # training-free score
+    est.predict([arch, ...])  -> np.ndarray (accuracy in %, or the proxy score)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hwnas.errors import InputError
+from hwnas.estimate.features import arch_features
+from hwnas.estimate.predictor import AccuracyPredictor, kendall_tau
+from hwnas.estimate.supernet import SupernetEstimator
+from hwnas.estimate.zero_cost import ZeroCostEstimator, naswot_score, synflow_score
+
+ESTIMATORS = ("supernet", "predictor", "zero-cost")
+
+
+def get_estimator(name: str, supernet_checkpoint: str | os.PathLike | None = None, space=None, **kw):
+    """An estimator by name; unknown names and missing inputs are InputErrors."""
+    if name == "supernet":
+        return SupernetEstimator(supernet_checkpoint, **kw)
+    if name == "predictor":
+        path = kw.pop("predictor_path", None)
+        if path is not None and Path(path).exists():
+            return AccuracyPredictor.load(path, space=space)
+        if supernet_checkpoint is None:
+            raise InputError("the predictor estimator needs predictor_path (a saved predictor) or a "
+                             "supernet_checkpoint to fit one on", field="predictor_path")
+        predictor = fit_predictor(supernet_checkpoint, **kw)
+        if path is not None:
+            predictor.save(path)
+        return predictor
+    if name == "zero-cost":
+        if space is None and supernet_checkpoint is not None:
+            from hwnas.train import read_checkpoint, space_from_meta
+
+            space = space_from_meta(read_checkpoint(supernet_checkpoint), path=supernet_checkpoint)
+        if space is None:
+            raise InputError("the zero-cost estimator needs a space (or a supernet checkpoint)", field="space")
+        return ZeroCostEstimator(space, **kw)
+    raise InputError(f"unknown accuracy estimator {name!r}; known: {', '.join(ESTIMATORS)}", field="estimator")
+
+
+def fit_predictor(supernet_checkpoint: str | os.PathLike, n_train: int = 300, seed: int = 0,
+                  progress: bool = True, **estimator_kw) -> AccuracyPredictor:
+    """Measure `n_train` random subnets with the supernet (validation split) and fit the MLP on them."""
+    import numpy as np
+
+    measure = SupernetEstimator(supernet_checkpoint, progress=progress, **estimator_kw)
+    rng = np.random.default_rng(seed)
+    archs = [measure.space.sample(rng) for _ in range(n_train)]
+    return AccuracyPredictor(measure.space, seed=seed).fit(archs, measure.predict(archs))
+
+
+__all__ = [
+    "ESTIMATORS",
+    "AccuracyPredictor",
+    "SupernetEstimator",
+    "ZeroCostEstimator",
+    "arch_features",
+    "fit_predictor",
+    "get_estimator",
+    "kendall_tau",
+    "naswot_score",
+    "synflow_score",
+]

@@ -1,0 +1,55 @@
+"""Architecture -> feature vector for the accuracy predictor.
+
+Elastic MobileNet spaces get OFA's encoding: per block slot a one-hot kernel and a one-hot
+expand ratio (all zero when the stage's depth skips the slot), a one-hot depth per stage and a
+one-hot resolution. Other spaces: a one-hot of every gene of `space.encode` within its bounds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def is_elastic(space) -> bool:
+    return all(hasattr(space, a) for a in ("kernels", "expands", "depths", "resolutions", "n_stages", "n_slots"))
+
+
+def feature_names(space) -> list[str]:
+    if is_elastic(space):
+        names = []
+        for slot in range(space.n_slots):
+            names += [f"k{slot}={k}" for k in space.kernels] + [f"e{slot}={e}" for e in space.expands]
+        for s in range(space.n_stages):
+            names += [f"d{s}={d}" for d in space.depths]
+        return names + [f"r={r}" for r in space.resolutions]
+    xl, xu = space.bounds
+    return [f"x{i}={v}" for i in range(len(xl)) for v in range(int(xl[i]), int(xu[i]) + 1)]
+
+
+def arch_features(space, archs: list[dict]) -> np.ndarray:
+    """(N, F) float32 features of `archs` (validated by the space's encoding)."""
+    genes = np.stack([space.encode(a) for a in archs]) if archs else np.zeros((0, len(space.bounds[0])), int)
+    if is_elastic(space):
+        return _elastic_features(space, genes)
+    xl, xu = space.bounds
+    blocks = []
+    for i in range(genes.shape[1]):
+        width = int(xu[i] - xl[i]) + 1
+        blocks.append(np.eye(width, dtype=np.float32)[genes[:, i] - xl[i]])
+    return np.concatenate(blocks, axis=1) if blocks else np.zeros((len(archs), 0), np.float32)
+
+
+def _elastic_features(space, genes: np.ndarray) -> np.ndarray:
+    # gene layout of the elastic spaces: [r, d x n_stages, k x n_slots, e x n_slots] as choice indices
+    n, s, m = len(genes), space.n_stages, space.n_slots
+    per_stage = m // s
+    r, d, k, e = genes[:, 0], genes[:, 1 : 1 + s], genes[:, 1 + s : 1 + s + m], genes[:, 1 + s + m :]
+    depth = np.asarray(space.depths)[d]  # (n, s)
+    active = (np.arange(m)[None, :] % per_stage) < np.repeat(depth, per_stage, axis=1)  # (n, m)
+    nk, ne = len(space.kernels), len(space.expands)
+    k_hot = np.eye(nk, dtype=np.float32)[k] * active[..., None]
+    e_hot = np.eye(ne, dtype=np.float32)[e] * active[..., None]
+    slots = np.concatenate([k_hot, e_hot], axis=2).reshape(n, -1)
+    d_hot = np.eye(len(space.depths), dtype=np.float32)[d].reshape(n, -1)
+    r_hot = np.eye(len(space.resolutions), dtype=np.float32)[r]
+    return np.concatenate([slots, d_hot, r_hot], axis=1).astype(np.float32)

@@ -1,0 +1,68 @@
+"""Accuracy of subnets measured with the trained supernet's shared weights."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from hwnas.errors import InputError
+
+SPLITS = ("val", "test")
+
+
+class SupernetEstimator:
+    """`predict(archs)` -> accuracy (%) of each subnet with the supernet's weights.
+
+    Each subnet's BatchNorm statistics are recalibrated on a fixed set of training batches,
+    then it is evaluated on `split`: "val" (held out of the training set when the supernet
+    was trained; what search uses) or "test" (for reporting only). Results are cached.
+    """
+
+    def __init__(self, supernet_checkpoint: str | os.PathLike | None = None, *, supernet=None, meta=None,
+                 split: str = "val", recal_batches: int = 8, recal_batch_size: int = 128,
+                 eval_limit: int | None = None, eval_batch_size: int = 500, device: str = "cpu",
+                 data=None, progress: bool = False):
+        from hwnas.data import load_dataset
+        from hwnas.train import load_checkpoint, recalibration_batches, split_validation
+        from hwnas.train.trainer import TrainSettings
+
+        if split not in SPLITS:
+            raise InputError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}", field="split")
+        if supernet is None:
+            if supernet_checkpoint is None:
+                raise InputError("the supernet estimator needs a supernet checkpoint", field="supernet_checkpoint")
+            supernet, meta = load_checkpoint(supernet_checkpoint, device=device)
+        settings = TrainSettings.from_dict((meta or {}).get("settings", {}))
+        self.supernet, self.meta, self.device = supernet, meta or {}, torch.device(device)
+        self.space = supernet.space
+        data = data if data is not None else load_dataset(settings.data)
+        train_part, val_part = split_validation(data, settings.val_size, seed=settings.seed)
+        if split == "val" and settings.val_size == 0:
+            raise InputError("the supernet was trained without a validation split (val_size 0); use split='test'",
+                             field="split")
+        self.eval_data = val_part if split == "val" else data
+        self.split = split
+        self.recal = recalibration_batches(train_part, recal_batches, recal_batch_size, seed=settings.seed + 1)
+        self.eval_limit, self.eval_batch_size = eval_limit, eval_batch_size
+        self.progress = progress
+        self._cache: dict[tuple, float] = {}
+
+    def accuracy(self, arch: dict) -> float:
+        from hwnas.train.evaluation import evaluate_subnet
+
+        arch = self.space.validate(arch)
+        key = tuple(self.space.encode(arch).tolist())
+        if key not in self._cache:
+            batches = self.eval_data.batches("test", self.eval_batch_size, limit=self.eval_limit)
+            with torch.no_grad():
+                self._cache[key] = evaluate_subnet(self.supernet, arch, batches, self.recal, device=self.device)
+        return self._cache[key]
+
+    def predict(self, archs: list[dict]) -> np.ndarray:
+        it = tqdm(archs, desc=f"supernet accuracy ({self.split})", file=sys.stderr, disable=not self.progress,
+                  leave=False)
+        return np.array([self.accuracy(a) for a in it], dtype=np.float64)

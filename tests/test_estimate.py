@@ -1,0 +1,121 @@
+"""Accuracy estimators: features, the MLP predictor, zero-cost proxies, supernet evaluation, registry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hwnas.data import Dataset, load_dataset
+from hwnas.errors import InputError
+from hwnas.estimate import AccuracyPredictor, ZeroCostEstimator, arch_features, get_estimator, kendall_tau
+from hwnas.space.base import get_space
+from hwnas.supernet import build_supernet
+from hwnas.train.checkpoint import save_checkpoint
+from hwnas.train.trainer import TrainSettings
+
+TINY = {"width_mult": 0.25, "resolutions": [8, 12]}
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return get_space("mbv3-small-input", **TINY)
+
+
+def synthetic_accuracy(space, archs):
+    """A known function of the architecture: depth, kernels and expands of used slots, resolution."""
+    out = []
+    for a in archs:
+        used = [i for i in range(space.n_slots) if i % 4 < a["d"][i // 4]]
+        out.append(70 + 0.3 * sum(a["d"]) + 0.05 * sum(a["k"][i] for i in used)
+                   + 0.08 * sum(a["e"][i] for i in used) + 0.2 * a["r"])
+    return np.array(out)
+
+
+def test_features_zero_unused_slots_and_are_one_hot(space):
+    small = space.smallest()
+    f = arch_features(space, [small, space.largest()])
+    assert f.shape[0] == 2 and set(np.unique(f)) <= {0.0, 1.0}
+    # 2 blocks used in each of 5 stages: 10 slots x (one kernel + one expand) + 5 depths + 1 resolution
+    assert f[0].sum() == 10 * 2 + 5 + 1
+    assert f[1].sum() == 20 * 2 + 5 + 1
+
+
+def test_predictor_fits_a_known_function_and_round_trips(space, tmp_path):
+    rng = np.random.default_rng(0)
+    train = [space.sample(rng) for _ in range(400)]
+    held_out = [space.sample(rng) for _ in range(200)]
+    pred = AccuracyPredictor(space, epochs=300).fit(train, synthetic_accuracy(space, train))
+    metrics = pred.score(held_out, synthetic_accuracy(space, held_out))
+    assert metrics["kendall_tau"] > 0.8 and metrics["rmse"] < 1.0
+    for name in ("p.json", "p.pt"):
+        pred.save(tmp_path / name)
+        again = AccuracyPredictor.load(tmp_path / name)
+        np.testing.assert_allclose(again.predict(held_out), pred.predict(held_out), rtol=1e-6)
+    via_registry = get_estimator("predictor", predictor_path=tmp_path / "p.pt", space=space)
+    np.testing.assert_allclose(via_registry.predict(held_out[:5]), pred.predict(held_out[:5]), rtol=1e-6)
+
+
+def test_predictor_rejects_foreign_files_and_unfitted_use(space, tmp_path):
+    foreign = tmp_path / "f.json"
+    foreign.write_text('{"format": "something-else"}')
+    with pytest.raises(InputError, match="format"):
+        AccuracyPredictor.load(foreign)
+    with pytest.raises(InputError, match="not fitted"):
+        AccuracyPredictor(space).predict([space.largest()])
+
+
+def test_kendall_tau_orders():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_synflow_ranks_the_largest_subnet_above_the_smallest(space):
+    est = ZeroCostEstimator(space, proxy="synflow")
+    big, small = est.predict([space.largest(), space.smallest()])
+    assert np.isfinite(big) and big > small
+    assert est.predict([space.largest()])[0] == big  # deterministic
+
+
+def test_naswot_scores_a_fixed_batch_deterministically(space):
+    data = load_dataset(None)
+    batch = data.normalize(data.train_x[:16])
+    est = ZeroCostEstimator(space, proxy="naswot", batch=batch)
+    a = est.predict([space.largest(), space.smallest()])
+    assert np.all(np.isfinite(a))
+    np.testing.assert_array_equal(a, est.predict([space.largest(), space.smallest()]))
+
+
+def test_registry_errors():
+    with pytest.raises(InputError, match="unknown accuracy estimator"):
+        get_estimator("oracle")
+    with pytest.raises(InputError, match="predictor_path"):
+        get_estimator("predictor")
+    with pytest.raises(InputError, match="space"):
+        get_estimator("zero-cost")
+    with pytest.raises(InputError, match="proxy"):
+        get_estimator("zero-cost", space=get_space("mbv3-small-input", **TINY), proxy="magic")
+    with pytest.raises(InputError, match="checkpoint"):
+        get_estimator("supernet")
+
+
+def test_supernet_estimator_measures_on_the_validation_split(space, tmp_path):
+    torch.manual_seed(0)
+    net = build_supernet(space)
+    settings = TrainSettings(space_options=TINY, val_size=40)
+    ckpt = tmp_path / "s.pt"
+    save_checkpoint(ckpt, {"space": space.name, "space_config": {k: v for k, v in space.config().items()
+                                                                  if k != "name"},
+                           "model": net.state_dict(), "settings": vars(settings), "epoch": 0, "history": []})
+    full = load_dataset(None)
+    data = Dataset(name="t", train_x=full.train_x[:200], train_y=full.train_y[:200], test_x=full.test_x[:50],
+                   test_y=full.test_y[:50], classes=full.classes, mean=full.mean, std=full.std)
+    est = get_estimator("supernet", supernet_checkpoint=ckpt, data=data, recal_batches=1, recal_batch_size=32)
+    assert len(est.eval_data.test_y) == 40  # held out of the training images, not the test set
+    acc = est.predict([space.largest(), space.smallest(), space.largest()])
+    assert np.all((acc >= 0) & (acc <= 100)) and acc[0] == acc[2]
+    assert np.all(acc * 40 / 100 == np.round(acc * 40 / 100))  # whole images correct out of 40
+    with pytest.raises(InputError, match="split"):
+        get_estimator("supernet", supernet_checkpoint=ckpt, data=data, split="train")
