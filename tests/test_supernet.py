@@ -239,6 +239,7 @@ def test_train_mode_updates_shared_statistics(small):
     assert grad is not None and torch.all(grad[mid:] == 0) and torch.any(grad[:mid] != 0)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # dynamo=False warns that it is deprecated
 def test_onnx_export_of_extracted_subnet(small):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")

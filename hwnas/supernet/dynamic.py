@@ -50,7 +50,7 @@ class DynamicBatchNorm2d(nn.Module):
     def permute(self, order: torch.Tensor) -> None:
         bn = self.bn
         for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
-            t.data.copy_(t.data[order])
+            _permute(t, order)
 
 
 class DynamicPointConv2d(nn.Module):
@@ -189,17 +189,22 @@ class DynamicMBConv(nn.Module):
         function before and after; the SE squeeze channels are sorted the same way."""
         importance = self.project_conv.weight.abs().sum(dim=(0, 2, 3))
         order = torch.argsort(importance, descending=True)
-        self.project_conv.weight.data = self.project_conv.weight.data[:, order].contiguous()
-        self.depthwise_conv.weight.data = self.depthwise_conv.weight.data[order].contiguous()
+        _permute(self.project_conv.weight, order, dim=1)
+        _permute(self.depthwise_conv.weight, order)
         self.depthwise_bn.permute(order)
-        self.expand_conv.weight.data = self.expand_conv.weight.data[order].contiguous()
+        _permute(self.expand_conv.weight, order)
         self.expand_bn.permute(order)
         if self.se is not None:
             se = self.se
-            se.reduce.weight.data = se.reduce.weight.data[:, order].contiguous()
-            se.expand.weight.data = se.expand.weight.data[order].contiguous()
-            se.expand.bias.data = se.expand.bias.data[order].contiguous()
+            _permute(se.reduce.weight, order, dim=1)
+            _permute(se.expand.weight, order)
+            _permute(se.expand.bias, order)
             sq_order = torch.argsort(se.expand.weight.abs().sum(dim=(0, 2, 3)), descending=True)
-            se.expand.weight.data = se.expand.weight.data[:, sq_order].contiguous()
-            se.reduce.weight.data = se.reduce.weight.data[sq_order].contiguous()
-            se.reduce.bias.data = se.reduce.bias.data[sq_order].contiguous()
+            _permute(se.expand.weight, sq_order, dim=1)
+            _permute(se.reduce.weight, sq_order)
+            _permute(se.reduce.bias, sq_order)
+
+
+def _permute(tensor: torch.Tensor, order: torch.Tensor, dim: int = 0) -> None:
+    # in place, so parameter storage (optimizer state, DDP buckets, memory format) stays valid
+    tensor.data.copy_(tensor.data.index_select(dim, order))
