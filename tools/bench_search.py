@@ -41,12 +41,14 @@ def latency_objective(args):
         from hwnas.latency.predictor import LatencyPredictor
 
         predictor = LatencyPredictor.load(args.table)
-        return predictor.predict, f"LatencyPredictor({args.table})"
+        calibrated = "calibrated" if predictor.calibration is not None else "raw table sum"
+        return predictor.predict, f"LatencyPredictor({args.table}, {calibrated})", predictor.space
     from hwnas.latency.fit import WholeNetworkLatencyRegressor, read_arch_latency_csv
 
     archs, ms = read_arch_latency_csv(args.latency_csv, args.latency_column)
     model = WholeNetworkLatencyRegressor().fit(archs, ms)
-    return model.predict, f"WholeNetworkLatencyRegressor fitted on {len(archs)} rows of {args.latency_column}"
+    return (model.predict, f"WholeNetworkLatencyRegressor fitted on {len(archs)} rows of {args.latency_column}",
+            get_space(args.space))
 
 
 def accuracy_objective(args, space):
@@ -55,10 +57,14 @@ def accuracy_objective(args, space):
 
         estimator = get_estimator(args.estimator, supernet_checkpoint=args.supernet, space=space)
         return estimator.predict, f"{args.estimator} estimator ({args.supernet})", "accuracy"
-    from hwnas.latency.fit import mbv3_reference_features
+    if space.name == "mbv3":
+        from hwnas.latency.fit import mbv3_reference_features
 
-    def macs(archs):  # millions of multiply-accumulates (OFA reference count)
-        return np.array([mbv3_reference_features(a)[-1] / 1e6 for a in archs])
+        def macs(archs):  # millions of multiply-accumulates (OFA's count: the space's own, 8x faster)
+            return np.array([mbv3_reference_features(a)[-1] / 1e6 for a in archs])
+    else:
+        def macs(archs):  # millions of multiply-accumulates
+            return np.array([space.flops(a) / 1e6 for a in archs])
 
     return macs, "MACs (stand-in: no accuracy estimator given)", "macs"
 
@@ -92,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args(argv)
 
-    space = get_space(args.space)
-    latency, latency_name = latency_objective(args)
+    latency, latency_name, space = latency_objective(args)
     accuracy, accuracy_name, acc_key = accuracy_objective(args, space)
     metrics = {acc_key: accuracy, "latency_ms": latency}
     maximize = (acc_key,)
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     sample_ms = latency([space.sample(rng) for _ in range(1000)])
     budgets = [float(np.quantile(sample_ms, q)) for q in (0.1, 0.3, 0.5, 0.7, 0.9)]
     report: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "machine": _cpu_model(), "cores": os.cpu_count(), "space": args.space,
+                    "machine": _cpu_model(), "cores": os.cpu_count(), "space": space.name,
                     "latency": latency_name, "accuracy": accuracy_name, "budgets_ms": budgets,
                     "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])}
 
@@ -145,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                                                       ("nsga2", "evolution", "random")), file=sys.stderr)
     report["budgets"] = comparison
 
-    print(f"{args.space}: latency = {latency_name}; accuracy = {accuracy_name}")
+    print(f"{space.name}: latency = {latency_name}; accuracy = {accuracy_name}")
     print(f"{report['machine']}, {report['cores']} cores, {report['date']}\n")
     print(f"| seed | pop x gens | evaluations | search s | in objectives s | search overhead s | "
           f"HV / HV({args.long_factor}x longer) |")
