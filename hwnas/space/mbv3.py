@@ -386,19 +386,31 @@ def _check_resolutions(resolutions, min_resolution: int) -> tuple[int, ...]:
     return tuple(sorted({int(r) for r in resolutions}))
 
 
+OPTIONS = ("resolutions", "width_mult", "num_classes", "in_channels")
+
+
+def _reject_unknown(name: str, unknown: dict) -> None:
+    if unknown:
+        raise InputError(f"unknown option(s) {', '.join(sorted(unknown))} for space '{name}'; "
+                         f"known: {', '.join(OPTIONS)}", field=sorted(unknown)[0])
+
+
 @register_space("mbv3")
 def mbv3_space(
-    resolutions=(160, 176, 192, 208, 224), width_mult: float = 1.0, num_classes: int = 1000, in_channels: int = 3
+    resolutions=(160, 176, 192, 208, 224), width_mult: float = 1.0, num_classes: int = 1000, in_channels: int = 3,
+    **unknown,
 ) -> ElasticMobileNetSpace:
     """OFA's MobileNetV3 space: 5 elastic stages (24, 40, 80, 112, 160 channels x width_mult)."""
+    _reject_unknown("mbv3", unknown)
     return ElasticMobileNetSpace("mbv3", MBV3_LAYOUT, resolutions, width_mult, num_classes, in_channels,
                                  min_resolution=32)
 
 
 @register_space("mbv3-small-input")
 def mbv3_small_input_space(
-    resolutions=(24, 28, 32), width_mult: float = 1.0, num_classes: int = 10, in_channels: int = 1
+    resolutions=(24, 28, 32), width_mult: float = 1.0, num_classes: int = 10, in_channels: int = 1, **unknown
 ) -> ElasticMobileNetSpace:
     """MobileNetV3 elastic stages for 24-32 px inputs (16, 24, 40, 64, 96 channels x width_mult)."""
+    _reject_unknown("mbv3-small-input", unknown)
     return ElasticMobileNetSpace("mbv3-small-input", SMALL_INPUT_LAYOUT, resolutions, width_mult, num_classes,
                                  in_channels, min_resolution=8)
