@@ -13,27 +13,17 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
+from hwnas.latency.fingerprint import cpu_model
 from hwnas.search.tabular import bench
 
 DEFAULT_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "nb201.csv"
 ACCURACY = ["acc_cifar10_test_200ep", "acc_cifar100_test_200ep"]
 LATENCY = ["lat_ms_pixel3", "lat_ms_1080ti_1", "lat_ms_raspi4"]
 STRATEGIES = ["nsga2", "random", "evolution", "regularized-evolution"]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _cell(result: dict, key: str) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hwnas.latency.fingerprint import cpu_model
 from hwnas.search import hypervolume, normalize, search
 from hwnas.search.problem import ObjectiveSpec
 from hwnas.space import get_space
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     sample_ms = latency([space.sample(rng) for _ in range(1000)])
     budgets = [float(np.quantile(sample_ms, q)) for q in (0.1, 0.3, 0.5, 0.7, 0.9)]
     report: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "machine": _cpu_model(), "cores": os.cpu_count(), "space": space.name,
+                    "machine": cpu_model(), "cores": os.cpu_count(), "space": space.name,
                     "latency": latency_name, "accuracy": accuracy_name, "budgets_ms": budgets,
                     "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])}
 
@@ -169,16 +170,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=1) + "\n")
     return 0
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 if __name__ == "__main__":
