@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -72,14 +71,6 @@ def best_first(keys: np.ndarray) -> np.ndarray:
     """Indices that sort fitness keys from best to worst (stable)."""
     keys = np.asarray(keys).reshape(-1, 2)
     return np.lexsort((keys[:, 1], keys[:, 0]))
-
-
-def evaluations_budget(budget: SearchBudget, pop_size: int) -> float:
-    if budget.evaluations is not None:
-        return budget.evaluations
-    if budget.generations is not None:
-        return pop_size * (budget.generations + 1)
-    return math.inf
 
 
 _REGISTRY: dict[str, type[Strategy]] = {}
