@@ -402,3 +402,17 @@ def test_search_cli_writes_the_front_under_the_budget(tiny_latency_table, tmp_pa
     assert all(e["objectives"]["latency_ms"] <= budget for e in doc["pareto"])
     assert len(doc["hypervolume_history"]) == 4
     assert (tmp_path / "run" / "pareto.png").is_file() and (tmp_path / "run" / "hypervolume.png").is_file()
+
+
+def test_evolution_mutates_resolution_and_respects_the_constraint_on_mbv3():
+    space = get_space("mbv3-small-input")
+    metrics = {"macs": lambda archs: np.array([space.flops(a) / 1e6 for a in archs]),
+               "params": lambda archs: np.array([space.params(a) / 1e6 for a in archs])}
+    limit = float(np.median(metrics["params"]([space.sample(np.random.default_rng(0)) for _ in range(30)])))
+    result = search(space, metrics, ("macs",), {"params": limit}, "evolution", maximize=("macs",),
+                    evaluations=150, pop_size=20, seed=0, progress=False)
+    assert result.evaluations == 150
+    assert len({e["arch"]["r"] for e in result.evaluated}) == len(space.resolutions)
+    best = best_under_budget(result, limit, metric="params")
+    assert best["constraints"]["params"] <= limit
+    assert best["objectives"]["macs"] == max(e["objectives"]["macs"] for e in result.evaluated if e["feasible"])
