@@ -119,3 +119,13 @@ def test_supernet_estimator_measures_on_the_validation_split(space, tmp_path):
     assert np.all(acc * 40 / 100 == np.round(acc * 40 / 100))  # whole images correct out of 40
     with pytest.raises(InputError, match="split"):
         get_estimator("supernet", supernet_checkpoint=ckpt, data=data, split="train")
+
+
+def test_estimator_refuses_a_checkpoint_of_other_space_options(space, tmp_path):
+    ckpt = tmp_path / "s.pt"
+    save_checkpoint(ckpt, {"space": space.name, "space_config": {k: v for k, v in space.config().items()
+                                                                  if k != "name"},
+                           "model": build_supernet(space).state_dict(), "settings": {}, "epoch": 0, "history": []})
+    other = get_space("mbv3-small-input", width_mult=0.5, resolutions=[8, 12])
+    with pytest.raises(InputError, match="trained on space"):
+        get_estimator("supernet", supernet_checkpoint=ckpt, space=other)

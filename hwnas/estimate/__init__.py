@@ -22,18 +22,23 @@ ESTIMATORS = ("supernet", "predictor", "zero-cost")
 
 def get_estimator(name: str, supernet_checkpoint: str | os.PathLike | None = None, space=None, **kw):
     """An estimator by name; unknown names and missing inputs are InputErrors."""
+    if name not in ESTIMATORS:
+        raise InputError(f"unknown accuracy estimator {name!r}; known: {', '.join(ESTIMATORS)}", field="estimator")
+    if supernet_checkpoint is not None and space is not None:
+        _check_same_space(supernet_checkpoint, space)
     if name == "supernet":
         return SupernetEstimator(supernet_checkpoint, **kw)
     if name == "predictor":
         path = kw.pop("predictor_path", None)
+        if path is None and supernet_checkpoint is not None:
+            path = default_predictor_path(supernet_checkpoint)  # fitted once, then reused
         if path is not None and Path(path).exists():
             return AccuracyPredictor.load(path, space=space)
         if supernet_checkpoint is None:
             raise InputError("the predictor estimator needs predictor_path (a saved predictor) or a "
                              "supernet_checkpoint to fit one on", field="predictor_path")
         predictor = fit_predictor(supernet_checkpoint, **kw)
-        if path is not None:
-            predictor.save(path)
+        predictor.save(path)
         return predictor
     if name == "zero-cost":
         if space is None and supernet_checkpoint is not None:
@@ -43,7 +48,29 @@ def get_estimator(name: str, supernet_checkpoint: str | os.PathLike | None = Non
         if space is None:
             raise InputError("the zero-cost estimator needs a space (or a supernet checkpoint)", field="space")
         return ZeroCostEstimator(space, **kw)
-    raise InputError(f"unknown accuracy estimator {name!r}; known: {', '.join(ESTIMATORS)}", field="estimator")
+    raise AssertionError(name)
+
+
+def default_predictor_path(supernet_checkpoint: str | os.PathLike) -> Path:
+    """`C.pt` -> `C.predictor.pt`: where a predictor fitted on checkpoint C is kept."""
+    p = Path(supernet_checkpoint)
+    return p.with_name(p.stem + ".predictor.pt")
+
+
+def _check_same_space(supernet_checkpoint: str | os.PathLike, space) -> None:
+    """A supernet trained on other space options would score different networks than those searched."""
+    from hwnas.train import read_checkpoint
+
+    ckpt = read_checkpoint(supernet_checkpoint)
+    config = {k: v for k, v in space.config().items() if k != "name"} if hasattr(space, "config") else None
+    if ckpt["space"] != space.name or (config is not None and _normal(config) != _normal(ckpt["space_config"])):
+        raise InputError(f"the supernet was trained on space '{ckpt['space']}' {ckpt['space_config']}, "
+                         f"not '{space.name}' {config}; train one for this space (hwnas train)",
+                         path=str(supernet_checkpoint), field="space")
+
+
+def _normal(config: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()}
 
 
 def fit_predictor(supernet_checkpoint: str | os.PathLike, n_train: int = 300, seed: int = 0,
