@@ -170,3 +170,30 @@ def test_ddp_two_gloo_processes_end_with_identical_weights(tmp_path):
     assert set(r0["shard"].tolist()).isdisjoint(r1["shard"].tolist())
     for k, v in r0["state"].items():
         assert torch.allclose(v.float(), r1["state"][k].float(), atol=0, rtol=0), k
+
+
+@pytest.mark.slow
+def test_hwnas_train_under_torchrun_two_processes(tmp_path):
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun is not installed")
+    out = tmp_path / "ddp.pt"
+    proc = subprocess.run(
+        [torchrun, "--nproc-per-node", "2", "--master-port", str(_free_port()), "-m", "hwnas", "train",
+         "--width-mult", "0.25", "--resolutions", "8,12", "--epochs", "1", "--limit-train", "128",
+         "--batch-size", "32", "--val-size", "64", "--out", str(out), "--json", "--no-progress"],
+        capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1  # only rank 0 reports
+    summary = json.loads(lines[0])
+    assert summary["world_size"] == 2 and summary["epochs"] == 1
+    ckpt = read_checkpoint(out)
+    assert ckpt["world_size"] == 2 and ckpt["epoch"] == 1 and ckpt["step"] == 2  # 128 images / 2 ranks / 32

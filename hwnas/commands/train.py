@@ -59,7 +59,11 @@ def run(args: argparse.Namespace) -> dict:
         seed=args.seed, num_random=args.num_random, distill=not args.no_distill, val_size=args.val_size,
         limit_train=args.limit_train,
     )
-    return train(settings, args.out, resume=args.resume, device=args.device, progress=not args.no_progress)
+    result = train(settings, args.out, resume=args.resume, device=args.device, progress=not args.no_progress)
+    if result.get("rank", 0) != 0:  # under torchrun only rank 0 reports
+        args.json = False
+        return {}
+    return result
 
 
 def space_options(args: argparse.Namespace) -> dict:

@@ -386,6 +386,7 @@ def train(
         "data": settings.data or "fmnist-subset",
         "device": str(dev),
         "world_size": ctx.world_size,
+        "rank": ctx.rank,
         "resumed_from_epoch": start_epoch if ckpt is not None else None,
     }
 
