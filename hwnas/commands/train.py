@@ -14,8 +14,8 @@ rewritten after every epoch; --resume continues it. Several processes: torchrun.
 
 examples:
   hwnas train --space mbv3-small-input --epochs 6 --out supernet.pt
-  hwnas train --space mbv3-small-input --width-mult 0.5 --resolutions 16,20,24 --epochs 2 \\
-      --limit-train 2000 --out quick.pt          # a few minutes on a laptop CPU
+  hwnas train --quick --out quick.pt               # a few minutes on a laptop CPU
+  hwnas train --width-mult 0.5 --resolutions 16,20,24 --epochs 4 --out narrow.pt
   torchrun --nproc-per-node 4 -m hwnas train --space mbv3 --data cifar10:DIR --epochs 100 --out c.pt
 """
 
@@ -24,7 +24,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", default="mbv3-small-input", help="search space (default: mbv3-small-input)")
     parser.add_argument("--data", default=None,
                         help="dataset: fmnist-subset (default), fashion-mnist[:DIR], cifar10:DIR, folder:DIR")
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=None, help="default 10 (2 with --quick)")
+    parser.add_argument("--quick", action="store_true",
+                        help="short schedule for a first look: 2 epochs of 4000 images, 1 random subnet per step")
     parser.add_argument("--out", required=True, help="checkpoint to write (rewritten after every epoch)")
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint at --out")
     parser.add_argument("--batch-size", type=int, default=128, help="per process")
@@ -34,7 +36,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--progressive", action="store_true",
                         help="progressive shrinking: largest, then elastic kernel, depth, expand (OFA)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-random", type=int, default=2, help="random subnets per step besides the two ends")
+    parser.add_argument("--num-random", type=int, default=None,
+                        help="random subnets per step besides the two ends (default 2; 1 with --quick)")
     parser.add_argument("--no-distill", action="store_true", help="train every subnet on the labels")
     parser.add_argument("--width-mult", type=float, default=None, help="space option width_mult")
     parser.add_argument("--resolutions", default=None, help="space option resolutions, e.g. 16,20,24")
@@ -53,12 +56,16 @@ def run(args: argparse.Namespace) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = TrainSettings(
-        space=args.space, space_options=space_options(args), data=args.data, epochs=args.epochs,
+    chosen = dict(
+        space=args.space, space_options=space_options(args), data=args.data,
         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, progressive=args.progressive,
-        seed=args.seed, num_random=args.num_random, distill=not args.no_distill, val_size=args.val_size,
-        limit_train=args.limit_train,
+        seed=args.seed, distill=not args.no_distill, val_size=args.val_size,
     )
+    # explicit flags win over the short schedule's values
+    for name in ("epochs", "limit_train", "num_random"):
+        if getattr(args, name) is not None:
+            chosen[name] = getattr(args, name)
+    settings = TrainSettings.short_schedule(**chosen) if args.quick else TrainSettings(**chosen)
     result = train(settings, args.out, resume=args.resume, device=args.device, progress=not args.no_progress)
     if result.get("rank", 0) != 0:  # under torchrun only rank 0 reports
         args.json = False

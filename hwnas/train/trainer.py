@@ -97,6 +97,11 @@ class TrainSettings:
             raise bad("limit_train", "a positive integer or None")
         return self
 
+    @classmethod
+    def short_schedule(cls, **overrides) -> TrainSettings:
+        """A few minutes on a laptop CPU (2 epochs of 4,000 images, one random subnet per step)."""
+        return cls(**{"epochs": 2, "limit_train": 4000, "num_random": 1, "recal_batches": 10, **overrides})
+
     @property
     def base_lr(self) -> float:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer] * self.batch_size / 128
