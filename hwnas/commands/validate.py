@@ -27,6 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random subnets (default 0)")
     parser.add_argument("--calibration-out", default=None,
                         help="where to write the calibration (default: beside the table)")
+    parser.add_argument("--rounds", type=int, default=2, help="timing passes over all subnets; the lowest "
+                        "median of each is kept (default 2)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -34,4 +36,4 @@ def run(args: argparse.Namespace) -> dict:
     from hwnas.latency.validate import validate
 
     return validate(args.table, args.n, calib_n=args.calib_n, plot=args.plot, seed=args.seed,
-                    calibration_out=args.calibration_out, progress=not args.no_progress)
+                    calibration_out=args.calibration_out, rounds=args.rounds, progress=not args.no_progress)

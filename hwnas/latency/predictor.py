@@ -228,7 +228,8 @@ class LatencyPredictor:
             X, names = self.features(archs, method)
             if method == "raw":
                 coef = np.ones(1)
-                err = float(np.sqrt(np.mean((X[:, 0] / y - 1) ** 2)))
+                rel = np.sort(np.abs(X[:, 0] / y - 1))
+                err = float(np.sqrt(np.mean(rel[: max(1, int(np.ceil(0.9 * rel.size)))] ** 2)))
             elif X.shape[1] >= y.size - 1:
                 continue  # too few measurements for this many parameters
             else:
@@ -250,8 +251,8 @@ class LatencyPredictor:
                 "table_sha256": table_digest(self.table),
                 "table_profile": self.table.profile_name,
                 "table_space": self.table.space,
-                "selection": "least leave-one-out relative RMSE; a simpler candidate within "
-                             f"{int(_SIMPLER_MARGIN * 100)} % of the best is preferred",
+                "selection": "least leave-one-out relative RMSE (worst tenth left out) of a robust fit; "
+                             f"a simpler candidate within {int(_SIMPLER_MARGIN * 100)} % of the best is preferred",
                 **(provenance or {}),
             },
         )
@@ -276,14 +277,27 @@ class LatencyPredictor:
         return Path(path)
 
 
-def _relative_least_squares(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
-    """Least squares of relative error (rows weighted by 1/y); returns coef and leave-one-out relative RMSE."""
+def _relative_least_squares(X: np.ndarray, y: np.ndarray, *, tukey_c: float = 4.685,
+                            iterations: int = 10) -> tuple[np.ndarray, float]:
+    """Robust least squares of relative error; returns coef and the trimmed leave-one-out relative RMSE.
+
+    Rows are weighted by 1/y (relative error) and reweighted by Tukey's biweight of their
+    relative residual, so a subnet timed while something else ran cannot pull the fit.
+    """
     A = X / y[:, None]
     b = np.ones_like(y)
-    coef, *_ = np.linalg.lstsq(A, b, rcond=None)
-    # leave-one-out residuals of ordinary least squares: e_i / (1 - h_ii)
-    pinv = np.linalg.pinv(A)
-    leverage = np.einsum("ij,ji->i", A, pinv)
-    resid = b - A @ coef
-    loo = resid / np.maximum(1.0 - leverage, 1e-9)
-    return coef, float(np.sqrt(np.mean(loo**2)))
+    w = np.ones_like(y)
+    for _ in range(iterations):
+        sw = np.sqrt(w)
+        coef, *_ = np.linalg.lstsq(A * sw[:, None], b * sw, rcond=None)
+        resid = b - A @ coef
+        spread = max(1.4826 * float(np.median(np.abs(resid - np.median(resid)))), 0.005)
+        u = resid / (tukey_c * spread)
+        w = np.where(np.abs(u) < 1, (1 - u**2) ** 2, 0.0) + 1e-6
+    # leave-one-out residuals of the weighted fit: e_i / (1 - h_ii)
+    Aw = A * np.sqrt(w)[:, None]
+    leverage = np.einsum("ij,ji->i", Aw, np.linalg.pinv(Aw))
+    loo = np.abs(b - A @ coef) / np.maximum(1.0 - leverage, 1e-9)
+    # the worst tenth is left out of the score: outlying timings should not choose the method
+    kept = np.sort(loo)[: max(1, int(np.ceil(0.9 * loo.size)))]
+    return coef, float(np.sqrt(np.mean(kept**2)))
