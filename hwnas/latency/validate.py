@@ -113,6 +113,11 @@ def validate(
     raw = _rounded(latency_metrics(raw_test, y_test))
     calibrated = _rounded(latency_metrics(calibrated_test, y_test))
     predictor.calibration.provenance["held_out"] = {"n": n, "raw": raw, "calibrated": calibrated}
+    # the timings themselves, so the calibration can be refitted or audited without measuring again
+    predictor.calibration.provenance["measurements"] = {
+        "calibration": [{"arch": a, "ms": round(float(v), 6)} for a, v in zip(calib, y_calib, strict=True)],
+        "held_out": [{"arch": a, "ms": round(float(v), 6)} for a, v in zip(held_out, y_test, strict=True)],
+    }
     cal_path = predictor.save(calibration_out if calibration_out is not None else calibration_path(table_path))
 
     if plot is not None:
