@@ -18,7 +18,7 @@ import hwnas.latency.profile as profile_module
 from hwnas.cli import main as cli_main
 from hwnas.errors import InputError
 from hwnas.latency.profile import profile
-from hwnas.latency.table import LatencyTable
+from hwnas.latency.table import LatencyTable, rounds_needed
 from hwnas.space.base import SearchSpace, register_space
 
 TESTS = Path(__file__).resolve().parent
@@ -134,10 +134,11 @@ def test_rounds_keep_the_least_disturbed_pass_and_resume_finishes_a_pass(tmp_pat
     out = tmp_path / "t.json"
     calls = count_measurements(monkeypatch)
     first = profile(path, TINY, out, limit=3, progress=False)
-    assert first["measurements"] == 6 and first["measured"] == 3 and calls["n"] == 6
+    assert first["measured"] == 3 and 6 <= first["measurements"] <= 12 and calls["n"] == first["measurements"]
     table = LatencyTable.load(out)
     for entry in table.entries.values():
-        assert entry["rounds"] == 2 and len(entry["round_medians_ms"]) == 2
+        assert 2 <= entry["rounds"] <= 4 and len(entry["round_medians_ms"]) == entry["rounds"]
+        assert rounds_needed(entry, 2) == 0
         assert entry["median_ms"] == min(entry["round_medians_ms"])
         assert entry["p25_ms"] <= entry["median_ms"] <= entry["p75_ms"]
     # an entry left after its first round (as after an interruption) gets exactly one more round
@@ -147,9 +148,10 @@ def test_rounds_keep_the_least_disturbed_pass_and_resume_finishes_a_pass(tmp_pat
     out.write_text(json.dumps(raw))
     assert not LatencyTable.load(out).complete
     second = profile(path, TINY, out, resume=True, progress=False)
-    assert second["measurements"] == 1 + 3 * 2 and second["reused"] == 2 and second["complete"]
+    assert second["measured"] == 4 and second["reused"] == 2 and second["complete"]
     merged = LatencyTable.load(out).entries[key]
-    assert merged["rounds"] == 2 and merged["round_medians_ms"][0] == 123.0 and merged["median_ms"] < 123.0
+    # 123 ms disagrees with the new round, so a confirmation round followed
+    assert merged["rounds"] >= 3 and merged["round_medians_ms"][0] == 123.0 and merged["median_ms"] < 1.0
 
 
 def test_existing_table_is_not_overwritten_without_a_flag(profile_path, tmp_path):

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from hwnas.errors import InputError
-from hwnas.latency.table import KIND, SCHEMA_VERSION, LatencyTable
+from hwnas.latency.table import KIND, SCHEMA_VERSION, LatencyTable, rounds_needed
 
 
 def make_table(**entries) -> LatencyTable:
@@ -107,3 +107,16 @@ def test_nan_median_is_rejected(tmp_path):
     text = json.dumps(raw).replace('"median_ms": 1.0', '"median_ms": NaN')
     with pytest.raises(InputError, match="finite number"):
         LatencyTable.load(_write(tmp_path, text))
+
+
+def test_rounds_needed_confirms_the_lowest_round():
+    def entry(*medians):
+        return {"median_ms": min(medians), "rounds": len(medians), "round_medians_ms": list(medians)}
+
+    assert rounds_needed(None, 3) == 3
+    assert rounds_needed(entry(1.0), 3) == 2
+    assert rounds_needed(entry(1.0, 1.02, 2.0), 3) == 0  # the two lowest agree within 5 %
+    assert rounds_needed(entry(1.0, 1.5, 2.0), 3) == 1  # the lowest is unconfirmed
+    assert rounds_needed(entry(1.0, 1.5, 2.0, 1.4, 1.3, 1.2), 3) == 0  # capped at twice the rounds
+    assert rounds_needed(entry(1.0), 1) == 0
+    assert rounds_needed({"median_ms": 1.0, "p25_ms": 1, "p75_ms": 1, "cv": 0, "n": 3}, 1) == 0

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         second = Path(args.second) if args.second else Path(tmp) / "second.json"
         for out in (first, second):
             result = profile(args.device_profile, args.space, out, overwrite=True, quick=args.quick)
-            runs.append({k: result[k] for k in ("table", "entries", "measured", "seconds")})
+            runs.append({k: result[k] for k in ("table", "entries", "measurements", "rounds", "seconds")})
             print(f"run {len(runs)}: {result['entries']} entries in {result['seconds']:.1f} s", file=sys.stderr)
         tables = [LatencyTable.load(r["table"]) for r in runs]
         report = {

@@ -2,7 +2,8 @@
 
 Each op key is built as a small torch module with its real input shape, compiled once by
 the profile's backend and timed with the measurement protocol, in `protocol.rounds` passes
-over all ops (an op keeps its least-disturbed pass). The table is saved
+over all ops, plus confirmation passes for ops whose best rounds disagree (an op keeps its
+least-disturbed pass). The table is saved
 atomically after every op, so an interrupted run (even `kill -9`) loses at most the op in
 flight; `resume=True` continues it without re-measuring what it holds, and refuses a table
 made with another profile, space, device or library versions.
@@ -23,7 +24,7 @@ from hwnas.errors import InputError
 from hwnas.latency.backends import Backend, get_backend, package_versions
 from hwnas.latency.fingerprint import device_fingerprint, same_device
 from hwnas.latency.measure import Measurement, measure
-from hwnas.latency.table import ENTRY_FIELDS, LatencyTable
+from hwnas.latency.table import ENTRY_FIELDS, ROUND_AGREEMENT, LatencyTable, rounds_needed
 from hwnas.space import get_space
 
 DEFAULT_TABLE_DIR = Path("latency_tables")
@@ -117,6 +118,9 @@ def new_table(prof: DeviceProfile, backend: Backend, space_obj: Any, space_name:
             "quick": quick,
             "statistic": "median of timed runs; p25/p75 and cv (IQR/median) over the same runs; of the "
                          "op's rounds the one with the lowest median is kept",
+            "round_agreement": ROUND_AGREEMENT,
+            "rounds_rule": "at least `rounds` passes over all ops; then, up to 2 x rounds, more passes for "
+                           "ops whose two lowest round medians differ by more than round_agreement",
             "stopping": "95 % CI of the median (order statistics) within rel_ci, or max_repeats, or max_seconds",
             "input": INPUT_DESCRIPTION,
             "batch": prof.batch,
@@ -166,23 +170,29 @@ def profile(
 
     wanted = all_keys if limit is None else all_keys[:limit]
     rounds = protocol.rounds
-    reused = sum(1 for k in wanted if rounds_done(table, k) >= rounds)
+    reused = sum(1 for k in wanted if rounds_needed(table.entries.get(k), rounds) == 0)
     table.save(path)  # the provenance is on disk before the first measurement
 
     measured_keys: set[str] = set()
     measurements = 0
-    already = sum(min(rounds_done(table, k), rounds) for k in wanted)
-    bar = _progress_bar(len(wanted) * rounds, already, enabled=progress, desc=f"profile {prof.name} {space}")
+    bar = _progress_bar(len(wanted) * rounds, enabled=progress, desc=f"profile {prof.name} {space}")
+    if bar is not None:
+        bar.update(sum(min(rounds_done(table, k), rounds) for k in wanted))
     try:
-        # whole passes over the ops: the rounds of one op are far apart in time, so a burst of
-        # foreign load disturbs at most one of them
-        for round_index in range(1, rounds + 1):
-            for key in wanted:
-                if rounds_done(table, key) >= round_index:
-                    continue
+        # whole passes over the ops: the rounds of one op lie far apart in time, so a burst of
+        # foreign load disturbs one of them, and the op keeps the least-disturbed one
+        for round_index in range(1, 2 * rounds + 1):
+            due = [k for k in wanted if rounds_needed(table.entries.get(k), rounds) > 0
+                   and rounds_done(table, k) < round_index]
+            if not due:
+                break
+            if bar is not None and round_index > rounds:
+                bar.total += len(due)  # confirmation rounds for ops whose rounds disagree
+                bar.refresh()
+            for key in due:
                 if bar is not None:
                     label = key if len(key) <= 48 else key[:45] + "..."
-                    bar.set_postfix_str(f"round {round_index}/{rounds} {label}", refresh=False)
+                    bar.set_postfix_str(f"round {round_index} {label}", refresh=False)
                 module, input_shape = space_obj.build_op(key)
                 with backend.prepare(module, (prof.batch, *input_shape)) as runner:
                     result = measure(runner, protocol)
@@ -231,10 +241,10 @@ def merge_round(entry: dict[str, Any] | None, result: Measurement) -> dict[str, 
     return {**kept, "rounds": len(previous) + 1, "round_medians_ms": previous + [new["median_ms"]]}
 
 
-def _progress_bar(total: int, initial: int, *, enabled: bool, desc: str):
+def _progress_bar(total: int, *, enabled: bool, desc: str):
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="op", file=sys.stderr, dynamic_ncols=True,
+    return tqdm(total=total, desc=desc, unit="op", file=sys.stderr, dynamic_ncols=True,
                 smoothing=0.1)
