@@ -1,1 +1,21 @@
-"""export"""
+"""Deployable bundles: ONNX, TVM library (local, cross-compiled, timed over RPC), TensorRT engine, manifest.
+
+    from hwnas.export import export, export_selection, select_from_run
+    export(subnet, (3, 128, 128), "deploy/D", formats=("onnx", "tvm"))
+    export_selection(select_from_run("runs/R/pareto.json", "best-under-budget"), "deploy/D")
+"""
+
+from hwnas.export.bundle import FORMATS, ExportError, ExportResult, export, export_selection, parse_formats
+from hwnas.export.source import Selection, parse_arch, select_from_run
+
+__all__ = [
+    "FORMATS",
+    "ExportError",
+    "ExportResult",
+    "Selection",
+    "export",
+    "export_selection",
+    "parse_arch",
+    "parse_formats",
+    "select_from_run",
+]

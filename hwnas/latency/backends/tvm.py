@@ -1,0 +1,160 @@
+"""TVM backend: the module's ONNX export compiled by Relax for the profile's target, timed by
+TVM's own `time_evaluator` here (target llvm) or on a remote device over TVM RPC.
+
+Options (device profile): `target` (e.g. "llvm", or "llvm -mtriple=aarch64-linux-gnu
+-mattr=+neon" for a board, cross-compiled here), `threads` (TVM runtime workers, fixed on
+the device before timing), `rpc_host` / `rpc_port` (a `python -m tvm.exec.rpc_server` on the
+device; with `rpc_key` they name a tracker instead), `tuning_trials` (MetaSchedule trials
+per compiled model; 0: untuned).
+
+Compilation happens once in `prepare`; each timed sample is one `time_evaluator` repeat of
+one run (number=1) of the VM's stateful `main`, so the device clock times the inference and
+the RPC round trip is never inside a sample. A cross target without an RPC address cannot
+be timed here and is reported as NotAvailableError.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwnas.errors import InputError, NotAvailableError
+from hwnas.latency.backends import Backend, export_onnx_bytes, random_input, register_backend
+from hwnas.latency.measure import Runner
+
+
+class TvmRunner(Runner):
+    """A Relax VM with its input bound (`set_input`), on this machine or on an RPC device."""
+
+    timing = "tvm_time_evaluator"
+
+    def __init__(self, vm: Any, device: Any, input_array: np.ndarray, settings: dict[str, Any],
+                 session: Any = None, workdir: tempfile.TemporaryDirectory | None = None):
+        import tvm
+
+        self.vm = vm
+        self.device = device
+        self.session = session  # keeps the RPC connection (and the remote module) alive
+        self.workdir = workdir
+        self.input = tvm.runtime.tensor(np.ascontiguousarray(input_array), device)
+        vm.set_input("main", self.input)
+        self.settings = settings
+        self._evaluators: dict[int, Any] = {}
+
+    def run(self) -> None:
+        self.vm.invoke_stateful("main")
+
+    def _evaluator(self, repeat: int) -> Any:
+        if repeat not in self._evaluators:
+            self._evaluators[repeat] = self.vm.time_evaluator("invoke_stateful", self.device, number=1,
+                                                              repeat=repeat)
+        return self._evaluators[repeat]
+
+    def warmup(self, n: int) -> None:
+        if n > 0:
+            self._evaluator(n)("main")
+
+    def time(self, n: int) -> list[float]:
+        result = self._evaluator(n)("main")
+        return [float(s) * 1e3 for s in result.results]
+
+    def outputs(self) -> list[np.ndarray]:
+        """The outputs of the last run (copied to this machine)."""
+        self.vm.invoke_stateful("main")
+        out = self.vm.get_outputs("main")
+        return [out.numpy()] if hasattr(out, "numpy") else [o.numpy() for o in out]
+
+    def describe(self) -> dict[str, Any]:
+        return {"timing": self.timing, **self.settings}
+
+    def close(self) -> None:
+        self._evaluators.clear()
+        self.vm = None
+        self.input = None
+        self.session = None
+        if self.workdir is not None:
+            self.workdir.cleanup()
+            self.workdir = None
+
+
+@register_backend("tvm")
+class TvmBackend(Backend):
+    packages = ("apache-tvm", "onnx", "torch")
+
+    def check_available(self) -> None:
+        from hwnas.export.tvm import import_tvm, is_cross_target, parse_target
+
+        import_tvm()
+        target = parse_target(self.options.get("target", "llvm"))
+        if target["kind"] != "llvm":
+            raise NotAvailableError(f"the tvm backend times CPU targets (kind llvm) here; got kind "
+                                    f"{target['kind']!r}")
+        if is_cross_target(target) and not self.options.get("rpc_host"):
+            raise NotAvailableError(f"target {self.options.get('target')!r} is for another CPU: set "
+                                    "options.rpc_host (and rpc_port) to a TVM RPC server on that device")
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["remote"] = self.rpc_address().describe() if self.options.get("rpc_host") else None
+        return d
+
+    def rpc_address(self) -> Any:
+        from hwnas.export.tvm import RpcAddress
+
+        return RpcAddress(host=self.options["rpc_host"], port=int(self.options.get("rpc_port") or 9090),
+                          key=self.options.get("rpc_key"))
+
+    def prepare(self, module: Any, input_shape: Sequence[int]) -> TvmRunner:
+        example = random_input(input_shape)
+        return self.prepare_onnx(export_onnx_bytes(module, example), input_shape)
+
+    def prepare_onnx(self, onnx_model: bytes | str | Path, input_shape: Sequence[int]) -> TvmRunner:
+        """Compile an ONNX model (bytes or a path) and bind a random input of `input_shape`."""
+        from hwnas.export.tvm import compile_model, import_onnx
+
+        mod = import_onnx(onnx_model, input_shape)
+        compiled = compile_model(mod, self.options.get("target", "llvm"),
+                                 tune_trials=int(self.options.get("tuning_trials") or 0),
+                                 threads=self.profile.threads())
+        return self.prepare_compiled(compiled, input_shape)
+
+    def prepare_compiled(self, compiled: Any, input_shape: Sequence[int], *,
+                         library: Any = None) -> TvmRunner:
+        """A runner for an already compiled model (`library`: its exported LibraryFiles, if any)."""
+        import tvm
+
+        from hwnas.export.tvm import export_library, load_vm, set_threads, upload_library
+
+        threads = self.profile.threads()
+        settings = {"target": compiled.target, "threads": threads, "tune_trials": compiled.tune_trials}
+        data = random_input(input_shape).numpy()
+        if not self.options.get("rpc_host"):
+            set_threads(threads)
+            source = library.so if library is not None and library.so else compiled.executable
+            return TvmRunner(load_vm(source), tvm.cpu(), data, {**settings, "device": "local"})
+        workdir = None
+        if library is None:
+            workdir = tempfile.TemporaryDirectory(prefix="hwnas-tvm-")
+            library = export_library(compiled, Path(workdir.name) / "model")
+        from hwnas.export.tvm import connect
+
+        address = self.rpc_address()
+        session = connect(address)
+        try:
+            set_threads(threads, session)
+            remote_module = upload_library(session, library)
+            device = session.cpu()
+            vm = load_vm(remote_module, device)
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - say which device refused the library
+            if workdir is not None:
+                workdir.cleanup()
+            raise RuntimeError(f"the RPC device {address.describe()} could not load the library: "
+                               f"{type(exc).__name__}: {exc}") from exc
+        return TvmRunner(vm, device, data, {**settings, "device": f"rpc {address.describe()}"},
+                         session=session, workdir=workdir)
