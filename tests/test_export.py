@@ -45,7 +45,8 @@ def test_subnet_exports_to_onnx_and_tvm_with_parity(tmp_path):
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert set(result.files) == {"onnx", "tvm_so", "manifest"}
     assert manifest["arch"] == arch and manifest["space"]["name"] == "mbv3-small-input"
-    assert manifest["formats"]["onnx"]["bn_folded"] and "BatchNormalization" not in manifest["formats"]["onnx"]["op_counts"]
+    onnx_info = manifest["formats"]["onnx"]
+    assert onnx_info["bn_folded"] and "BatchNormalization" not in onnx_info["op_counts"]
     for name in ("onnxruntime_vs_torch", "tvm_vs_onnxruntime"):
         assert manifest["parity"][name]["passed"] and manifest["parity"][name]["max_abs_diff"] <= 1e-4
     for entry in manifest["files"].values():
