@@ -128,6 +128,13 @@ def _prepare_out_dir(out_dir: Path) -> None:
 
 def _commit(tmp: Path, out_dir: Path) -> None:
     """Move the finished bundle into place; an older bundle there is replaced only now."""
+    # mkdtemp / mkstemp create owner-only entries; a bundle is meant to be shared like any output
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    for path in tmp.iterdir():
+        if path.is_file():
+            os.chmod(path, (0o777 if os.access(path, os.X_OK) else 0o666) & ~umask)
     old = None
     if out_dir.exists():
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
@@ -372,7 +379,11 @@ def export_selection(selection: Any, out_dir: str | os.PathLike, *, formats: Seq
     if selection.supernet:
         if progress:
             print("export: extracting the subnet and recalibrating its BatchNorm", file=sys.stderr, flush=True)
-        subnet, space, meta = trained_subnet(selection.supernet, arch, space_name=selection.space_name)
+        subnet, space, meta, accuracy = trained_subnet(selection.supernet, arch, space_name=selection.space_name,
+                                                       estimate_accuracy=selection.accuracy is None)
+        if selection.accuracy is None:
+            selection.accuracy = accuracy
+            selection.source["accuracy_from"] = "supernet evaluation of the subnet, BN recalibrated"
         weights = {"supernet": str(Path(selection.supernet).resolve()), "supernet_sha256": sha256(selection.supernet),
                    "trained": True, "epoch": meta.get("epoch"), "bn_recalibrated": True}
     elif untrained:

@@ -108,9 +108,11 @@ def predicted_latency(table: str | os.PathLike, arch: dict) -> float:
 
 
 def trained_subnet(checkpoint: str | os.PathLike, arch: dict, *, space_name: str | None = None,
-                   recal_batches: int = 8, recal_batch_size: int = 128) -> tuple[Any, Any, dict]:
-    """(subnet module, space, checkpoint meta): `arch` extracted from the supernet with its BatchNorm
-    statistics recalibrated on the training data the supernet was trained on."""
+                   recal_batches: int = 8, recal_batch_size: int = 128,
+                   estimate_accuracy: bool = False) -> tuple[Any, Any, dict, float | None]:
+    """(subnet module, space, checkpoint meta, accuracy %): `arch` extracted from the supernet with its
+    BatchNorm statistics recalibrated on the training data the supernet was trained on; the accuracy
+    (on the held-out split, as search estimates it) only when asked for, else None."""
     from hwnas.estimate.supernet import SupernetEstimator
     from hwnas.supernet import recalibrate_bn
     from hwnas.train import load_checkpoint
@@ -124,9 +126,13 @@ def trained_subnet(checkpoint: str | os.PathLike, arch: dict, *, space_name: str
     split = "val" if (meta.get("settings") or {}).get("val_size", 1) else "test"
     estimator = SupernetEstimator(supernet=supernet, meta=meta, split=split, recal_batches=recal_batches,
                                   recal_batch_size=recal_batch_size)
-    recalibrate_bn(supernet, estimator.recal, arch=arch)
+    accuracy = None
+    if estimate_accuracy:
+        accuracy = float(estimator.accuracy(arch))  # recalibrates the statistics for `arch` as well
+    else:
+        recalibrate_bn(supernet, estimator.recal, arch=arch)
     subnet = supernet.extract(arch).eval()
-    return subnet, space, meta
+    return subnet, space, meta, accuracy
 
 
 def untrained_subnet(space: Any, arch: dict, *, batches: int = 4, batch_size: int = 16, seed: int = 0) -> Any:
