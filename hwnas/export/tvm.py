@@ -13,17 +13,22 @@ when a cross linker (`<triple>-gcc`) is on PATH.
 MetaSchedule tuning (`tune_trials` > 0) runs in a child process so that a crash inside
 the tuner cannot take the caller down; its records land in a JSON database that the
 compilation then applies. The search samples the schedule space and measures each
-candidate (replay-trace strategy).
+candidate (replay-trace strategy). The tuner stores IR as JSON; where `tvm.ir.save_json`
+crashes (apache-tvm 0.27.0.post1 wheels: SIGSEGV in tvm::ffi::ToJSONGraph, probed in a
+child process) tuning raises NotAvailableError and the untuned library is the option.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import multiprocessing
 import os
 import platform
 import shlex
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -218,6 +223,11 @@ def tune(fused_mod: Any, target: dict[str, Any], work_dir: str | os.PathLike, *,
     Runs in a spawned child process; its records are in `work_dir`'s JSON database.
     """
     tvm = import_tvm()
+    if not ir_serialization_works():
+        # MetaSchedule stores workloads and traces as IR JSON: without it, the tuner cannot run
+        raise NotAvailableError(f"MetaSchedule tuning cannot run with this TVM build (apache-tvm {tvm.__version__}): "
+                                "serializing IR to JSON (tvm.ir.save_json) crashes the process; export untuned "
+                                "(--tune-trials 0) or use a TVM build whose IR serialization works")
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     mod_path = work_dir / "module.json"
@@ -228,7 +238,6 @@ def tune(fused_mod: Any, target: dict[str, Any], work_dir: str | os.PathLike, *,
     proc.start()
     proc.join()
     if proc.exitcode is not None and proc.exitcode < 0:
-        # killed by a signal: seen with apache-tvm 0.27 (SIGSEGV in tvm::ffi::ToJSONGraph at task initialisation)
         raise NotAvailableError(f"MetaSchedule tuning crashed in this TVM build (signal {-proc.exitcode}, "
                                 f"apache-tvm {tvm.__version__}); its logs are in {work_dir / 'logs'}; "
                                 "export untuned (--tune-trials 0) or use a TVM build whose tuner runs")
@@ -238,6 +247,17 @@ def tune(fused_mod: Any, target: dict[str, Any], work_dir: str | os.PathLike, *,
     records = work_dir / "database_tuning_record.json"
     n_records = sum(1 for _ in records.open()) if records.exists() else 0
     return {"trials": trials, "records": n_records, "strategy": "replay-trace", "work_dir": str(work_dir)}
+
+
+_IR_JSON_PROBE = "import tvm; tvm.ir.save_json(tvm.tirx.const(1, 'int32'))"
+
+
+@functools.lru_cache(maxsize=1)
+def ir_serialization_works() -> bool:
+    """Whether tvm.ir.save_json works here (probed in a child process: in some builds it segfaults)."""
+    probe = subprocess.run([sys.executable, "-c", _IR_JSON_PROBE], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, timeout=300, check=False)
+    return probe.returncode == 0
 
 
 @dataclass
