@@ -81,9 +81,8 @@ def run(args: argparse.Namespace) -> dict:
                               source={"pick": "arch given", "run": None})
     else:
         raise InputError("give a search run's pareto.json, or --arch with --supernet/--space", field="run")
-    for flag, path in (("--supernet", selection.supernet), ("--profile", args.profile)):
-        if flag == "--supernet" and path and not Path(path).is_file():
-            raise InputError("supernet checkpoint not found", path=str(path), field=flag)
+    if selection.supernet and not Path(selection.supernet).is_file():
+        raise InputError("supernet checkpoint not found", path=str(selection.supernet), field="--supernet")
     result = export_selection(selection, args.out, formats=formats, profile=args.profile, tvm_target=args.target,
                               tune_trials=args.tune_trials, dynamic_batch=args.dynamic_batch,
                               untrained=args.untrained, measure_latency=not args.no_measure)
