@@ -11,7 +11,8 @@ Objectives (whatever the repository offers):
 - latency: `--table T.json` (hwnas.latency.predictor.LatencyPredictor), else a
   WholeNetworkLatencyRegressor fitted on every measured subnet of `--latency-csv`
   (OFA MobileNetV3 on a real GPU);
-- accuracy: `--supernet C.pt --estimator NAME` (hwnas.estimate.get_estimator), else the
+- accuracy: `--predictor P.pt` (a saved accuracy predictor) or `--supernet C.pt --estimator
+  NAME` (hwnas.estimate.get_estimator), else the
   subnet's multiply-accumulates as a stand-in (more compute, more accuracy), reported as such.
 
     flock /tmp/hwnas-bench.lock /work/venv/bin/python tools/bench_search.py --json /tmp/bench_search.json
@@ -53,6 +54,11 @@ def latency_objective(args):
 
 
 def accuracy_objective(args, space):
+    if args.predictor:
+        from hwnas.estimate import get_estimator
+
+        estimator = get_estimator("predictor", predictor_path=args.predictor, space=space)
+        return estimator.predict, f"accuracy predictor ({args.predictor})", "accuracy"
     if args.supernet:
         from hwnas.estimate import get_estimator
 
@@ -90,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-column", default="lat_ms_2080ti_1")
     parser.add_argument("--supernet", default=None)
     parser.add_argument("--estimator", default="predictor")
+    parser.add_argument("--predictor", default=None, help="a saved accuracy predictor (hwnas.estimate)")
     parser.add_argument("--pop", type=int, default=100)
     parser.add_argument("--gens", type=int, default=100)
     parser.add_argument("--long-factor", type=int, default=10)
