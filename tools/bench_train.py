@@ -52,8 +52,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--num-random", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--optimizer", default="adamw")
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--optimizer", default="sgd")
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--augment", action="store_true", help="random flips and 2-px shifts")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--result", default=None, help="write the result JSON here too")
     args = p.parse_args()
@@ -62,7 +63,8 @@ def main() -> None:
     if args.stage == "supernet":
         settings = TrainSettings(space="mbv3-small-input", space_options=BENCH_SPACE_OPTIONS,
                                  epochs=args.epochs, num_random=args.num_random, recal_batches=10,
-                                 batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr)
+                                 batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                                 augment=args.augment)
         result = train(settings, args.out, device="cpu")
         result["settings"] = asdict(settings)
     else:

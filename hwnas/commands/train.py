@@ -29,7 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="short schedule for a first look: 2 epochs of 4000 images, 1 random subnet per step")
     parser.add_argument("--out", required=True, help="checkpoint to write (rewritten after every epoch)")
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint at --out")
-    parser.add_argument("--batch-size", type=int, default=128, help="per process")
+    parser.add_argument("--batch-size", type=int, default=None, help="per process (default 128; 64 with --quick)")
+    parser.add_argument("--no-augment", action="store_true", help="no random flips and shifts")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.1 SGD, 2e-3 AdamW)")
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help="sgd = nesterov momentum")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
@@ -57,14 +58,15 @@ def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     chosen = dict(
-        space=args.space, space_options=space_options(args), data=args.data,
-        batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, progressive=args.progressive,
-        seed=args.seed, distill=not args.no_distill, val_size=args.val_size,
+        space=args.space, space_options=space_options(args), data=args.data, optimizer=args.optimizer,
+        lr=args.lr, progressive=args.progressive, seed=args.seed, distill=not args.no_distill, val_size=args.val_size,
     )
     # explicit flags win over the short schedule's values
-    for name in ("epochs", "limit_train", "num_random"):
+    for name in ("epochs", "limit_train", "num_random", "batch_size"):
         if getattr(args, name) is not None:
             chosen[name] = getattr(args, name)
+    if args.no_augment:
+        chosen["augment"] = False
     settings = TrainSettings.short_schedule(**chosen) if args.quick else TrainSettings(**chosen)
     result = train(settings, args.out, resume=args.resume, device=args.device, progress=not args.no_progress)
     if result.get("rank", 0) != 0:  # under torchrun only rank 0 reports

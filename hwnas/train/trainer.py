@@ -99,8 +99,10 @@ class TrainSettings:
 
     @classmethod
     def short_schedule(cls, **overrides) -> TrainSettings:
-        """A few minutes on a laptop CPU (2 epochs of 4,000 images, one random subnet per step)."""
-        return cls(**{"epochs": 2, "limit_train": 4000, "num_random": 1, "recal_batches": 10, **overrides})
+        """A few minutes on a laptop CPU (2 epochs of 4,000 images, one random subnet per step;
+        no augmentation and small batches, which converge fastest on such short schedules)."""
+        return cls(**{"epochs": 2, "limit_train": 4000, "num_random": 1, "recal_batches": 10, "batch_size": 64,
+                      "augment": False, **overrides})
 
     @property
     def base_lr(self) -> float:
