@@ -168,3 +168,20 @@ def test_validate_measures_real_subnets_end_to_end(tmp_path, capsys):
     cal = json.loads((tmp_path / "tiny.calibration.json").read_text())
     assert cal["provenance"]["n_measured"] == 5 and cal["provenance"]["device"]["cpu_model"]
     assert LatencyPredictor.load(table_path).calibration.method == out["method"]
+
+
+def test_calibration_survives_a_small_re_measurement_of_the_table(setup, tmp_path):
+    space, table, archs = setup
+    pred = LatencyPredictor(table, space)
+    truth = 0.2 + 0.9 * pred.predict_raw(archs)
+    fitted = [{"arch": a, "ms": float(v), "raw_ms": float(r)}
+              for a, v, r in zip(archs[:20], truth[:20], pred.predict_raw(archs[:20]), strict=True)]
+    pred.fit(archs[:20], truth[:20], provenance={"measurements": {"calibration": fitted}}).save()
+    for entry in table.entries.values():  # confirmation rounds moved every median by 0.5 %
+        entry["median_ms"] *= 1.005
+    table.save()
+    assert LatencyPredictor.load(tmp_path / "t.json").calibration.method == "affine"
+    for entry in list(table.entries.values())[::2]:  # half the ops measured 30 % slower: refit needed
+        entry["median_ms"] *= 1.3
+    table.save()
+    assert LatencyPredictor.load(tmp_path / "t.json").calibration is None

@@ -114,7 +114,7 @@ class LatencyPredictor:
         if cal_path.is_file():
             cal = Calibration.from_dict(read_json(cal_path, what="latency calibration"), source=str(cal_path))
             fitted_on = cal.provenance.get("table_sha256")
-            if fitted_on and fitted_on != table_digest(table):
+            if fitted_on and fitted_on != table_digest(table) and not pred._same_sums(cal):
                 # the table was measured again after calibrating: the fitted correction no longer applies
                 print(f"warning: {cal_path} was fitted on other table entries; using the raw table sum",
                       file=sys.stderr)
@@ -123,6 +123,22 @@ class LatencyPredictor:
         elif calibration is not None:
             raise InputError("calibration file not found", path=str(cal_path))
         return pred
+
+    def _same_sums(self, cal: Calibration, tolerance: float = 0.02) -> bool:
+        """Whether this table still gives the sums the calibration was fitted on (within `tolerance`).
+
+        Entries re-measured after calibrating (a resumed profile, confirmation rounds) leave the
+        correction valid as long as the calibration subnets' table sums barely move.
+        """
+        fitted = cal.provenance.get("measurements", {}).get("calibration", [])
+        if not fitted or any("raw_ms" not in m for m in fitted):
+            return False
+        try:
+            now = self.predict_raw([m["arch"] for m in fitted])
+        except InputError:
+            return False
+        before = np.array([m["raw_ms"] for m in fitted], dtype=float)
+        return bool(np.max(np.abs(now / before - 1)) <= tolerance)
 
     @property
     def space(self) -> Any:

@@ -120,7 +120,8 @@ def validate(
     predictor.calibration.provenance["held_out"] = {"n": n, "raw": raw, "calibrated": calibrated}
     # the timings themselves, so the calibration can be refitted or audited without measuring again
     predictor.calibration.provenance["measurements"] = {
-        "calibration": [{"arch": a, "ms": round(float(v), 6)} for a, v in zip(calib, y_calib, strict=True)],
+        "calibration": [{"arch": a, "ms": round(float(v), 6), "raw_ms": round(float(r), 6)}
+                        for a, v, r in zip(calib, y_calib, predictor.predict_raw(calib), strict=True)],
         "held_out": [{"arch": a, "ms": round(float(v), 6)} for a, v in zip(held_out, y_test, strict=True)],
     }
     cal_path = predictor.save(calibration_out if calibration_out is not None else calibration_path(table_path))
