@@ -18,12 +18,13 @@ class SupernetEstimator:
     """`predict(archs)` -> accuracy (%) of each subnet with the supernet's weights.
 
     Each subnet's BatchNorm statistics are recalibrated on a fixed set of training batches,
-    then it is evaluated on `split`: "val" (held out of the training set when the supernet
+    then it is evaluated on `split` (16 x 128 recalibration images: fewer make the BN statistics
+    noisy enough to blur the ranking of similar subnets): "val" (held out of the training set when the supernet
     was trained; what search uses) or "test" (for reporting only). Results are cached.
     """
 
     def __init__(self, supernet_checkpoint: str | os.PathLike | None = None, *, supernet=None, meta=None,
-                 split: str = "val", recal_batches: int = 8, recal_batch_size: int = 128,
+                 split: str = "val", recal_batches: int = 16, recal_batch_size: int = 128,
                  eval_limit: int | None = None, eval_batch_size: int = 500, device: str = "cpu",
                  data=None, progress: bool = False):
         from hwnas.data import load_dataset
