@@ -111,6 +111,8 @@ def test_profile_measures_every_op_once_with_provenance(profile_path, tmp_path, 
     assert "onnxruntime" in table.versions and "torch" in table.versions
     assert table.protocol["threads"] == 1 and table.protocol["min_repeats"] == 3 and table.protocol["quick"] is False
     assert all(e["median_ms"] > 0 and e["n"] >= 3 for e in table.entries.values())
+    (run,) = table.conditions["runs"]
+    assert run["measurements"] == 6 and len(run["loadavg_start"]) == 3 and run["finished"] >= run["started"]
 
 
 def test_resume_does_not_remeasure(profile_path, tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ from hwnas.errors import InputError
 from hwnas.latency.backends import Backend, get_backend, package_versions
 from hwnas.latency.fingerprint import device_fingerprint, same_device
 from hwnas.latency.measure import Measurement, measure
-from hwnas.latency.table import ENTRY_FIELDS, ROUND_AGREEMENT, LatencyTable, rounds_needed
+from hwnas.latency.table import ENTRY_FIELDS, ROUND_AGREEMENT, LatencyTable, now_iso, rounds_needed
 from hwnas.space import get_space
 
 DEFAULT_TABLE_DIR = Path("latency_tables")
@@ -170,6 +170,8 @@ def profile(
 
     wanted = all_keys if limit is None else all_keys[:limit]
     rounds = protocol.rounds
+    # foreign load on the machine is the main threat to these numbers: record it with them
+    table.conditions.setdefault("runs", []).append({"started": now_iso(), "loadavg_start": _loadavg()})
     reused = sum(1 for k in wanted if rounds_needed(table.entries.get(k), rounds) == 0)
     table.save(path)  # the provenance is on disk before the first measurement
 
@@ -205,6 +207,9 @@ def profile(
     finally:
         if bar is not None:
             bar.close()
+    table.conditions["runs"][-1].update({"finished": now_iso(), "loadavg_end": _loadavg(),
+                                         "measurements": measurements})
+    table.save(path)
     return {
         "table": str(path),
         "entries": len(table.entries),
@@ -239,6 +244,13 @@ def merge_round(entry: dict[str, Any] | None, result: Measurement) -> dict[str, 
         k: entry[k] for k in ENTRY_FIELDS
     }
     return {**kept, "rounds": len(previous) + 1, "round_medians_ms": previous + [new["median_ms"]]}
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def _progress_bar(total: int, *, enabled: bool, desc: str):

@@ -8,7 +8,7 @@ profiling run killed at any moment leaves the previous complete version on disk.
     {"schema_version": 1, "kind": "hwnas-latency-table",
      "space": {"name": ..., "config": {...}}, "profile": {...}, "device": {...},
      "versions": {...}, "protocol": {...}, "created": ISO-8601, "updated": ISO-8601,
-     "expected_entries": int, "complete": bool,
+     "expected_entries": int, "complete": bool, "conditions": {...},
      "entries": {op_key: {"median_ms", "p25_ms", "p75_ms", "cv", "n", "rounds", "round_medians_ms"}}}
 
 `cv` is the robust coefficient of variation (p75 - p25) / median; `rounds` (optional, 1 when
@@ -80,6 +80,7 @@ class LatencyTable:
     created: str = field(default_factory=now_iso)
     updated: str = field(default_factory=now_iso)
     expected_entries: int | None = None  # how many op keys the full table holds
+    conditions: dict[str, Any] = field(default_factory=dict)  # e.g. the system load while measuring
     path: str | None = None
 
     # --- queries ------------------------------------------------------------------------
@@ -152,6 +153,7 @@ class LatencyTable:
             "updated": self.updated,
             "expected_entries": self.expected_entries,
             "complete": self.complete,
+            "conditions": self.conditions,
             "entries": self.entries,
         }
 
@@ -223,6 +225,7 @@ class LatencyTable:
             created=str(raw.get("created", "")),
             updated=str(raw.get("updated", "")),
             expected_entries=expected,
+            conditions=raw.get("conditions") if isinstance(raw.get("conditions"), dict) else {},
             path=source,
         )
 
