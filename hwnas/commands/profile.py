@@ -7,8 +7,9 @@ import argparse
 HELP = "measure every op of a search space on a device profile into a latency table"
 DESCRIPTION = """\
 Measure every op key of a search space (at the profile's resolutions and batch) with the
-profile's backend and measurement protocol, and write a latency table with its provenance
-(device fingerprint, library versions, protocol). The table is saved after every op:
+profile's backend and measurement protocol (protocol.rounds passes over all ops, each op
+keeping its least-disturbed pass), and write a latency table with its provenance (device
+fingerprint, library versions, protocol, system load). The table is saved after every op:
 an interrupted run is continued with --resume, without re-measuring what it holds.
 
 example:
@@ -27,7 +28,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="continue an existing partial table; measured op keys are kept")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing table at --out")
     parser.add_argument("--quick", action="store_true",
-                        help="reduced protocol for smoke tests: 3 warm-up runs, 10-100 timed runs, "
+                        help="reduced protocol for smoke tests: one round, 3 warm-up runs, 10-100 timed runs, "
                         "<= 0.1 s per op, 5%% CI target, at most one re-measurement")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     # measure only the first N op keys (tests and interrupted-run demonstrations)
