@@ -26,3 +26,17 @@ def test_bad_profile_is_exit_2_with_json_error(tmp_path, capsys):
     assert status == 2
     out = json.loads(capsys.readouterr().out)
     assert "backend" in out["error"] and "onnxruntime" in out["error"]
+
+
+def test_atomic_json_write_is_readable_and_replaces(tmp_path):
+    import os
+    import stat
+
+    from hwnas.io import atomic_write_json, read_json
+
+    path = tmp_path / "a.json"
+    atomic_write_json(path, {"x": 1})
+    atomic_write_json(path, {"x": 2})
+    assert read_json(path) == {"x": 2}
+    assert os.stat(path).st_mode & stat.S_IROTH
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]  # no temporary file left behind
