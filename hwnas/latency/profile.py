@@ -80,6 +80,15 @@ def _space_record(space_obj: Any, name: str) -> dict[str, Any]:
     return {"name": name, "config": json.loads(_canonical(config))}
 
 
+# protocol record entries that describe the method in words, or only steer the confirmation rounds:
+# entries measured under the same settings stay comparable when these change
+_PROTOCOL_PROSE = ("statistic", "stopping", "input", "rounds_rule", "round_agreement")
+
+
+def _protocol_settings(record: dict[str, Any]) -> str:
+    return _canonical({k: v for k, v in record.items() if k not in _PROTOCOL_PROSE})
+
+
 def _check_resumable(table: LatencyTable, expected: LatencyTable, path: Path) -> None:
     """Refuse to mix measurements: the table on disk must come from the same setup."""
     problems = []
@@ -95,8 +104,9 @@ def _check_resumable(table: LatencyTable, expected: LatencyTable, path: Path) ->
             f"{f}: {table.device.get(f)!r} != {expected.device.get(f)!r}" for f in differing))
     if _canonical(table.versions) != _canonical(expected.versions):
         problems.append(f"library versions {table.versions} != {expected.versions}")
-    if _canonical(table.protocol) != _canonical(expected.protocol):
-        problems.append(f"protocol {_canonical(table.protocol)} != {_canonical(expected.protocol)}")
+    theirs, ours = _protocol_settings(table.protocol), _protocol_settings(expected.protocol)
+    if theirs != ours:
+        problems.append(f"protocol {theirs} != {ours}")
     if problems:
         raise InputError(
             "cannot resume: this table was measured under other conditions (" + "; ".join(problems)
@@ -165,6 +175,7 @@ def profile(
         on_disk = LatencyTable.load(path)
         _check_resumable(on_disk, table, path)
         on_disk.expected_entries = len(all_keys)
+        on_disk.protocol = table.protocol  # same settings; the record now describes this version's method
         table = on_disk
     table.path = str(path)
 
