@@ -86,7 +86,7 @@ def demo(
     # 3. supernet
     _step("3/5 supernet training on the shipped Fashion-MNIST subset")
     ckpt = out / "supernet.pt"
-    steps["train"] = run_verb(["train", "--space", SPACE, "--epochs", str(epochs), "--out", str(ckpt),
+    steps["train"] = run_verb(["train", "--space", SPACE, "--quick", "--epochs", str(epochs), "--out", str(ckpt),
                                "--seed", str(seed)] + (["--resume"] if ckpt.exists() else []))
 
     # 4. search under the budget

@@ -33,7 +33,7 @@ def test_default_options():
     assert big.stage_widths == [24, 40, 80, 112, 160]
     assert (big.num_classes, big.in_channels) == (1000, 3)
     small = get_space("mbv3-small-input")
-    assert small.resolutions == (24, 28, 32)
+    assert small.resolutions == (20, 24, 28) and small.width_mult == 0.5
     assert (small.num_classes, small.in_channels) == (10, 1)
     # (sum over depths of 9^d)^5 subnets per resolution, ~2e19 as in OFA
     assert big.size() == (9**2 + 9**3 + 9**4) ** 5

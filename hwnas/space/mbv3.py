@@ -408,9 +408,13 @@ def mbv3_space(
 
 @register_space("mbv3-small-input")
 def mbv3_small_input_space(
-    resolutions=(24, 28, 32), width_mult: float = 1.0, num_classes: int = 10, in_channels: int = 1, **unknown
+    resolutions=(20, 24, 28), width_mult: float = 0.5, num_classes: int = 10, in_channels: int = 1, **unknown
 ) -> ElasticMobileNetSpace:
-    """MobileNetV3 elastic stages for 24-32 px inputs (16, 24, 40, 64, 96 channels x width_mult)."""
+    """MobileNetV3 elastic stages for 20-32 px inputs (16, 24, 40, 64, 96 channels x width_mult).
+
+    The defaults (half width, 20-28 px) train on the shipped Fashion-MNIST subset in minutes on
+    a 2-core CPU; `width_mult=1.0, resolutions=(24, 28, 32)` suits CIFAR-10.
+    """
     _reject_unknown("mbv3-small-input", unknown)
     return ElasticMobileNetSpace("mbv3-small-input", SMALL_INPUT_LAYOUT, resolutions, width_mult, num_classes,
                                  in_channels, min_resolution=8)
