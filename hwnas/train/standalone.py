@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 
@@ -22,11 +23,12 @@ from hwnas.train.trainer import (
 
 
 def train_subnet_alone(arch: dict, settings: TrainSettings, data: Dataset,
-                       device: torch.device | str = "cpu") -> dict:
+                       device: torch.device | str = "cpu", start_from: torch.nn.Module | None = None) -> dict:
     """Train only `arch` with the same data, schedule and optimizer as the supernet; test accuracy in %.
 
     The subnet runs inside a freshly initialised supernet (only its own weights are ever used
     or updated), so its layers, initialisation and BN recalibration are exactly the supernet's.
+    `start_from`: a trained supernet whose (copied) shared weights the subnet is fine-tuned from.
     """
     from hwnas.supernet import build_supernet
 
@@ -35,7 +37,8 @@ def train_subnet_alone(arch: dict, settings: TrainSettings, data: Dataset,
     train_part, _ = split_validation(data, settings.val_size, seed=settings.seed)
     space = build_space(settings, data)
     memory_format = preferred_memory_format(device)
-    net = build_supernet(space).to(device, memory_format=memory_format)
+    net = build_supernet(space) if start_from is None else copy.deepcopy(start_from)
+    net = net.to(device, memory_format=memory_format)
     optimizer = make_optimizer(net, settings)
     n = len(train_part.train_y) if settings.limit_train is None else min(settings.limit_train,
                                                                           len(train_part.train_y))
