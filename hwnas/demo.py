@@ -57,8 +57,8 @@ def demo(
     epochs: int = 6,
     budget_ms: float | None = None,
     validate_n: int = 30,
-    pop: int = 32,
-    gens: int = 12,
+    pop: int = 20,
+    gens: int = 8,
     seed: int = 0,
 ) -> dict[str, Any]:
     began = time.perf_counter()
