@@ -22,8 +22,8 @@ from hwnas.search.tabular import bench
 
 DEFAULT_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "nb201.csv"
 ACCURACY = ["acc_cifar10_test_200ep", "acc_cifar100_test_200ep"]
-LATENCY = ["lat_ms_pixel3", "lat_ms_1080ti_1", "lat_ms_raspi4"]
-STRATEGIES = ["nsga2", "random", "evolution", "regularized-evolution"]
+LATENCY = ["lat_ms_pixel3", "lat_ms_1080ti_1", "lat_ms_raspi4", "lat_ms_gold_6226"]
+STRATEGIES = ["pareto-local-search", "nsga2", "random", "evolution", "regularized-evolution"]
 
 
 def _cell(result: dict, key: str) -> str:

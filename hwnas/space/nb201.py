@@ -76,6 +76,18 @@ class NB201Space(SearchSpace):
                 x[i] = (x[i] + rng.integers(1, len(OPS))) % len(OPS)
         return self.decode(x)
 
+    def neighbours(self, arch: Arch) -> list[Arch]:
+        """Every architecture that differs from `arch` in exactly one edge's op (24)."""
+        x = self.encode(arch)
+        out: list[Arch] = []
+        for i in range(N_EDGES):
+            for op in range(len(OPS)):
+                if op != x[i]:
+                    y = x.copy()
+                    y[i] = op
+                    out.append(self.decode(y))
+        return out
+
     def crossover(self, a: Arch, b: Arch, rng: np.random.Generator) -> Arch:
         """Uniform crossover: each edge from either parent."""
         xa, xb = self.encode(a), self.encode(b)

@@ -1,0 +1,328 @@
+"""Pareto local search, guided by a surrogate, with NSGA-style offspring.
+
+After `pop_size` random architectures, each generation evaluates `pop_size` new ones, in
+three parts:
+
+- surrogate picks: a ridge model per objective (one-hot genes and gene pairs, fit on the
+  ranks of the values evaluated so far) scores a pool of unseen candidates (neighbours and
+  two-gene mutants of the best ranks, random archs); the candidates it predicts
+  non-dominated against the archive are taken, sparsest first;
+- local moves: the one-step neighbours (a space's `neighbours(arch)` where it has one, else
+  mutants of one gene on average) of the non-dominated members, one per member per round,
+  from the sparsest part of the front first (extremes, then by crowding distance); a member
+  whose neighbourhood is fully evaluated is done, and then the next rank is explored;
+- offspring: crossover and mutation of members picked by rank tournament, to jump basins.
+
+Members that beat the archive's median in every objective are explored first (after the
+first front): that is where a front's hypervolume against a typical architecture lies.
+Under constraints, feasible architectures rank first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from hwnas.search.indicators import pareto_front
+from hwnas.search.problem import ArchKey, ArchProblem, arch_key
+from hwnas.search.strategies.base import SearchBudget, Strategy, register_strategy
+from hwnas.space.base import Arch
+
+DEFAULT_POP_SIZE = 50
+# mutants drawn per member when a space lists no neighbours itself
+_MUTANT_TRIES = 60
+# draws of offspring / random archs before giving up on finding an unseen one
+_MAX_DRAWS = 200
+# the surrogate's candidate pool: neighbours and mutants of the best ranks, and random archs
+_POOL_RANKS = 3
+_POOL_MUTANTS = 20
+_POOL_RANDOM = 500
+# ridge penalty of the surrogate (features are 0/1 indicators, targets ranks in [0, 1])
+_RIDGE = 10.0
+# pairwise gene interactions are modelled while there are at most this many of them
+_MAX_PAIR_FEATURES = 2000
+
+
+@register_strategy("pareto-local-search")
+class ParetoLocalSearch(Strategy):
+    """Options: `pop_size` P, the random start and the batch evaluated per generation (50;
+    under an evaluation budget K, min(50, max(10, K/20))), `surrogate_share` of each batch
+    picked by the surrogate (0.6), `offspring_share` made by crossover and mutation (0.2),
+    `focus` on the members that beat the archive's median (true), `mutation_prob` per gene
+    for offspring and for neighbours of spaces without `neighbours` (1/n_var)."""
+
+    multi_objective = True
+
+    def settings(self) -> dict:
+        return {"pop_size": self.pop_size or DEFAULT_POP_SIZE, "surrogate_share": self.surrogate_share(),
+                "offspring_share": self.offspring_share(), "focus": self.focus(), **self.options}
+
+    def focus(self) -> bool:
+        return bool(self.options.get("focus", True))
+
+    def surrogate_share(self) -> float:
+        return float(self.options.get("surrogate_share", 0.6))
+
+    def offspring_share(self) -> float:
+        return float(self.options.get("offspring_share", 0.2))
+
+    def run(self, problem: ArchProblem, budget: SearchBudget, seed: int,
+            on_generation: Callable[[], None]) -> None:
+        space, evaluator = problem.space, problem.evaluator
+        rng = np.random.default_rng(seed)
+        pop_size = self.pop_size = self.population_size(budget, DEFAULT_POP_SIZE)
+        self._mutation_prob = float(self.options.get("mutation_prob", 1.0 / len(space.bounds[0])))
+        # this run's archive: archs it proposed, their (objectives, violation), and which
+        # members have had their whole neighbourhood proposed
+        self._archs: list[Arch] = []
+        self._keys: list[ArchKey] = []
+        self._F = np.zeros((0, problem.n_obj))
+        self._violation = np.zeros(0)
+        self._done: set[int] = set()
+        self._pending: dict[int, list[Arch]] = {}
+
+        start = self._unseen_random(problem, rng, int(min(pop_size, evaluator.remaining)), set())
+        if not start:
+            return
+        self._evaluate(problem, start)
+        on_generation()
+        generation = 1
+        n_offspring = int(round(self.offspring_share() * pop_size))
+        while budget.generations_left(generation) and evaluator.remaining > 0:
+            size = int(min(pop_size, evaluator.remaining))
+            batch_keys: set[ArchKey] = set()
+            offspring = self._offspring(problem, rng, min(n_offspring, size), batch_keys)
+            predicted = self._surrogate_picks(problem, rng, int(round(self.surrogate_share() * size)), batch_keys)
+            local = self._neighbours_of_front(problem, rng, size - len(offspring) - len(predicted), batch_keys)
+            batch = predicted + local + offspring
+            if len(batch) < size:  # front exhausted: fill with random archs
+                batch += self._unseen_random(problem, rng, size - len(batch), batch_keys)
+            if not batch:
+                break  # nothing unseen is reachable
+            self._evaluate(problem, batch)
+            on_generation()
+            generation += 1
+
+    # --- archive --------------------------------------------------------------------------
+    def _evaluate(self, problem: ArchProblem, archs: list[Arch]) -> None:
+        F, G = problem.evaluate_archs(archs)
+        violation = np.clip(G, 0, None).sum(axis=1) if G.size else np.zeros(len(archs))
+        self._archs.extend(archs)
+        self._keys.extend(arch_key(problem.space, a) for a in archs)
+        self._F = np.vstack([self._F, F])
+        self._violation = np.concatenate([self._violation, violation])
+
+    def _ranked(self) -> list[np.ndarray]:
+        """Archive indices by non-dominated rank (feasible first), each rank sparsest first."""
+        feasible = np.flatnonzero(self._violation <= 0)
+        focused: list[np.ndarray] = []
+        others: list[np.ndarray] = []
+        ranks: list[np.ndarray] = []
+        reference = np.median(self._F[feasible], axis=0) if len(feasible) and self.focus() else None
+        left = feasible
+        while len(left):
+            front = left[pareto_front(self._F[left])]
+            left = np.setdiff1d(left, front)
+            if reference is None:
+                focused.append(front[np.argsort(-_crowding(self._F[front]), kind="stable")])
+                continue
+            inside = np.all(self._F[front] < reference, axis=1)
+            for part, out in ((front[inside], focused), (front[~inside], others)):
+                if len(part):
+                    out.append(part[np.argsort(-_crowding(self._F[part]), kind="stable")])
+        if reference is None:
+            ranks = focused
+        else:  # the first front whole (region that beats the median first), then the focus
+            ranks = focused[:1] + others[:1] + focused[1:] + others[1:]
+        infeasible = np.flatnonzero(self._violation > 0)
+        ranks.extend(infeasible[np.argsort(self._violation[infeasible], kind="stable")].reshape(-1, 1))
+        return ranks
+
+    # --- proposals ------------------------------------------------------------------------
+    def _is_new(self, problem: ArchProblem, key: ArchKey, batch_keys: set[ArchKey]) -> bool:
+        return key not in batch_keys and not problem.evaluator.knows_key(key)
+
+    def _neighbours_of_front(self, problem: ArchProblem, rng: np.random.Generator, count: int,
+                             batch_keys: set[ArchKey]) -> list[Arch]:
+        """Up to `count` unseen neighbours, members of the best rank first, sparsest first;
+        each member gives one neighbour per round so a batch spreads along the front."""
+        out: list[Arch] = []
+        for members in self._ranked():
+            active = [int(i) for i in members if int(i) not in self._done]
+            while active and len(out) < count:
+                for i in list(active):
+                    if len(out) >= count:
+                        break
+                    arch = self._next_neighbour(problem, rng, i, batch_keys)
+                    if arch is None:
+                        self._done.add(i)
+                        active.remove(i)
+                        continue
+                    batch_keys.add(arch_key(problem.space, arch))
+                    out.append(arch)
+            if len(out) >= count:
+                break
+        return out
+
+    def _next_neighbour(self, problem: ArchProblem, rng: np.random.Generator, member: int,
+                        batch_keys: set[ArchKey]) -> Arch | None:
+        if member not in self._pending:
+            self._pending[member] = self._neighbourhood(problem, rng, self._archs[member])
+        pending = self._pending[member]
+        while pending:
+            arch = pending.pop(0)
+            if self._is_new(problem, arch_key(problem.space, arch), batch_keys):
+                return arch
+        return None
+
+    def _neighbourhood(self, problem: ArchProblem, rng: np.random.Generator, arch: Arch) -> list[Arch]:
+        """Distinct neighbours of `arch`, in a seeded random order."""
+        space = problem.space
+        own = arch_key(space, arch)
+        if hasattr(space, "neighbours"):
+            candidates = list(space.neighbours(arch))
+            order = rng.permutation(len(candidates))
+            candidates = [candidates[i] for i in order]
+        else:
+            candidates = [space.mutate(arch, rng, self._mutation_prob) for _ in range(_MUTANT_TRIES)]
+        seen, out = {own}, []
+        for cand in candidates:
+            key = arch_key(space, cand)
+            if key not in seen:
+                seen.add(key)
+                out.append(cand)
+        return out
+
+    def _offspring(self, problem: ArchProblem, rng: np.random.Generator, count: int,
+                   batch_keys: set[ArchKey]) -> list[Arch]:
+        """Crossover of two front members (binary tournament on rank), then mutation."""
+        if count <= 0:
+            return []
+        space = problem.space
+        rank_of = np.empty(len(self._archs), dtype=np.int64)
+        for r, members in enumerate(self._ranked()):
+            rank_of[members] = r
+        out: list[Arch] = []
+        for _ in range(_MAX_DRAWS):
+            if len(out) >= count:
+                break
+            a, b = (self._tournament(rng, rank_of) for _ in range(2))
+            child = space.mutate(space.crossover(self._archs[a], self._archs[b], rng), rng, self._mutation_prob)
+            key = arch_key(space, child)
+            if self._is_new(problem, key, batch_keys):
+                batch_keys.add(key)
+                out.append(child)
+        return out
+
+    def _surrogate_picks(self, problem: ArchProblem, rng: np.random.Generator, count: int,
+                         batch_keys: set[ArchKey]) -> list[Arch]:
+        """Unseen candidates (neighbours and two-gene mutants of ranked members, random archs)
+        that a ridge model of every objective, fit on the archive, predicts non-dominated."""
+        if count <= 0 or len(self._archs) < 10:
+            return []
+        space = problem.space
+        pool: dict[ArchKey, Arch] = {}
+
+        def offer(arch: Arch) -> None:
+            key = arch_key(space, arch)
+            if key not in pool and self._is_new(problem, key, batch_keys):
+                pool[key] = arch
+
+        for members in self._ranked()[:_POOL_RANKS]:
+            for i in members:
+                arch = self._archs[int(i)]
+                for cand in self._neighbourhood(problem, rng, arch):
+                    offer(cand)
+                for _ in range(_POOL_MUTANTS):
+                    offer(space.mutate(arch, rng, 2 * self._mutation_prob))
+        for _ in range(_POOL_RANDOM):
+            offer(space.sample(rng))
+        if not pool:
+            return []
+        keys = list(pool)
+        lo, hi = (np.asarray(b, dtype=np.int64) for b in space.bounds)
+        X_seen = np.array([np.frombuffer(k, dtype=np.int64) for k in self._keys])
+        X_pool = np.array([np.frombuffer(k, dtype=np.int64) for k in keys])
+        features = _Features(lo, hi)
+        # ranks, not values: a few very poor archs would otherwise dominate the fit
+        ranks = np.argsort(np.argsort(self._F, axis=0, kind="stable"), axis=0, kind="stable") / len(self._F)
+        predicted_ranks = _ridge_predict(features(X_seen), ranks, features(X_pool))
+        predicted = np.stack([np.quantile(self._F[:, k], np.clip(predicted_ranks[:, k], 0, 1))
+                              for k in range(self._F.shape[1])], axis=1)
+        # rank the pool's predictions against the archive's true values; keep pool entries
+        feasible = self._violation <= 0
+        known = self._F[feasible]
+        everything = np.vstack([known, predicted])
+        is_pool = np.r_[np.zeros(len(known), bool), np.ones(len(predicted), bool)]
+        chosen: list[int] = []
+        left = np.arange(len(everything))
+        while len(chosen) < count and len(left):
+            front = left[pareto_front(everything[left])]
+            left = np.setdiff1d(left, front)
+            front = front[np.argsort(-_crowding(everything[front]), kind="stable")]
+            chosen.extend(int(j) - len(known) for j in front if is_pool[j])
+        out = [pool[keys[j]] for j in chosen[:count]]
+        batch_keys.update(arch_key(space, a) for a in out)
+        return out
+
+    @staticmethod
+    def _tournament(rng: np.random.Generator, rank_of: np.ndarray) -> int:
+        i, j = rng.integers(0, len(rank_of), size=2)
+        return int(i if rank_of[i] <= rank_of[j] else j)
+
+    def _unseen_random(self, problem: ArchProblem, rng: np.random.Generator, count: int,
+                       batch_keys: set[ArchKey]) -> list[Arch]:
+        out: list[Arch] = []
+        for _ in range(max(_MAX_DRAWS, 4 * count)):
+            if len(out) >= count:
+                break
+            arch = problem.space.sample(rng)
+            key = arch_key(problem.space, arch)
+            if self._is_new(problem, key, batch_keys):
+                batch_keys.add(key)
+                out.append(arch)
+        return out
+
+
+def _crowding(F: np.ndarray) -> np.ndarray:
+    """NSGA-II crowding distance (extremes infinite) of the rows of one front."""
+    n, m = F.shape
+    if n <= 2:
+        return np.full(n, np.inf)
+    distance = np.zeros(n)
+    for k in range(m):
+        order = np.argsort(F[:, k], kind="stable")
+        span = F[order[-1], k] - F[order[0], k]
+        distance[order[0]] = distance[order[-1]] = np.inf
+        if span > 0:
+            distance[order[1:-1]] += (F[order[2:], k] - F[order[:-2], k]) / span
+    return distance
+
+
+class _Features:
+    """One-hot indicators of every gene value, and of every pair of gene values when few."""
+
+    def __init__(self, lo: np.ndarray, hi: np.ndarray):
+        self.lo, self.sizes = lo, (hi - lo + 1)
+        n = len(lo)
+        self.pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+        if sum(int(self.sizes[i] * self.sizes[j]) for i, j in self.pairs) > _MAX_PAIR_FEATURES:
+            self.pairs = []
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        Z = np.clip(X - self.lo, 0, self.sizes - 1)
+        cols = [np.eye(int(k))[Z[:, i]] for i, k in enumerate(self.sizes)]
+        for i, j in self.pairs:
+            cols.append(np.eye(int(self.sizes[i] * self.sizes[j]))[Z[:, i] * self.sizes[j] + Z[:, j]])
+        return np.hstack(cols)
+
+
+def _ridge_predict(A: np.ndarray, Y: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Ridge regression of `Y` on features `A` (centred), predicted at `B`."""
+    mean_a, mean_y = A.mean(axis=0), Y.mean(axis=0)
+    Ac = A - mean_a
+    # dual form: cheaper when there are more features than samples
+    K = Ac @ Ac.T + _RIDGE * np.eye(len(A))
+    coef = Ac.T @ np.linalg.solve(K, Y - mean_y)
+    return (B - mean_a) @ coef + mean_y

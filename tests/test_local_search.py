@@ -1,0 +1,163 @@
+"""Pareto local search: exact fronts on small spaces, the evaluation budget, determinism."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hwnas.search import pareto_front, search, strategy_names
+from hwnas.search.tabular import load_table, run_on_table
+from hwnas.space import SearchSpace, get_space
+from hwnas.space.nb201 import OPS
+
+NB201_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "nb201.csv"
+STRATEGY = "pareto-local-search"
+
+
+class GridSpace(SearchSpace):
+    """n integer genes in [0, k), no `neighbours` method: local moves come from `mutate`."""
+
+    name = "grid"
+
+    def __init__(self, n: int = 5, k: int = 4):
+        self.n, self.k = n, k
+
+    def sample(self, rng):
+        return {"x": rng.integers(0, self.k, size=self.n).tolist()}
+
+    def mutate(self, arch, rng, prob=0.1):
+        x = np.array(arch["x"])
+        hit = rng.random(self.n) < prob
+        x[hit] = (x[hit] + rng.integers(1, self.k, size=hit.sum())) % self.k
+        return {"x": x.tolist()}
+
+    def crossover(self, a, b, rng):
+        return {"x": np.where(rng.random(self.n) < 0.5, a["x"], b["x"]).tolist()}
+
+    def encode(self, arch):
+        return np.array(arch["x"], dtype=np.int64)
+
+    def decode(self, x):
+        return {"x": [int(v) for v in x]}
+
+    @property
+    def bounds(self):
+        return np.zeros(self.n, dtype=np.int64), np.full(self.n, self.k - 1, dtype=np.int64)
+
+
+class Counting:
+    def __init__(self, fn):
+        self.fn, self.seen = fn, []
+
+    def __call__(self, archs):
+        self.seen.extend(tuple(a["x"]) for a in archs)
+        return self.fn(archs)
+
+
+def cost(archs):  # weighted gene sum: genes differ in price
+    w = np.array([1.0, 2.0, 3.0, 5.0, 7.0, 4.0])
+    return np.array([float(w[: len(a["x"])] @ np.array(a["x"])) for a in archs])
+
+
+def loss(archs, k=4):  # squared shortfall of each gene from its top value, also weighted
+    w = np.array([3.0, 1.0, 2.0, 1.5, 0.5, 2.5])
+    return np.array([float(w[: len(a["x"])] @ (k - 1 - np.array(a["x"])) ** 2) for a in archs])
+
+
+def true_front(space: GridSpace) -> set[tuple[float, float]]:
+    archs = [{"x": list(x)} for x in itertools.product(range(space.k), repeat=space.n)]
+    F = np.stack([cost(archs), loss(archs)], axis=1)
+    return {tuple(map(float, F[i])) for i in pareto_front(F)}
+
+
+def test_registered_by_name():
+    assert STRATEGY in strategy_names() and "nsga2" in strategy_names()
+
+
+def test_finds_the_exact_front_of_a_toy_space_through_mutate():
+    space = GridSpace()  # 4**5 = 1024 archs
+    truth = true_front(space)
+    result = search(space, {"cost": cost, "loss": loss}, ("cost", "loss"), None, STRATEGY, maximize=(),
+                    evaluations=300, seed=0, progress=False)
+    found = {(e["objectives"]["cost"], e["objectives"]["loss"]) for e in result.pareto}
+    assert found == truth
+    baseline = search(space, {"cost": cost, "loss": loss}, ("cost", "loss"), None, "random", maximize=(),
+                      evaluations=300, seed=0, progress=False)
+    by_random = {(e["objectives"]["cost"], e["objectives"]["loss"]) for e in baseline.pareto}
+    assert len(by_random & truth) < len(truth)
+
+
+def test_nb201_neighbours_differ_in_exactly_one_edge():
+    space = get_space("nb201")
+    arch = {"edges": ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3", "none"]}
+    x = space.encode(arch)
+    neighbours = space.neighbours(arch)
+    assert len(neighbours) == 6 * (len(OPS) - 1)
+    assert len({tuple(space.encode(n)) for n in neighbours}) == len(neighbours)
+    assert all((space.encode(n) != x).sum() == 1 for n in neighbours)
+
+
+def test_finds_nearly_all_the_front_of_an_additive_nb201_problem():
+    space = get_space("nb201")
+    gain = {"none": 0.0, "skip_connect": 1.0, "avg_pool_3x3": 0.5, "nor_conv_1x1": 3.0, "nor_conv_3x3": 5.0}
+    price = {"none": 0.0, "skip_connect": 0.1, "avg_pool_3x3": 0.4, "nor_conv_1x1": 1.0, "nor_conv_3x3": 2.5}
+    metrics = {
+        "accuracy": lambda archs: np.array([60 + sum(gain[o] for o in a["edges"]) for a in archs]),
+        "latency_ms": lambda archs: np.array([1 + sum(price[o] for o in a["edges"]) for a in archs]),
+    }
+    everything = space.all_archs()
+    F = np.stack([-metrics["accuracy"](everything), metrics["latency_ms"](everything)], axis=1)
+    truth = {tuple(F[i].round(9)) for i in pareto_front(F)}
+    result = search(space, metrics, ("accuracy", "latency_ms"), None, STRATEGY, evaluations=400, seed=1,
+                    progress=False)
+    found = {(round(-e["objectives"]["accuracy"], 9), round(e["objectives"]["latency_ms"], 9))
+             for e in result.pareto}
+    assert found <= truth  # nothing reported as optimal that is not
+    assert len(found) >= 0.9 * len(truth), (len(found), len(truth))
+
+
+@pytest.mark.parametrize("budget", [1, 37, 150])
+def test_respects_the_evaluation_budget_and_never_requeries(budget):
+    space = GridSpace(6, 4)
+    counted = Counting(cost)
+    result = search(space, {"cost": counted, "loss": loss}, ("cost", "loss"), None, STRATEGY, maximize=(),
+                    evaluations=budget, pop_size=20, seed=3, progress=False)
+    assert result.evaluations == len(counted.seen) == len(set(counted.seen)) == budget
+
+
+def test_a_generation_budget_alone_stops_the_search():
+    space = GridSpace(6, 4)
+    result = search(space, {"cost": cost, "loss": loss}, ("cost", "loss"), None, STRATEGY, maximize=(),
+                    generations=4, pop_size=10, seed=0, progress=False)
+    assert result.evaluations == 40 and len(result.hypervolume_history) == 4
+
+
+def test_constraints_rank_feasible_archs_first():
+    space = GridSpace()
+    result = search(space, {"cost": cost, "loss": loss}, ("loss", "cost"), {"cost": 20.0}, STRATEGY,
+                    maximize=(), evaluations=200, seed=2, progress=False)
+    assert result.pareto and all(e["constraints"]["cost"] <= 20.0 for e in result.pareto)
+
+
+def test_search_is_deterministic_per_seed():
+    space = GridSpace(6, 4)
+
+    def run(seed):
+        r = search(space, {"cost": cost, "loss": loss}, ("cost", "loss"), None, STRATEGY, maximize=(),
+                   evaluations=120, pop_size=20, seed=seed, progress=False)
+        return [e["arch"] for e in r.evaluated]
+
+    assert run(7) == run(7)
+    assert run(7) != run(8)
+
+
+@pytest.mark.skipif(not NB201_CSV.is_file(), reason=f"NAS-Bench-201 table not found at {NB201_CSV}")
+def test_beats_random_search_on_the_nb201_table():
+    table = load_table("nb201", NB201_CSV, "acc_cifar10_test_200ep", "lat_ms_pixel3")
+    ours = [run_on_table(table, STRATEGY, 200, seed) for seed in range(2)]
+    random = [run_on_table(table, "random", 200, seed) for seed in range(2)]
+    assert all(s.evaluations == 200 for s in ours)
+    assert np.mean([s.hv_ratio for s in ours]) > np.mean([s.hv_ratio for s in random])
