@@ -137,7 +137,7 @@ def _summary(steps: dict[str, Any], budget_ms: float, bundle: Path) -> dict[str,
         "accuracy_estimate": best.get("objectives", {}).get("accuracy", best.get("accuracy")),
         "acc_largest": steps["train"].get("acc_largest"),
         "acc_smallest": steps["train"].get("acc_smallest"),
-        "files": steps["export"].get("files"),
+        "files": list((steps["export"].get("files") or {}).values()),
     }
 
 
