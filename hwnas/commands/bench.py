@@ -27,7 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency", required=True, metavar="COL", help="latency column (minimised)")
     parser.add_argument("--evals", type=int, required=True, metavar="K", help="query budget per seed")
     parser.add_argument("--algo", default="nsga2",
-                        help="search strategy: nsga2 (default), random, evolution, regularized-evolution")
+                        help="nsga2 (default), random, evolution, regularized-evolution, pareto-local-search")
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds seed..seed+N-1 (default 1)")
     parser.add_argument("--pop", type=int, default=None, metavar="N",

@@ -30,7 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="supernet checkpoint (needed when accuracy is an objective)")
     parser.add_argument("--budget-ms", type=float, required=True, metavar="B", help="latency budget (ms)")
     parser.add_argument("--algo", default="nsga2",
-                        help="strategy: nsga2 (default), random, evolution, regularized-evolution")
+                        help="strategy: nsga2 (default), random, evolution, regularized-evolution, pareto-local-search")
     parser.add_argument("--objectives", default="accuracy,latency_ms",
                         help=f"comma-separated, from {', '.join(OBJECTIVES)} (default accuracy,latency_ms)")
     parser.add_argument("--estimator", default="supernet", choices=ESTIMATORS, help="accuracy estimator")

@@ -3,7 +3,7 @@
 - problem: `ArchProblem` (a space's encoding, named objectives/constraints) and the
   counting, caching `ArchEvaluator`
 - operators: space-aware sampling, crossover, mutation, duplicate elimination
-- strategies: `nsga2`, `random`, `evolution`, `regularized-evolution`, by name
+- strategies: `nsga2`, `random`, `evolution`, `regularized-evolution`, `pareto-local-search`, by name
 - indicators: `pareto_front`, `hypervolume`
 - optimize: `search(space, metrics, objectives, constraints, strategy, ...)`, the one verb
 - tabular: scoring a strategy on a tabular benchmark (NAS-Bench-201) against its true front
