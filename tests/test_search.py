@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from toy_space import VectorSpace
 
 from hwnas.cli import main
 from hwnas.errors import InputError
@@ -21,42 +22,13 @@ from hwnas.search import (
     strategy_names,
 )
 from hwnas.search.tabular import TableOracle, load_table, run_on_table, score_queried
-from hwnas.space import SearchSpace, get_space
+from hwnas.space import get_space
 from hwnas.space.nb201 import OPS, to_arch_str
 
 NB201_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "nb201.csv"
 STRATEGIES = ["nsga2", "random", "evolution", "regularized-evolution"]
 
 
-class VectorSpace(SearchSpace):
-    """n integer genes in [0, k): a space-agnostic test bed."""
-
-    name = "vector"
-
-    def __init__(self, n: int = 6, k: int = 5):
-        self.n, self.k = n, k
-
-    def sample(self, rng):
-        return {"x": rng.integers(0, self.k, size=self.n).tolist()}
-
-    def mutate(self, arch, rng, prob=0.1):
-        x = np.array(arch["x"])
-        hit = rng.random(self.n) < prob
-        x[hit] = (x[hit] + rng.integers(1, self.k, size=hit.sum())) % self.k
-        return {"x": x.tolist()}
-
-    def crossover(self, a, b, rng):
-        return {"x": np.where(rng.random(self.n) < 0.5, a["x"], b["x"]).tolist()}
-
-    def encode(self, arch):
-        return np.array(arch["x"], dtype=np.int64)
-
-    def decode(self, x):
-        return {"x": [int(v) for v in x]}
-
-    @property
-    def bounds(self):
-        return np.zeros(self.n, dtype=np.int64), np.full(self.n, self.k - 1, dtype=np.int64)
 
 
 def cost(archs):  # minimise the sum of genes ...
