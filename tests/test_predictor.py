@@ -185,3 +185,15 @@ def test_calibration_survives_a_small_re_measurement_of_the_table(setup, tmp_pat
         entry["median_ms"] *= 1.3
     table.save()
     assert LatencyPredictor.load(tmp_path / "t.json").calibration is None
+
+
+def test_calibration_refuses_too_few_or_invalid_measurements(setup):
+    space, table, archs = setup
+    pred = LatencyPredictor(table, space)
+    with pytest.raises(InputError, match="at least 3") as err:
+        pred.fit(archs[:2], [1.0, 2.0])
+    assert err.value.field == "calib-n"
+    with pytest.raises(InputError, match="3 architectures but 2 latencies"):
+        pred.fit(archs[:3], [1.0, 2.0])
+    with pytest.raises(InputError, match="positive finite"):
+        pred.fit(archs[:3], [1.0, -2.0, 3.0])

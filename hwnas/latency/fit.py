@@ -26,6 +26,19 @@ import numpy as np
 from hwnas.errors import InputError
 from hwnas.io import atomic_write_json, read_json
 
+
+def measured_latencies(archs: Sequence[dict], values: Iterable[float], *, minimum: int, field: str,
+                       count_field: str) -> np.ndarray:
+    """Latencies (ms) paired with `archs`, checked: one per arch, at least `minimum`, positive and finite."""
+    y = np.asarray(list(values), dtype=float)
+    if len(archs) != y.size:
+        raise InputError(f"got {len(archs)} architectures but {y.size} latencies", field=field)
+    if y.size < minimum:
+        raise InputError(f"need at least {minimum} measured subnets, got {y.size}", field=count_field)
+    if not np.all(np.isfinite(y)) or np.any(y <= 0):
+        raise InputError("latencies must be positive finite numbers (ms)", field=field)
+    return y
+
 SCHEMA_VERSION = 1
 
 # OFA MobileNetV3-Large (width 1.0): what every subnet shares, from the once-for-all paper.
@@ -332,13 +345,7 @@ class WholeNetworkLatencyRegressor:
 
     def fit(self, archs: Sequence[dict], latency_ms: Iterable[float]) -> WholeNetworkLatencyRegressor:
         self._check_params()
-        y = np.asarray(list(latency_ms), dtype=float)
-        if len(archs) != y.size:
-            raise InputError(f"got {len(archs)} architectures but {y.size} latencies", field="latency_ms")
-        if y.size < 8:
-            raise InputError(f"need at least 8 measured subnets to fit, got {y.size}", field="train_size")
-        if not np.all(np.isfinite(y)) or np.any(y <= 0):
-            raise InputError("latencies must be positive finite numbers (ms)", field="latency_ms")
+        y = measured_latencies(archs, latency_ms, minimum=8, field="latency_ms", count_field="train_size")
         for i, a in enumerate(archs):
             check_mbv3_arch(a, where=f"architecture #{i}")
         members, loo_logs = [], []

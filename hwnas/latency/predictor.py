@@ -33,6 +33,7 @@ import numpy as np
 
 from hwnas.errors import InputError
 from hwnas.io import atomic_write_json, read_json
+from hwnas.latency.fit import measured_latencies
 from hwnas.latency.table import LatencyTable
 
 CALIBRATION_SCHEMA_VERSION = 1
@@ -228,13 +229,7 @@ class LatencyPredictor:
     def fit(self, archs: Sequence[dict], measured_ms: Iterable[float], *, methods: Sequence[str] = METHODS,
             provenance: dict[str, Any] | None = None) -> LatencyPredictor:
         """Choose and fit the calibration with the least leave-one-out relative error."""
-        y = np.asarray(list(measured_ms), dtype=float)
-        if len(archs) != y.size:
-            raise InputError(f"got {len(archs)} architectures but {y.size} measurements", field="measured_ms")
-        if y.size < 3:
-            raise InputError(f"need at least 3 measured subnets to calibrate, got {y.size}", field="calib-n")
-        if not np.all(np.isfinite(y)) or np.any(y <= 0):
-            raise InputError("measured latencies must be positive finite numbers (ms)", field="measured_ms")
+        y = measured_latencies(archs, measured_ms, minimum=3, field="measured_ms", count_field="calib-n")
         unknown = [m for m in methods if m not in METHODS]
         if unknown or not methods:
             raise InputError(f"methods must be a non-empty subset of {list(METHODS)}, got {list(methods)}",
