@@ -12,6 +12,7 @@ from hwnas.errors import InputError
 from hwnas.latency.fit import (
     WholeNetworkLatencyRegressor,
     fit_latency,
+    grouped_ridge_loo,
     latency_metrics,
     mbv3_blocks,
     read_arch_latency_csv,
@@ -53,6 +54,23 @@ def test_ridge_loo_matches_brute_force_leave_one_out():
         fit_i, _ = weighted_ridge_loo(X[keep], y[keep], w[keep], alphas=np.array([0.3]))
         # standardisation depends on the rows, so LOO is exact only up to that: compare loosely
         assert loo[i] == pytest.approx(y[i] - fit_i.predict(X[i : i + 1])[0], abs=0.05)
+
+
+def test_grouped_ridge_drops_the_group_that_carries_no_signal():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(40, 6))
+    y = X[:, :3] @ np.array([1.0, -2.0, 0.5]) + 3 + rng.normal(scale=0.05, size=40)
+    w = rng.uniform(0.5, 2.0, 40)
+    groups = np.array([0, 0, 0, 1, 1, 1])
+    fit, loo = grouped_ridge_loo(X, y, w, groups, penalties=(1e-3, np.inf))
+    assert fit.group_penalties == (1e-3, np.inf)
+    assert np.all(fit.coef[3:] == 0) and np.all(np.abs(fit.coef[:3]) > 0.4)
+    keep = np.arange(40) != 5
+    fit_5, _ = grouped_ridge_loo(X[keep], y[keep], w[keep], groups, penalties=(1e-3, np.inf))
+    # standardisation depends on the rows, so LOO is exact only up to that: compare loosely
+    assert loo[5] == pytest.approx(y[5] - fit_5.predict(X[5:6])[0], abs=0.02)
+    with pytest.raises(ValueError, match="one group per feature"):
+        grouped_ridge_loo(X, y, w, groups[:5])
 
 
 def test_regressor_recovers_an_additive_latency_and_round_trips(tmp_path):

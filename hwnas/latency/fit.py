@@ -2,9 +2,11 @@
 
 For a device where per-op profiling is impossible (no access to its runtime, only
 end-to-end timings of a few subnets), `WholeNetworkLatencyRegressor` learns latency
-from the architecture: per-stage depth, MACs and activation volume of the
-once-for-all MobileNetV3 subnet, scaled by the input resolution, fitted by ridge
-regression on log latency with the penalty chosen by leave-one-out error.
+from the architecture of the once-for-all MobileNetV3 subnet: per-stage depth,
+whole-network MACs and activation volume, and per-stage MACs and activation volume,
+in three groups whose ridge penalties are chosen separately by leave-one-out error
+(so a launch-bound batch-1 device keeps the depths and drops the MACs, a
+compute-bound one keeps both), fitted for relative error with robust reweighting.
 
 `fit_latency(csv, target, train_size)` fits it on `train_size` random rows of a CSV of
 measured subnets and scores it on all the other rows.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import itertools
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -177,6 +180,26 @@ def mbv3_reference_depth_features(arch: dict) -> np.ndarray:
     return np.concatenate([mbv3_reference_features(arch), np.asarray(arch["d"], dtype=float)])
 
 
+def mbv3_grouped_feature_names() -> list[str]:
+    names = [f"s{s}_depth" for s in range(len(MBV3_STAGE_WIDTHS))]
+    names += ["pw_macs", "dw_macs", "se_macs", "activation_volume", "total_macs", "r2", "r"]
+    for s in range(len(MBV3_STAGE_WIDTHS)):
+        names += [f"s{s}_pw_macs", f"s{s}_dw_macs", f"s{s}_act", f"s{s}_mid_channels"]
+    return names
+
+
+def mbv3_grouped_features(arch: dict) -> np.ndarray:
+    """Per-stage depth, whole-network MACs / activation volume / resolution, per-stage MACs."""
+    ref = mbv3_reference_features(arch)
+    stage = mbv3_stage_features(arch).reshape(-1)
+    per_stage = stage[2:].reshape(len(MBV3_STAGE_WIDTHS), 5)[:, 1:]  # drop each stage's depth (in group 0)
+    return np.concatenate([np.asarray(arch["d"], dtype=float), ref[[0, 1, 2, 3, 6, 5]], [float(arch["r"])],
+                           per_stage.reshape(-1)])
+
+
+# group of each mbv3-grouped feature: 0 depth (kernel launches), 1 whole network, 2 per stage
+MBV3_GROUPED_GROUPS = np.array([0] * len(MBV3_STAGE_WIDTHS) + [1] * 7 + [2] * (4 * len(MBV3_STAGE_WIDTHS)))
+
 # name -> (features of one arch, feature names)
 FEATURE_SETS = {
     "mbv3-reference": (mbv3_reference_features, lambda: list(REFERENCE_FEATURES)),
@@ -185,8 +208,11 @@ FEATURE_SETS = {
         lambda: list(REFERENCE_FEATURES) + [f"s{s}_depth" for s in range(len(MBV3_STAGE_WIDTHS))],
     ),
     "mbv3-stage": (mbv3_stage_features, mbv3_stage_feature_names),
+    "mbv3-grouped": (mbv3_grouped_features, mbv3_grouped_feature_names),
 }
-DEFAULT_FEATURE_SETS = ("mbv3-reference", "mbv3-reference-depth", "mbv3-stage")
+# feature sets whose columns fall into groups with a penalty each (the others: one penalty)
+FEATURE_GROUPS = {"mbv3-grouped": MBV3_GROUPED_GROUPS}
+DEFAULT_FEATURE_SETS = ("mbv3-grouped",)
 
 
 def feature_matrix(archs: Sequence[dict], feature_set: str) -> np.ndarray:
@@ -233,18 +259,24 @@ class _RidgeFit:
     coef: np.ndarray
     intercept: float
     alpha: float
+    group_penalties: tuple[float, ...] | None = None  # per feature group; inf: the group is left out
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return ((X - self.mean) / self.scale) @ self.coef + self.intercept
 
     def to_dict(self) -> dict[str, Any]:
-        return {"feature_set": self.feature_set, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
-                "coef": self.coef.tolist(), "intercept": self.intercept, "alpha": self.alpha}
+        d = {"feature_set": self.feature_set, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+             "coef": self.coef.tolist(), "intercept": self.intercept, "alpha": self.alpha}
+        if self.group_penalties is not None:  # JSON has no infinity: a left-out group is null
+            d["group_penalties"] = [p if math.isfinite(p) else None for p in self.group_penalties]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> _RidgeFit:
+        groups = d.get("group_penalties")
+        penalties = None if groups is None else tuple(math.inf if p is None else float(p) for p in groups)
         return cls(str(d["feature_set"]), np.asarray(d["mean"], float), np.asarray(d["scale"], float),
-                   np.asarray(d["coef"], float), float(d["intercept"]), float(d["alpha"]))
+                   np.asarray(d["coef"], float), float(d["intercept"]), float(d["alpha"]), penalties)
 
 
 def weighted_ridge_loo(X: np.ndarray, y: np.ndarray, w: np.ndarray, alphas: np.ndarray = _ALPHAS,
@@ -276,6 +308,57 @@ def weighted_ridge_loo(X: np.ndarray, y: np.ndarray, w: np.ndarray, alphas: np.n
     return _RidgeFit(feature_set, mean, scale, coef, y_mean, alpha), loo_res
 
 
+# per-group penalties tried (standardised features); inf drops the group. The smallest lets
+# near-collinear MAC totals combine freely when the timings are that clean.
+GROUP_PENALTIES = (1e-6, 1e-3, 1e-1, 1e1, math.inf)
+
+
+def grouped_ridge_loo(X: np.ndarray, y: np.ndarray, w: np.ndarray, groups: np.ndarray,
+                      penalties: Sequence[float] = GROUP_PENALTIES,
+                      feature_set: str = "") -> tuple[_RidgeFit, np.ndarray]:
+    """Weighted ridge with one penalty per feature group, the combination of least leave-one-out error.
+
+    Group g's columns carry penalty `penalties[i_g]` (inf leaves the group out), every
+    combination is tried. A penalty per group lets few rows keep the groups that matter
+    and drop the others (per-stage MACs are noise for a launch-bound batch-1 device,
+    signal for a compute-bound large batch), which one shared penalty cannot.
+    Returns the fit and its leave-one-out residuals y - yhat_(-i).
+    """
+    groups = np.asarray(groups, dtype=int)
+    if groups.shape != (X.shape[1],):
+        raise ValueError(f"need one group per feature column, got {groups.shape} for {X.shape[1]} columns")
+    mean = np.average(X, axis=0, weights=w)
+    scale = X.std(axis=0)
+    scale[scale == 0] = 1.0
+    Z = (X - mean) / scale
+    y_mean = float(np.average(y, weights=w))
+    sw = np.sqrt(w)
+    yw = (y - y_mean) * sw
+    n_groups = int(groups.max()) + 1
+    best: tuple[float, tuple[float, ...], np.ndarray, np.ndarray] | None = None
+    for combo in itertools.product(penalties, repeat=n_groups):
+        per_column = np.asarray(combo, dtype=float)[groups]
+        keep = np.isfinite(per_column)
+        coef = np.zeros(X.shape[1])
+        if not keep.any():
+            loo = yw / np.maximum(1.0 - w / w.sum(), 1e-9)
+        else:
+            # penalty a on column j == unit penalty on column j / sqrt(a)
+            Zw = Z[:, keep] / np.sqrt(per_column[keep]) * sw[:, None]
+            U, s, Vt = np.linalg.svd(Zw, full_matrices=False)
+            Uty = U.T @ yw
+            shrink = s**2 / (s**2 + 1.0)
+            leverage = (U**2) @ shrink + w / w.sum()
+            loo = (yw - U @ (shrink * Uty)) / np.maximum(1.0 - leverage, 1e-9)
+            coef[keep] = (Vt.T @ ((s / (s**2 + 1.0)) * Uty)) / np.sqrt(per_column[keep])
+        err = float(np.mean(loo**2))
+        if best is None or err < best[0]:
+            best = (err, tuple(float(p) for p in combo), coef, loo / sw)
+    assert best is not None
+    _, combo, coef, loo_res = best
+    return _RidgeFit(feature_set, mean, scale, coef, y_mean, 1.0, combo), loo_res
+
+
 def _robust_relative_ridge(X: np.ndarray, y: np.ndarray, feature_set: str, tukey_c: float,
                            iterations: int = 10) -> tuple[_RidgeFit, np.ndarray]:
     """Ridge on latency weighted for relative error, refitted with Tukey weights on log residuals.
@@ -285,7 +368,10 @@ def _robust_relative_ridge(X: np.ndarray, y: np.ndarray, feature_set: str, tukey
     base = 1.0 / y**2  # squared relative error, so fast and slow subnets count alike
     w = base.copy()
     for _ in range(iterations):
-        fit, loo = weighted_ridge_loo(X, y, w, feature_set=feature_set)
+        if feature_set in FEATURE_GROUPS:
+            fit, loo = grouped_ridge_loo(X, y, w, FEATURE_GROUPS[feature_set], feature_set=feature_set)
+        else:
+            fit, loo = weighted_ridge_loo(X, y, w, feature_set=feature_set)
         log_res = np.log(y) - np.log(np.maximum(fit.predict(X), 1e-9))
         centre = np.median(log_res)
         spread = max(1.4826 * float(np.median(np.abs(log_res - centre))), 0.01)
@@ -296,12 +382,14 @@ def _robust_relative_ridge(X: np.ndarray, y: np.ndarray, feature_set: str, tukey
     return fit, loo_log
 
 
-def window_offset(log_residuals: np.ndarray, bandwidth: float = 0.015) -> float:
+def window_offset(log_residuals: np.ndarray, bandwidth: float = 0.008) -> float:
     """Log-offset that puts the most residuals inside the +-10 % window (smoothed count).
 
     A prediction p is within +-10 % of y when log y - log p lies in [-log 1.1, -log 0.9];
     with bimodal timings (two clock states) the best point is not the mean but the place
-    whose window covers the most mass.
+    whose window covers the most mass. The window's edges are smoothed over `bandwidth`
+    (log units): wider smoothing blurs the sharp fast-timing peak and pulls the offset
+    below the one that counts most rows.
     """
     from scipy.special import expit
 
@@ -316,11 +404,13 @@ def window_offset(log_residuals: np.ndarray, bandwidth: float = 0.015) -> float:
 class WholeNetworkLatencyRegressor:
     """Latency (ms) of a whole subnet from its architecture, learned from end-to-end timings.
 
-    An ensemble of ridge regressions, one per feature set (whole-network MACs and counts;
-    the same plus per-stage depth; per-stage MACs and activation volume), each fitted for
-    relative error with robust reweighting and the penalty of least leave-one-out error.
-    Their log predictions are averaged, then shifted by the offset that maximises the
-    leave-one-out share within +-10 %.
+    By default one ridge regression on three feature groups (per-stage depth; whole-network
+    MACs, activation volume and resolution; per-stage MACs and activation volume), each
+    group with its own penalty, the combination of least leave-one-out error; fitted for
+    relative error with robust (Tukey) reweighting, so the slow timing cluster of a
+    batch-1 GPU does not pull the fit. With several `feature_sets`, one ridge per set and
+    their log predictions averaged. The prediction is then shifted by the offset that
+    maximises the leave-one-out share within +-10 %.
 
     >>> model = WholeNetworkLatencyRegressor().fit(archs, latency_ms)   # doctest: +SKIP
     >>> model.predict(other_archs)                                      # doctest: +SKIP
@@ -356,8 +446,8 @@ class WholeNetworkLatencyRegressor:
         self.members_ = members
         self.offset_ = window_offset(np.mean(loo_logs, axis=0)) if self.window_offset else 0.0
         self.provenance = {"n_train": int(y.size), "fitted": _now_iso(),
-                           "method": "ridge ensemble, relative-error weights, Tukey reweighting, "
-                                     "leave-one-out penalty, +-10 % window offset"}
+                           "method": "ridge per feature set (one penalty per feature group), relative-error "
+                                     "weights, Tukey reweighting, leave-one-out penalties, +-10 % window offset"}
         return self
 
     def _require_fitted(self) -> None:
