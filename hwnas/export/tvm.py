@@ -200,7 +200,61 @@ def compile_model(mod: Any, target_spec: str | dict = "llvm", *, tune_trials: in
     return CompiledModel(executable=executable, target=target_dict, tune_trials=tune_trials, tuning=tuning)
 
 
+def _register_cpu_intrinsics_only() -> None:
+    """Import the x86 tensor intrinsics alone, not the whole `tvm.s_tir.tensor_intrin` package.
+
+    MetaSchedule imports the package (every intrinsic of every target) when a tuning context or a
+    build starts; its CUDA part alone takes 90-120 s to register on this 2-core machine. The CPU
+    schedule rules used here (`llvm`) tensorize with nothing else.
+    """
+    import importlib.util
+    import types
+
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.submodule_search_locations is None:
+        return
+    package = types.ModuleType(name)
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__spec__ = spec
+    sys.modules[name] = package
+    importlib.import_module(name + ".x86")
+
+
+def _in_process_builder() -> Any:
+    """A MetaSchedule builder that compiles candidates in this process.
+
+    The stock LocalBuilder starts fresh worker processes for every batch; each pays TVM's import
+    and intrinsic registration, longer than its build timeout here, so every candidate failed.
+    """
+    import tvm
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+    from tvm.support.tar import tar
+
+    @derived_object
+    class InProcessBuilder(ms.builder.PyBuilder):
+        def build(self, build_inputs):
+            results = []
+            for item in build_inputs:
+                try:
+                    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(item.mod)
+                    built = tvm.compile(mod, target=item.target)
+                    path = os.path.join(tempfile.mkdtemp(prefix="hwnas-candidate-"), "candidate." + tar.output_format)
+                    built.export_library(path, fcompile=tar)
+                    results.append(ms.builder.BuilderResult(path, None))
+                except Exception as exc:  # noqa: BLE001 - a failing candidate is recorded, tuning goes on
+                    results.append(ms.builder.BuilderResult(None, f"build failed: {type(exc).__name__}: {exc}"))
+            return results
+
+    return InProcessBuilder()
+
+
 def _tune_in_child(script_path: str, target: dict, work_dir: str, trials: int, threads: int, seed: int) -> None:
+    _register_cpu_intrinsics_only()
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
@@ -212,7 +266,7 @@ def _tune_in_child(script_path: str, target: dict, work_dir: str, trials: int, t
     ms.relax_integration.tune_relax(
         mod, params=None, target=target_obj, work_dir=work_dir, max_trials_global=trials,
         num_trials_per_iter=min(16, trials), seed=seed, space=space, strategy="replay-trace",
-        cost_model="random", runner=ms.runner.LocalRunner(), builder=ms.builder.LocalBuilder(max_workers=1),
+        cost_model="random", runner=ms.runner.LocalRunner(), builder=_in_process_builder(),
     )
 
 
@@ -244,9 +298,29 @@ def tune(fused_mod: Any, target: dict[str, Any], work_dir: str | os.PathLike, *,
     if proc.exitcode != 0:
         raise RuntimeError(f"MetaSchedule tuning failed (child exit status {proc.exitcode}); "
                            f"its logs are in {work_dir / 'logs'}; export without --tune-trials")
-    records = work_dir / "database_tuning_record.json"
-    n_records = sum(1 for _ in records.open()) if records.exists() else 0
-    return {"trials": trials, "records": n_records, "strategy": "replay-trace", "work_dir": str(work_dir)}
+    n_records, n_measured = _count_records(work_dir / "database_tuning_record.json")
+    return {"trials": trials, "records": n_records, "measured": n_measured, "strategy": "replay-trace",
+            "work_dir": str(work_dir)}
+
+
+# MetaSchedule records a candidate that failed to build or run with this run time (seconds)
+_FAILED_RUN_SECS = 1e9
+
+
+def _count_records(path: Path) -> tuple[int, int]:
+    """(tuning records, records of candidates that built and ran) in a JSON database file."""
+    if not path.exists():
+        return 0, 0
+    records = measured = 0
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        records += 1
+        # a record is [workload index, [trace, run_secs, target, args_info]]
+        run_secs = json.loads(line)[1][1]
+        if run_secs and max(float(x) for x in run_secs) < _FAILED_RUN_SECS:
+            measured += 1
+    return records, measured
 
 
 _IR_JSON_PROBE = "import tvm; tvm.ir.save_json(tvm.tirx.const(1, 'int32'))"
