@@ -16,6 +16,7 @@ library versions and the date.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import os
@@ -327,38 +328,44 @@ def _export_tvm(onnx_data: bytes, shape: list[int], tmp: Path, target: str | dic
 def _measure(profile: DeviceProfile, module: Any, shape: list[int], onnx_data: bytes, compiled: Any, library: Any,
              tmp: Path, log: Any) -> tuple[dict[str, Any], float | None]:
     """Time the exported artifacts with the profile's protocol: on ONNX Runtime (this CPU), on TVM (this
-    CPU or the RPC device) when a TVM library exists, and on the profile's own backend."""
+    CPU or the RPC device) when a TVM library exists, and on the profile's own backend.
+
+    All runners are prepared first, then timed in the protocol's rounds, interleaved; each keeps its
+    lowest round median, the statistic the latency table and `hwnas validate` use.
+    """
     from hwnas.latency.backends import get_backend
-    from hwnas.latency.measure import measure
+    from hwnas.latency.measure import measure_rounds
 
-    measured: dict[str, Any] = {}
-    ort_backend = get_backend(_ort_profile(profile))
-    log(f"timing model.onnx on ONNX Runtime ({profile.threads()} thread(s))")
-    with ort_backend.prepare_onnx(onnx_data, shape) as runner:
-        measured["onnxruntime"] = _measurement_record(measure(runner, profile.protocol), "this machine")
-    if compiled is not None:
-        tvm_profile = _tvm_profile(profile, compiled.target, compiled.tune_trials)
-        from hwnas.export.tvm import is_cross_target
+    where: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        runners: dict[str, Any] = {}
+        runners["onnxruntime"] = stack.enter_context(get_backend(_ort_profile(profile)).prepare_onnx(onnx_data, shape))
+        where["onnxruntime"] = "this machine"
+        if compiled is not None:
+            tvm_profile = _tvm_profile(profile, compiled.target, compiled.tune_trials)
+            from hwnas.export.tvm import is_cross_target
 
-        if not is_cross_target(compiled.target) or tvm_profile.options.get("rpc_host"):
-            tvm_backend = get_backend(tvm_profile)
-            where = tvm_backend.describe()["remote"] or "this machine"
-            log(f"timing the TVM library on {where}")
-            with tvm_backend.prepare_compiled(compiled, shape, library=library) as runner:
-                measured["tvm"] = _measurement_record(measure(runner, profile.protocol), where)
-    own = {"onnxruntime": "onnxruntime", "tvm": "tvm"}.get(profile.backend)
-    if own is None:
-        backend = get_backend(profile)
-        log(f"timing on the profile's backend {profile.backend}")
-        if profile.backend == "tensorrt" and (tmp / "model.engine").exists():
-            runner = backend.prepare_onnx(onnx_data, shape)
-        else:
-            runner = backend.prepare(module, shape)
-        with runner:
-            measured[profile.backend] = _measurement_record(measure(runner, profile.protocol), "this machine")
-        own = profile.backend
-    if own not in measured:
-        raise NotAvailableError(f"the profile's backend {profile.backend} could not time the bundle here")
+            if not is_cross_target(compiled.target) or tvm_profile.options.get("rpc_host"):
+                tvm_backend = get_backend(tvm_profile)
+                where["tvm"] = tvm_backend.describe()["remote"] or "this machine"
+                runners["tvm"] = stack.enter_context(tvm_backend.prepare_compiled(compiled, shape, library=library))
+        own = {"onnxruntime": "onnxruntime", "tvm": "tvm"}.get(profile.backend)
+        if own is None:
+            backend = get_backend(profile)
+            if profile.backend == "tensorrt" and (tmp / "model.engine").exists():
+                runner = backend.prepare_onnx(onnx_data, shape)
+            else:
+                runner = backend.prepare(module, shape)
+            runners[profile.backend] = stack.enter_context(runner)
+            where[profile.backend] = "this machine"
+            own = profile.backend
+        if own not in runners:
+            raise NotAvailableError(f"the profile's backend {profile.backend} could not time the bundle here")
+        log(f"timing {', '.join(f'{name} ({where[name]})' for name in runners)}: "
+            f"{profile.protocol.rounds} interleaved rounds, {profile.threads()} thread(s)")
+        results = measure_rounds(runners, profile.protocol)
+    measured = {name: {**_measurement_record(m, where[name]), "round_medians_ms": medians}
+                for name, (m, medians) in results.items()}
     return measured, measured[own]["median_ms"]
 
 
