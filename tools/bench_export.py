@@ -99,7 +99,11 @@ def main() -> int:
                     "onnx_max_abs_diff": m["parity"]["onnxruntime_vs_torch"]["max_abs_diff"],
                     "tvm_max_abs_diff": m["parity"]["tvm_vs_onnxruntime"]["max_abs_diff"],
                     "ort_ms": measured["onnxruntime"]["median_ms"], "ort_cv": measured["onnxruntime"]["cv"],
+                    "ort_round_medians_ms": measured["onnxruntime"].get("round_medians_ms"),
+                    "predicted_ms": m["latency"].get("predicted_ms"),
                 })
+                if row["predicted_ms"]:
+                    row["ort_error_pct"] = round(100 * (row["ort_ms"] / row["predicted_ms"] - 1), 2)
             row[f"tvm_{key}_ms"] = measured["tvm"]["median_ms"]
             row[f"tvm_{key}_cv"] = measured["tvm"]["cv"]
             row[f"export_{key}_s"] = round(seconds, 1)
@@ -112,13 +116,16 @@ def main() -> int:
               "seconds": round(time.perf_counter() - began, 1), "rows": rows}
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
-    print("| subnet | input | ONNX-torch max diff | TVM-ORT max diff | ORT ms | TVM untuned ms | TVM tuned ms |")
-    print("|---|---|---|---|---|---|---|")
+    print("| subnet | input | ONNX-torch max diff | TVM-ORT max diff | predicted ms | ORT ms | error | "
+          "TVM untuned ms | TVM tuned ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         tuned = r.get(f"tvm_tuned{args.tune_trials}_ms")
         tuned = f"{tuned:.3f}" if tuned is not None else ("n/a" if args.tune_trials else "-")
+        predicted = f"{r['predicted_ms']:.3f}" if r.get("predicted_ms") else "-"
+        error = f"{r['ort_error_pct']:+.1f} %" if "ort_error_pct" in r else "-"
         print(f"| {r['subnet']} | {r['input']} | {r['onnx_max_abs_diff']:.2e} | {r['tvm_max_abs_diff']:.2e} | "
-              f"{r['ort_ms']:.3f} | {r['tvm_untuned_ms']:.3f} | {tuned} |")
+              f"{predicted} | {r['ort_ms']:.3f} | {error} | {r['tvm_untuned_ms']:.3f} | {tuned} |")
     return 0
 
 
