@@ -13,9 +13,11 @@ when a cross linker (`<triple>-gcc`) is on PATH.
 MetaSchedule tuning (`tune_trials` > 0) runs in a child process so that a crash inside
 the tuner cannot take the caller down; its records land in a JSON database that the
 compilation then applies. The search samples the schedule space and measures each
-candidate (replay-trace strategy). The tuner stores IR as JSON; where `tvm.ir.save_json`
-crashes (apache-tvm 0.27.0.post1 wheels: SIGSEGV in tvm::ffi::ToJSONGraph, probed in a
-child process) tuning raises NotAvailableError and the untuned library is the option.
+candidate (replay-trace strategy), candidates compiled in the tuning process itself. The
+tuner stores IR as JSON; where `tvm.ir.save_json` crashes (apache-tvm 0.27 beside
+apache-tvm-ffi 0.1.15: SIGSEGV in tvm::ffi::ToJSONGraph; the `tvm` extra pins ffi below
+0.1.15; probed in a child process) tuning raises NotAvailableError and the untuned library
+is the option.
 """
 
 from __future__ import annotations
@@ -280,8 +282,9 @@ def tune(fused_mod: Any, target: dict[str, Any], work_dir: str | os.PathLike, *,
     if not ir_serialization_works():
         # MetaSchedule stores workloads and traces as IR JSON: without it, the tuner cannot run
         raise NotAvailableError(f"MetaSchedule tuning cannot run with this TVM build (apache-tvm {tvm.__version__}): "
-                                "serializing IR to JSON (tvm.ir.save_json) crashes the process; export untuned "
-                                "(--tune-trials 0) or use a TVM build whose IR serialization works")
+                                "serializing IR to JSON (tvm.ir.save_json) crashes the process; install "
+                                "'apache-tvm-ffi<0.1.15' (0.1.15 crashes apache-tvm 0.27 there) or export untuned "
+                                "(--tune-trials 0)")
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     mod_path = work_dir / "module.json"
