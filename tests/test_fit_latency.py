@@ -98,6 +98,10 @@ def test_regressor_rejects_bad_input():
         WholeNetworkLatencyRegressor().fit(archs, [1.0] * 9 + [-1.0])
     with pytest.raises(InputError, match="feature_sets"):
         WholeNetworkLatencyRegressor(feature_sets=["nope"]).fit(archs, [1.0] * 10)
+    with pytest.raises(InputError, match="bags"):
+        WholeNetworkLatencyRegressor(bags=0).fit(archs, [1.0] * 10)
+    with pytest.raises(InputError, match="subsample"):
+        WholeNetworkLatencyRegressor(subsample=1.5).fit(archs, [1.0] * 10)
 
 
 def _write_csv(path, n=60, seed=3):

@@ -334,6 +334,9 @@ def grouped_ridge_loo(X: np.ndarray, y: np.ndarray, w: np.ndarray, groups: np.nd
     y_mean = float(np.average(y, weights=w))
     sw = np.sqrt(w)
     yw = (y - y_mean) * sw
+    Zw = Z * sw[:, None]
+    # everything per combination goes through the p x p Gram matrix, so many rows stay cheap
+    gram, zty = Zw.T @ Zw, Zw.T @ yw
     n_groups = int(groups.max()) + 1
     best: tuple[float, tuple[float, ...], np.ndarray, np.ndarray] | None = None
     for combo in itertools.product(penalties, repeat=n_groups):
@@ -344,13 +347,13 @@ def grouped_ridge_loo(X: np.ndarray, y: np.ndarray, w: np.ndarray, groups: np.nd
             loo = yw / np.maximum(1.0 - w / w.sum(), 1e-9)
         else:
             # penalty a on column j == unit penalty on column j / sqrt(a)
-            Zw = Z[:, keep] / np.sqrt(per_column[keep]) * sw[:, None]
-            U, s, Vt = np.linalg.svd(Zw, full_matrices=False)
-            Uty = U.T @ yw
-            shrink = s**2 / (s**2 + 1.0)
-            leverage = (U**2) @ shrink + w / w.sum()
-            loo = (yw - U @ (shrink * Uty)) / np.maximum(1.0 - leverage, 1e-9)
-            coef[keep] = (Vt.T @ ((s / (s**2 + 1.0)) * Uty)) / np.sqrt(per_column[keep])
+            d = 1.0 / np.sqrt(per_column[keep])
+            Zs = Zw[:, keep] * d
+            inverse = np.linalg.inv(gram[np.ix_(keep, keep)] * np.outer(d, d) + np.eye(int(keep.sum())))
+            coef_s = inverse @ (zty[keep] * d)
+            leverage = np.einsum("ij,ij->i", Zs @ inverse, Zs) + w / w.sum()
+            loo = (yw - Zs @ coef_s) / np.maximum(1.0 - leverage, 1e-9)
+            coef[keep] = coef_s * d
         err = float(np.mean(loo**2))
         if best is None or err < best[0]:
             best = (err, tuple(float(p) for p in combo), coef, loo / sw)
@@ -409,18 +412,26 @@ class WholeNetworkLatencyRegressor:
     group with its own penalty, the combination of least leave-one-out error; fitted for
     relative error with robust (Tukey) reweighting, so the slow timing cluster of a
     batch-1 GPU does not pull the fit. With several `feature_sets`, one ridge per set and
-    their log predictions averaged. The prediction is then shifted by the offset that
-    maximises the leave-one-out share within +-10 %.
+    their log predictions averaged.
+
+    With `bags` > 1 that fit is repeated on `bags` random subsamples (`subsample` of the
+    rows each) and the log predictions averaged: the per-group penalty is a discrete
+    choice that a few rows make noisily, and averaging over subsamples smooths it. The
+    prediction is then shifted by the offset that maximises the share within +-10 % of
+    the out-of-sample residuals (out-of-bag with bags, leave-one-out without).
 
     >>> model = WholeNetworkLatencyRegressor().fit(archs, latency_ms)   # doctest: +SKIP
     >>> model.predict(other_archs)                                      # doctest: +SKIP
     """
 
     def __init__(self, feature_sets: Sequence[str] = DEFAULT_FEATURE_SETS, tukey_c: float = 2.5,
-                 window_offset: bool = True):
+                 window_offset: bool = True, bags: int = 8, subsample: float = 0.8, seed: int = 0):
         self.feature_sets = tuple(feature_sets)
         self.tukey_c = tukey_c
         self.window_offset = window_offset
+        self.bags = bags
+        self.subsample = subsample
+        self.seed = seed
         self.members_: list[_RidgeFit] = []
         self.offset_: float = 0.0
         self.provenance: dict[str, Any] = {}
@@ -432,22 +443,52 @@ class WholeNetworkLatencyRegressor:
                              f"{list(self.feature_sets)!r}", field="feature_sets")
         if not (isinstance(self.tukey_c, (int, float)) and self.tukey_c > 0):
             raise InputError(f"tukey_c must be a positive number, got {self.tukey_c!r}", field="tukey_c")
+        if not (isinstance(self.bags, (int, np.integer)) and self.bags >= 1):
+            raise InputError(f"bags must be a positive integer, got {self.bags!r}", field="bags")
+        if not (isinstance(self.subsample, (int, float)) and 0 < self.subsample < 1):
+            raise InputError(f"subsample must be a fraction in (0, 1), got {self.subsample!r}", field="subsample")
+
+    def _fit_members(self, features: dict[str, np.ndarray], y: np.ndarray,
+                     iterations: int) -> tuple[list[_RidgeFit], np.ndarray]:
+        """One robust ridge per feature set on rows `y`; their mean leave-one-out log residuals."""
+        members, loo_logs = [], []
+        for fs, X in features.items():
+            fit, loo_log = _robust_relative_ridge(X, y, fs, self.tukey_c, iterations=iterations)
+            members.append(fit)
+            loo_logs.append(loo_log)
+        return members, np.mean(loo_logs, axis=0)
 
     def fit(self, archs: Sequence[dict], latency_ms: Iterable[float]) -> WholeNetworkLatencyRegressor:
         self._check_params()
         y = measured_latencies(archs, latency_ms, minimum=8, field="latency_ms", count_field="train_size")
         for i, a in enumerate(archs):
             check_mbv3_arch(a, where=f"architecture #{i}")
-        members, loo_logs = [], []
-        for fs in self.feature_sets:
-            fit, loo_log = _robust_relative_ridge(feature_matrix(archs, fs), y, fs, self.tukey_c)
-            members.append(fit)
-            loo_logs.append(loo_log)
-        self.members_ = members
-        self.offset_ = window_offset(np.mean(loo_logs, axis=0)) if self.window_offset else 0.0
-        self.provenance = {"n_train": int(y.size), "fitted": _now_iso(),
+        features = {fs: feature_matrix(archs, fs) for fs in self.feature_sets}
+        n = y.size
+        if self.bags == 1:
+            self.members_, residuals = self._fit_members(features, y, iterations=10)
+        else:
+            rng = np.random.default_rng(self.seed)
+            size = min(n - 1, max(2, int(round(self.subsample * n))))
+            members: list[_RidgeFit] = []
+            oob_sum, oob_count = np.zeros(n), np.zeros(n)
+            for _ in range(self.bags):
+                rows = np.sort(rng.choice(n, size, replace=False))
+                out = np.setdiff1d(np.arange(n), rows)
+                # 5 reweighting rounds: the weights settle by then, and there are `bags` fits to pay for
+                bag, _ = self._fit_members({fs: X[rows] for fs, X in features.items()}, y[rows], iterations=5)
+                members += bag
+                oob_sum[out] += np.mean([np.log(np.maximum(m.predict(features[m.feature_set][out]), 1e-9))
+                                         for m in bag], axis=0)
+                oob_count[out] += 1
+            self.members_ = members
+            seen = oob_count > 0
+            residuals = np.log(y[seen]) - oob_sum[seen] / oob_count[seen]
+        self.offset_ = window_offset(residuals) if self.window_offset else 0.0
+        self.provenance = {"n_train": int(n), "fitted": _now_iso(),
                            "method": "ridge per feature set (one penalty per feature group), relative-error "
-                                     "weights, Tukey reweighting, leave-one-out penalties, +-10 % window offset"}
+                                     "weights, Tukey reweighting, leave-one-out penalties, averaged over "
+                                     "subsamples, +-10 % window offset on out-of-sample residuals"}
         return self
 
     def _require_fitted(self) -> None:
@@ -470,7 +511,8 @@ class WholeNetworkLatencyRegressor:
         self._require_fitted()
         return {"schema_version": SCHEMA_VERSION, "kind": "hwnas-whole-network-latency-model", "space": "mbv3",
                 "params": {"feature_sets": list(self.feature_sets), "tukey_c": self.tukey_c,
-                           "window_offset": self.window_offset},
+                           "window_offset": self.window_offset, "bags": self.bags, "subsample": self.subsample,
+                           "seed": self.seed},
                 "members": [m.to_dict() for m in self.members_], "offset": self.offset_,
                 "provenance": self.provenance}
 
