@@ -58,6 +58,26 @@ def test_predictor_fits_a_known_function_and_round_trips(space, tmp_path):
     np.testing.assert_allclose(via_registry.predict(held_out[:5]), pred.predict(held_out[:5]), rtol=1e-6)
 
 
+def test_predictor_cost_features_and_ensemble_round_trip(space, tmp_path):
+    rng = np.random.default_rng(1)
+    train = [space.sample(rng) for _ in range(200)]
+    held_out = [space.sample(rng) for _ in range(100)]
+    # accuracy that follows log MACs: the cost inputs carry it directly
+    target = lambda archs: np.array([60 + 3 * np.log(space.flops(a)) for a in archs])  # noqa: E731
+    pred = AccuracyPredictor(space, epochs=200, ensemble=3).fit(train, target(train))
+    assert pred.x_mean is not None and len(pred.x_mean) == 2
+    assert pred.score(held_out, target(held_out))["kendall_tau"] > 0.8
+    plain = AccuracyPredictor(space, epochs=20, use_cost=False).fit(train, target(train))
+    assert plain.x_mean is None
+    for p, name in ((pred, "e.pt"), (pred, "e.json"), (plain, "p.json")):
+        p.save(tmp_path / name)
+        again = AccuracyPredictor.load(tmp_path / name)
+        assert again.ensemble == p.ensemble and (again.x_mean is None) == (p.x_mean is None)
+        np.testing.assert_allclose(again.predict(held_out), p.predict(held_out), rtol=1e-5)
+    with pytest.raises(InputError, match="ensemble"):
+        AccuracyPredictor(space, ensemble=0).fit(train, target(train))
+
+
 def test_predictor_rejects_foreign_files_and_unfitted_use(space, tmp_path):
     foreign = tmp_path / "f.json"
     foreign.write_text('{"format": "something-else"}')
@@ -117,6 +137,11 @@ def test_supernet_estimator_measures_on_the_validation_split(space, tmp_path):
     acc = est.predict([space.largest(), space.smallest(), space.largest()])
     assert np.all((acc >= 0) & (acc <= 100)) and acc[0] == acc[2]
     assert np.all(acc * 40 / 100 == np.round(acc * 40 / 100))  # whole images correct out of 40
+    correct, loss = est.outcomes(space.largest())  # per validation image, same recalibration
+    assert correct.shape == loss.shape == (40,) and 100 * correct.mean() == acc[0] and np.all(loss > 0)
+    other = get_estimator("supernet", supernet_checkpoint=ckpt, data=data, recal_batches=1, recal_batch_size=32,
+                          recal_seed=est.recal_seed + 1)
+    assert not np.array_equal(other.recal[0], est.recal[0])  # another draw of recalibration images
     with pytest.raises(InputError, match="split"):
         get_estimator("supernet", supernet_checkpoint=ckpt, data=data, split="train")
 

@@ -79,6 +79,18 @@ def test_validation_split_is_held_out_of_training_and_stratified():
     assert not any(bytes(r.numpy().tobytes()) in val_rows for r in train_part.train_x)
 
 
+def test_default_validation_size_is_2000_capped_at_a_fifth_and_stored(tmp_path):
+    assert TrainSettings().resolve_val_size(10_000).val_size == 2000
+    assert TrainSettings().resolve_val_size(400).val_size == 80
+    assert TrainSettings(val_size=7).resolve_val_size(9000).val_size == 7  # explicit sizes are kept
+    assert TrainSettings.short_schedule().val_size == 1000
+    with pytest.raises(InputError, match="val_size"):
+        TrainSettings(val_size=-1).validate()
+    out = tmp_path / "s.pt"
+    train(tiny_settings(val_size=None), out, device="cpu", progress=False, dataset=tiny_data())
+    assert read_checkpoint(out)["settings"]["val_size"] == 192 // 5  # resolved before the split
+
+
 def test_checkpoint_round_trip_and_resume_continues_epochs(tmp_path):
     out = tmp_path / "supernet.pt"
     data = tiny_data()

@@ -36,6 +36,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--recal-batches", type=int, default=16)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=0,
+                   help="measure this many held-out subnets again with other recalibration images: "
+                        "the measurement's test-retest repeatability")
     p.add_argument("--result", default=None)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -44,8 +47,8 @@ def main() -> None:
 
     supernet, meta = load_checkpoint(args.checkpoint)
     supernet.to(memory_format=torch.channels_last)
-    # 16 x 128 recalibration images: with 4 x 128 the BN statistics' noise (~0.7 points) rivals
-    # the accuracy spread between subnets
+    # the measured quantity: accuracy on the whole validation split after recalibrating BN on one
+    # fixed set of training images shared by every subnet
     estimator = SupernetEstimator(supernet=supernet, meta=meta, split="val", recal_batches=args.recal_batches)
     space = supernet.space
     rng = np.random.default_rng(args.seed)
@@ -56,24 +59,36 @@ def main() -> None:
         if key not in seen:
             seen.add(key)
             archs.append(a)
-    pairs = {}
+    n_val = len(estimator.eval_data.test_y)
+    store = {"checkpoint": args.checkpoint, "split": "val", "val_images": n_val,
+             "recal_images": args.recal_batches * 128, "recal_seed": estimator.recal_seed, "pairs": []}
     if os.path.exists(args.pairs):
         with open(args.pairs) as f:
-            pairs = {tuple(p["x"]): p["acc"] for p in json.load(f)["pairs"]}
+            old = json.load(f)
+        if old.get("val_images") == n_val and old.get("recal_images") == store["recal_images"]:
+            store = old
+    pairs = {tuple(p["x"]): p for p in store["pairs"]}
     t0 = time.perf_counter()
     measured_now = 0
     for i, a in enumerate(tqdm(archs, desc="measuring subnets", file=sys.stderr)):
         key = tuple(space.encode(a).tolist())
         if key not in pairs:
-            pairs[key] = estimator.accuracy(a)
+            correct, loss = estimator.outcomes(a)
+            pairs[key] = {"x": list(key), "acc": 100.0 * float(correct.mean()), "loss": float(loss.mean()),
+                          "correct": pack(correct)}
             measured_now += 1
         if (i + 1) % 25 == 0 or i + 1 == len(archs):
-            atomic_write_json(args.pairs, {"checkpoint": args.checkpoint, "split": "val",
-                                           "pairs": [{"x": list(k), "acc": v} for k, v in pairs.items()]})
+            store["pairs"] = list(pairs.values())
+            atomic_write_json(args.pairs, store)
     measure_seconds = time.perf_counter() - t0
-    acc = np.array([pairs[tuple(space.encode(a).tolist())] for a in archs])
+    acc = np.array([pairs[tuple(space.encode(a).tolist())]["acc"] for a in archs])
+    loss = np.array([pairs[tuple(space.encode(a).tolist())]["loss"] for a in archs])
     train_a, test_a = archs[: args.n_train], archs[args.n_train :]
     train_y, test_y = acc[: args.n_train], acc[args.n_train :]
+
+    repeat = None
+    if args.repeat:
+        repeat = repeatability(args, supernet, meta, space, test_a[: args.repeat], pairs, store)
 
     t1 = time.perf_counter()
     predictor = AccuracyPredictor(space, seed=args.seed).fit(train_a, train_y)
@@ -95,9 +110,11 @@ def main() -> None:
 
     result = {
         "checkpoint": args.checkpoint, "n_train": args.n_train, "n_test": args.n_test,
-        "recal_images": args.recal_batches * 128, "val_images": len(estimator.eval_data.test_y),
+        "recal_images": args.recal_batches * 128, "val_images": n_val,
         "measured_accuracy": {"min": float(acc.min()), "max": float(acc.max()), "mean": float(acc.mean()),
                               "std": float(acc.std())},
+        "measured_loss": {"kendall_tau_with_accuracy": kendall_tau(-loss, acc)},
+        "repeatability": repeat,
         "predictor_held_out": held_out, "predictor_train": predictor.metrics["train"],
         "zero_cost_held_out": proxies, "macs_kendall_tau": flops_tau,
         "seconds": {"measure": round(measure_seconds, 1), "measured_now": measured_now,
@@ -113,6 +130,62 @@ def main() -> None:
     if args.result:
         with open(args.result, "w") as f:
             f.write(text + "\n")
+
+
+def pack(correct: np.ndarray) -> str:
+    return np.packbits(correct.astype(bool)).tobytes().hex()
+
+
+def unpack(text: str, n: int) -> np.ndarray:
+    return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n].astype(bool)
+
+
+def repeatability(args, supernet, meta, space, archs: list[dict], pairs: dict, store: dict) -> dict:
+    """Test-retest agreement of the measurement on `archs`.
+
+    Each subnet is measured a second time with an independent set of recalibration images
+    (same count); the validation split is cut into two random halves. Kendall tau between
+    (first recalibration, half 1) and (second recalibration, half 2) is the agreement of two
+    fully independent measurements of half the size; the same pair on the whole split shares
+    the images and differs in the recalibration only. With Gaussian noise, the whole-split
+    reliability follows from the halves' correlation by the Spearman-Brown formula, and the
+    best any predictor can reach against one measurement is tau = 2/pi * asin(sqrt(reliability)).
+    """
+    second = SupernetEstimator(supernet=supernet, meta=meta, split="val", recal_batches=args.recal_batches,
+                               recal_seed=10_007 + args.seed)
+    n_val = len(second.eval_data.test_y)
+    again = store.setdefault("repeat", {})
+    for i, a in enumerate(tqdm(archs, desc="measuring again", file=sys.stderr)):
+        key = ",".join(map(str, space.encode(a).tolist()))
+        if key not in again:
+            correct, loss = second.outcomes(a)
+            again[key] = {"acc": 100.0 * float(correct.mean()), "loss": float(loss.mean()), "correct": pack(correct)}
+        if (i + 1) % 25 == 0 or i + 1 == len(archs):
+            atomic_write_json(args.pairs, store)
+    half = np.zeros(n_val, dtype=bool)
+    half[np.random.default_rng(12345).permutation(n_val)[: n_val // 2]] = True
+    first_c, second_c = [], []
+    for a in archs:
+        key = tuple(space.encode(a).tolist())
+        first_c.append(unpack(pairs[key]["correct"], n_val))
+        second_c.append(unpack(again[",".join(map(str, key))]["correct"], n_val))
+    first_c, second_c = np.array(first_c), np.array(second_c)
+    a1, a2 = 100 * first_c[:, half].mean(1), 100 * second_c[:, ~half].mean(1)
+    same_recal_halves = 100 * first_c[:, ~half].mean(1)
+    full1, full2 = 100 * first_c.mean(1), 100 * second_c.mean(1)
+    r_half = float(np.corrcoef(a1, a2)[0, 1])
+    reliability = 2 * r_half / (1 + r_half) if r_half > 0 else 0.0
+    return {
+        "n": len(archs),
+        "kendall_tau_independent_halves": kendall_tau(a1, a2),
+        "kendall_tau_same_recal_other_half": kendall_tau(a1, same_recal_halves),
+        "kendall_tau_whole_split_other_recal": kendall_tau(full1, full2),
+        "pearson_independent_halves": r_half,
+        "reliability_whole_split": reliability,
+        "kendall_tau_ceiling": float(2 / np.pi * np.arcsin(np.sqrt(max(reliability, 0.0)))),
+        "mean_abs_diff_other_recal": float(np.mean(np.abs(full1 - full2))),
+        "std_accuracy": float(full1.std()),
+    }
 
 
 if __name__ == "__main__":

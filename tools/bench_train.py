@@ -50,7 +50,8 @@ def main() -> None:
     p.add_argument("--out", default="bench/supernet.pt")
     p.add_argument("--checkpoint", default="bench/supernet.pt")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--num-random", type=int, default=1)
+    p.add_argument("--num-random", type=int, default=2, help="random subnets per step besides the two ends")
+    p.add_argument("--val-size", type=int, default=2000, help="training images held out as the validation split")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--optimizer", default="sgd")
     p.add_argument("--lr", type=float, default=0.1)
@@ -64,7 +65,7 @@ def main() -> None:
         settings = TrainSettings(space="mbv3-small-input", space_options=BENCH_SPACE_OPTIONS,
                                  epochs=args.epochs, num_random=args.num_random, recal_batches=10,
                                  batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                                 augment=args.augment)
+                                 augment=args.augment, val_size=args.val_size)
         result = train(settings, args.out, device="cpu")
         result["settings"] = asdict(settings)
     else:

@@ -43,8 +43,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--width-mult", type=float, default=None, help="space option width_mult")
     parser.add_argument("--resolutions", default=None, help="space option resolutions, e.g. 16,20,24")
     parser.add_argument("--space-options", default=None, help='other space options as JSON, e.g. \'{"x": 1}\'')
-    parser.add_argument("--val-size", type=int, default=1000,
-                        help="training images held out as the validation split search uses")
+    parser.add_argument("--val-size", type=int, default=None,
+                        help="training images held out as the validation split search uses "
+                             "(default 2000, at most a fifth of the training set; 1000 with --quick)")
     parser.add_argument("--limit-train", type=int, default=None, help="training images per epoch (quick runs)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -59,10 +60,10 @@ def run(args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     chosen = dict(
         space=args.space, space_options=space_options(args), data=args.data, optimizer=args.optimizer,
-        lr=args.lr, progressive=args.progressive, seed=args.seed, distill=not args.no_distill, val_size=args.val_size,
+        lr=args.lr, progressive=args.progressive, seed=args.seed, distill=not args.no_distill,
     )
     # explicit flags win over the short schedule's values
-    for name in ("epochs", "limit_train", "num_random", "batch_size"):
+    for name in ("epochs", "limit_train", "num_random", "batch_size", "val_size"):
         if getattr(args, name) is not None:
             chosen[name] = getattr(args, name)
     if args.no_augment:

@@ -26,6 +26,16 @@ def feature_names(space) -> list[str]:
     return [f"x{i}={v}" for i in range(len(xl)) for v in range(int(xl[i]), int(xu[i]) + 1)]
 
 
+def has_cost(space) -> bool:
+    return callable(getattr(space, "flops", None)) and callable(getattr(space, "params", None))
+
+
+def cost_features(space, archs: list[dict]) -> np.ndarray:
+    """(N, 2) float32: log MACs and log parameters of each subnet (what one-hot codes state only implicitly)."""
+    return np.array([[np.log(max(space.flops(a), 1)), np.log(max(space.params(a), 1))] for a in archs],
+                    dtype=np.float32).reshape(len(archs), 2)
+
+
 def arch_features(space, archs: list[dict]) -> np.ndarray:
     """(N, F) float32 features of `archs` (validated by the space's encoding)."""
     genes = np.stack([space.encode(a) for a in archs]) if archs else np.zeros((0, len(space.bounds[0])), int)

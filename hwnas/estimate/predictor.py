@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from hwnas.errors import InputError
-from hwnas.estimate.features import arch_features
+from hwnas.estimate.features import arch_features, cost_features, has_cost
 from hwnas.io import atomic_write_bytes, atomic_write_json, read_json
 
 PREDICTOR_FORMAT = "hwnas-accuracy-predictor"
@@ -31,9 +31,24 @@ def kendall_tau(a, b) -> float:
     return float(tau) if np.isfinite(tau) else 0.0
 
 
+class Ensemble(nn.Module):
+    """The mean prediction of several MLPs fitted from different initialisations."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(dim=0)
+
+
 @dataclass
 class AccuracyPredictor:
-    """MLP accuracy predictor: `fit(archs, acc)`, `predict(archs)`, `score(archs, acc)`, save/load."""
+    """MLP accuracy predictor: `fit(archs, acc)`, `predict(archs)`, `score(archs, acc)`, save/load.
+
+    Inputs: the one-hot architecture code plus (where the space counts them) the subnet's log
+    MACs and log parameters, standardised. `ensemble` MLPs from different seeds are averaged.
+    """
 
     space: Any
     hidden: tuple[int, ...] = (256, 256)
@@ -41,12 +56,16 @@ class AccuracyPredictor:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    ensemble: int = 1
+    use_cost: bool = True
     model: nn.Module | None = field(default=None, repr=False)
     y_mean: float = 0.0
     y_std: float = 1.0
+    x_mean: list[float] | None = None  # of the cost features (None: no cost features)
+    x_std: list[float] | None = None
     metrics: dict = field(default_factory=dict)
 
-    def _build(self, n_features: int) -> nn.Module:
+    def _build_one(self, n_features: int) -> nn.Module:
         layers: list[nn.Module] = []
         width = n_features
         for h in self.hidden:
@@ -55,26 +74,48 @@ class AccuracyPredictor:
         layers.append(nn.Linear(width, 1))
         return nn.Sequential(*layers)
 
+    def _build(self, n_features: int) -> nn.Module:
+        if self.ensemble == 1:
+            return self._build_one(n_features)
+        return Ensemble([self._build_one(n_features) for _ in range(self.ensemble)])
+
+    def _features(self, archs: list[dict]) -> torch.Tensor:
+        x = arch_features(self.space, archs)
+        if self.x_mean is not None:
+            cost = (cost_features(self.space, archs) - np.float32(self.x_mean)) / np.float32(self.x_std)
+            x = np.concatenate([x, cost.astype(np.float32)], axis=1)
+        return torch.from_numpy(x)
+
     def fit(self, archs: list[dict], accuracies) -> AccuracyPredictor:
         """Fit on measured accuracies (%); full-batch AdamW on standardised targets."""
         y = np.asarray(accuracies, dtype=np.float64)
         if len(archs) != len(y) or len(y) < 2:
             raise InputError(f"need at least 2 (arch, accuracy) pairs of equal count, got {len(archs)} and {len(y)}",
                              field="accuracies")
-        x = torch.from_numpy(arch_features(self.space, archs))
+        if self.ensemble < 1:
+            raise InputError(f"ensemble must be a positive integer, got {self.ensemble!r}", field="ensemble")
+        self.x_mean = self.x_std = None
+        if self.use_cost and has_cost(self.space):
+            cost = cost_features(self.space, archs).astype(np.float64)
+            self.x_mean, self.x_std = cost.mean(axis=0).tolist(), (cost.std(axis=0) + 1e-6).tolist()
+        x = self._features(archs)
         self.y_mean, self.y_std = float(y.mean()), float(y.std() or 1.0)
         target = torch.from_numpy(((y - self.y_mean) / self.y_std).astype(np.float32)).unsqueeze(1)
         torch.manual_seed(self.seed)
-        self.model = self._build(x.shape[1])
-        opt = torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.epochs)
-        self.model.train()
-        for _ in range(self.epochs):
-            opt.zero_grad()
-            loss = nn.functional.mse_loss(self.model(x), target)
-            loss.backward()
-            opt.step()
-            sched.step()
+        members = []
+        for _ in range(self.ensemble):  # each member starts from its own initialisation draw
+            member = self._build_one(x.shape[1])
+            opt = torch.optim.AdamW(member.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, self.epochs)
+            member.train()
+            for _ in range(self.epochs):
+                opt.zero_grad()
+                loss = nn.functional.mse_loss(member(x), target)
+                loss.backward()
+                opt.step()
+                sched.step()
+            members.append(member.eval())
+        self.model = members[0] if self.ensemble == 1 else Ensemble(members)
         self.model.eval()
         self.metrics = {"n_train": len(y), "train": self.score(archs, y)}
         return self
@@ -86,7 +127,7 @@ class AccuracyPredictor:
             raise InputError("the accuracy predictor is not fitted; fit it or load a saved one", field="predictor")
         if not archs:
             return np.zeros(0)
-        x = torch.from_numpy(arch_features(self.space, archs))
+        x = self._features(archs)
         return self.model(x).squeeze(1).double().numpy() * self.y_std + self.y_mean
 
     def score(self, archs: list[dict], accuracies) -> dict[str, float]:
@@ -104,6 +145,7 @@ class AccuracyPredictor:
             "format": PREDICTOR_FORMAT, "schema_version": SCHEMA_VERSION, "space": self.space.name,
             "space_config": {k: v for k, v in config.items() if k != "name"},
             "hidden": list(self.hidden), "y_mean": self.y_mean, "y_std": self.y_std, "metrics": self.metrics,
+            "ensemble": self.ensemble, "x_mean": self.x_mean, "x_std": self.x_std,
             "state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
         }
 
@@ -143,10 +185,17 @@ class AccuracyPredictor:
             raise InputError(f"predictor is for space '{d['space']}', not '{space.name}'", path=str(path),
                              field="space")
         try:
+            x_mean, x_std = d.get("x_mean"), d.get("x_std")  # absent in files without cost features
             pred = cls(space=space, hidden=tuple(int(h) for h in d["hidden"]), y_mean=float(d["y_mean"]),
-                       y_std=float(d["y_std"]), metrics=dict(d.get("metrics", {})))
+                       y_std=float(d["y_std"]), metrics=dict(d.get("metrics", {})),
+                       ensemble=int(d.get("ensemble", 1)),
+                       x_mean=[float(v) for v in x_mean] if x_mean is not None else None,
+                       x_std=[float(v) for v in x_std] if x_std is not None else None)
+            if (pred.x_mean is None) != (pred.x_std is None) or (pred.x_mean is not None and len(pred.x_mean) != 2):
+                raise ValueError("x_mean and x_std must both be absent or both hold 2 numbers")
             state = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in d["state"].items()}
-            n_features = state["0.weight"].shape[1]
+            first = "0.weight" if pred.ensemble == 1 else "members.0.0.weight"
+            n_features = state[first].shape[1]
             pred.model = pred._build(n_features)
             pred.model.load_state_dict(state)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:

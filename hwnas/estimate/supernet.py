@@ -26,7 +26,7 @@ class SupernetEstimator:
     def __init__(self, supernet_checkpoint: str | os.PathLike | None = None, *, supernet=None, meta=None,
                  split: str = "val", recal_batches: int = 16, recal_batch_size: int = 128,
                  eval_limit: int | None = None, eval_batch_size: int = 500, device: str = "cpu",
-                 data=None, progress: bool = False):
+                 data=None, progress: bool = False, recal_seed: int | None = None):
         from hwnas.data import load_dataset
         from hwnas.train import load_checkpoint, recalibration_batches, split_validation
         from hwnas.train.trainer import TrainSettings
@@ -41,13 +41,16 @@ class SupernetEstimator:
         self.supernet, self.meta, self.device = supernet, meta or {}, torch.device(device)
         self.space = supernet.space
         data = data if data is not None else load_dataset(settings.data)
+        settings.resolve_val_size(len(data.train_y))
         train_part, val_part = split_validation(data, settings.val_size, seed=settings.seed)
         if split == "val" and settings.val_size == 0:
             raise InputError("the supernet was trained without a validation split (val_size 0); use split='test'",
                              field="split")
         self.eval_data = val_part if split == "val" else data
         self.split = split
-        self.recal = recalibration_batches(train_part, recal_batches, recal_batch_size, seed=settings.seed + 1)
+        # one fixed set of recalibration images for every subnet (`recal_seed` draws another set)
+        self.recal_seed = settings.seed + 1 if recal_seed is None else recal_seed
+        self.recal = recalibration_batches(train_part, recal_batches, recal_batch_size, seed=self.recal_seed)
         self.eval_limit, self.eval_batch_size = eval_limit, eval_batch_size
         self.progress = progress
         self._cache: dict[tuple, float] = {}
@@ -62,6 +65,18 @@ class SupernetEstimator:
             with torch.no_grad():
                 self._cache[key] = evaluate_subnet(self.supernet, arch, batches, self.recal, device=self.device)
         return self._cache[key]
+
+    def outcomes(self, arch: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(correct, loss) per evaluation image of `arch` after BN recalibration (not cached)."""
+        from hwnas.supernet import recalibrate_bn
+        from hwnas.train.evaluation import per_image_outcomes
+
+        arch = self.space.validate(arch)
+        batches = self.eval_data.batches("test", self.eval_batch_size, limit=self.eval_limit)
+        recalibrate_bn(self.supernet, (x.to(self.device) for x in self.recal), arch=arch)
+        self.supernet.set_active(arch)
+        correct, loss = per_image_outcomes(self.supernet, batches, resolution=arch["r"], device=self.device)
+        return correct.numpy(), loss.numpy()
 
     def predict(self, archs: list[dict]) -> np.ndarray:
         it = tqdm(archs, desc=f"supernet accuracy ({self.split})", file=sys.stderr, disable=not self.progress,

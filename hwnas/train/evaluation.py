@@ -29,6 +29,29 @@ def accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     return 100.0 * correct / max(total, 1)
 
 
+@torch.no_grad()
+def per_image_outcomes(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *,
+                       resolution: int | None = None,
+                       device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(correct, loss): whether `model` (eval mode) gets each image right, and its cross-entropy."""
+    from hwnas.supernet import resize_input
+
+    model.eval()
+    correct, losses = [], []
+    for x, y in batches:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if resolution is not None:
+            x = resize_input(x, resolution)
+        if x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = model(x)
+        correct.append((logits.argmax(dim=1) == y).cpu())
+        losses.append(torch.nn.functional.cross_entropy(logits, y, reduction="none").cpu())
+    if not correct:
+        return torch.zeros(0, dtype=torch.bool), torch.zeros(0)
+    return torch.cat(correct), torch.cat(losses)
+
+
 def recalibration_batches(data: Dataset, n_batches: int, batch_size: int, seed: int = 0) -> list[torch.Tensor]:
     """A fixed set of training images for BN recalibration (the same for every subnet)."""
     g = torch.Generator().manual_seed(seed)

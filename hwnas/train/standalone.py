@@ -34,6 +34,7 @@ def train_subnet_alone(arch: dict, settings: TrainSettings, data: Dataset,
 
     device = torch.device(device)
     torch.manual_seed(settings.seed)
+    settings = copy.copy(settings).resolve_val_size(len(data.train_y))
     train_part, _ = split_validation(data, settings.val_size, seed=settings.seed)
     space = build_space(settings, data)
     memory_format = preferred_memory_format(device)
