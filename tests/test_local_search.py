@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 from toy_space import VectorSpace
 
 from hwnas.search import pareto_front, search, strategy_names
-from hwnas.search.tabular import load_table, run_on_table
+from hwnas.search.strategies import DEFAULT_STRATEGY
+from hwnas.search.tabular import bench, load_table, run_on_table
 from hwnas.space import get_space
 from hwnas.space.nb201 import OPS
 
@@ -105,8 +107,41 @@ def test_respects_the_evaluation_budget_and_never_requeries(budget):
 def test_a_generation_budget_alone_stops_the_search():
     space = GridSpace(6, 4)
     result = search(space, {"cost": cost, "loss": loss}, ("cost", "loss"), None, STRATEGY, maximize=(),
-                    generations=4, pop_size=10, seed=0, progress=False)
+                    generations=4, pop_size=10, seed=0, progress=False,
+                    strategy_options={"max_local_search_evaluations": None})
     assert result.evaluations == 40 and len(result.hypervolume_history) == 4
+    assert result.settings["strategy_ran"] == "local-search"
+
+
+def test_is_the_default_strategy_of_search_and_bench():
+    space = GridSpace(5, 3)
+    result = search(space, {"cost": cost, "loss": lambda a: loss(a, k=3)}, ("cost", "loss"), maximize=(),
+                    evaluations=30, seed=0, progress=False)
+    assert DEFAULT_STRATEGY == STRATEGY == result.settings["strategy"]
+    assert result.settings["strategy_ran"] == "local-search" and result.evaluations == 30
+    assert inspect.signature(bench).parameters["strategy"].default == STRATEGY
+
+
+def _evaluated(strategy, **budget):
+    space = GridSpace(6, 4)
+    r = search(space, {"cost": cost, "loss": loss}, ("cost", "loss"), None, strategy, maximize=(), pop_size=16,
+               seed=5, progress=False, **budget)
+    return r, [e["arch"] for e in r.evaluated]
+
+
+@pytest.mark.parametrize("budget", [{"generations": 6}, {"evaluations": 2001, "generations": 6}])
+def test_runs_nsga2_when_evaluations_are_plentiful(budget):
+    # no evaluation budget, or one above max_local_search_evaluations: exactly NSGA-II's search
+    ours, archs = _evaluated(STRATEGY, **budget)
+    _, nsga2_archs = _evaluated("nsga2", **budget)
+    assert ours.settings["strategy_ran"] == "nsga2"
+    assert archs == nsga2_archs and ours.evaluations == 6 * 16
+
+
+def test_runs_local_search_under_a_scarce_evaluation_budget():
+    ours, archs = _evaluated(STRATEGY, evaluations=200, generations=6)
+    _, nsga2_archs = _evaluated("nsga2", evaluations=200, generations=6)
+    assert ours.settings["strategy_ran"] == "local-search" and archs != nsga2_archs
 
 
 def test_constraints_rank_feasible_archs_first():

@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 
 from hwnas.latency.fingerprint import cpu_model
+from hwnas.search.strategies import DEFAULT_STRATEGY
 from hwnas.search.tabular import bench
 
 DEFAULT_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "nb201.csv"
 ACCURACY = ["acc_cifar10_test_200ep", "acc_cifar100_test_200ep"]
 LATENCY = ["lat_ms_pixel3", "lat_ms_1080ti_1", "lat_ms_raspi4", "lat_ms_gold_6226"]
-STRATEGIES = ["pareto-local-search", "nsga2", "random", "evolution", "regularized-evolution"]
+STRATEGIES = list(dict.fromkeys([DEFAULT_STRATEGY, "nsga2", "random", "evolution", "regularized-evolution"]))
 
 
 def _cell(result: dict, key: str) -> str:
@@ -61,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| accuracy | latency | strategy | hv_ratio | front_recall | true front |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['accuracy']} | {r['latency']} | {r['algo']} | {_cell(r, 'hv_ratio')} "
+        name = f"{r['algo']} (default)" if r["algo"] == DEFAULT_STRATEGY else r["algo"]
+        print(f"| {r['accuracy']} | {r['latency']} | {name} | {_cell(r, 'hv_ratio')} "
               f"| {_cell(r, 'front_recall')} | {r['true_front_size']} |")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({**header, "results": rows}, indent=1) + "\n")

@@ -6,6 +6,12 @@
    both normalised by the union of their feasible points.
 3. budgets: nsga2 vs evolution vs random at equal evaluations, under 5 latency budgets
    (quantiles of the predicted latency of random subnets): best accuracy under each budget.
+4. the same at equal TOTAL evaluations: one NSGA-II run (accuracy x latency under the
+   loosest budget) with 5 x N evaluations serves all 5 budgets; evolution runs N per budget
+   (its rows of part 3); one random search of 5 x N serves all budgets. N = --budget-evals.
+
+Parts 1 and 2 run the default strategy (the registry's DEFAULT_STRATEGY): without an
+evaluation budget it runs NSGA-II.
 
 Objectives (whatever the repository offers):
 - latency: `--table T.json` (hwnas.latency.predictor.LatencyPredictor), else a
@@ -33,6 +39,7 @@ import numpy as np
 from hwnas.latency.fingerprint import cpu_model
 from hwnas.search import hypervolume, normalize, search
 from hwnas.search.problem import ObjectiveSpec
+from hwnas.search.strategies import DEFAULT_STRATEGY
 from hwnas.space import get_space
 
 DEFAULT_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "ofa_mbv3_gpu_latency.csv"
@@ -124,13 +131,14 @@ def main(argv: list[str] | None = None) -> int:
     timing = []
     for seed in range(args.seeds):
         t0 = time.perf_counter()
-        r = search(space, metrics, objectives, {"latency_ms": budgets[2]}, "nsga2", generations=args.gens,
+        r = search(space, metrics, objectives, {"latency_ms": budgets[2]}, DEFAULT_STRATEGY, generations=args.gens,
                    pop_size=args.pop, seed=seed, maximize=maximize, progress=False)
         wall = time.perf_counter() - t0
-        row = {"seed": seed, "wall_s": wall, "search_s": r.seconds, "objective_s": r.metric_seconds,
+        row = {"seed": seed, "strategy": DEFAULT_STRATEGY, "ran": r.settings.get("strategy_ran", DEFAULT_STRATEGY),
+               "wall_s": wall, "search_s": r.seconds, "objective_s": r.metric_seconds,
                "overhead_s": r.seconds - r.metric_seconds, "evaluations": r.evaluations}
         if not args.skip_long and seed == 0:
-            long = search(space, metrics, objectives, {"latency_ms": budgets[2]}, "nsga2",
+            long = search(space, metrics, objectives, {"latency_ms": budgets[2]}, DEFAULT_STRATEGY,
                           generations=args.gens * args.long_factor, pop_size=args.pop, seed=seed,
                           maximize=maximize, progress=False)
             hv_short, hv_long = shared_hypervolumes([r, long], spec)
@@ -158,8 +166,38 @@ def main(argv: list[str] | None = None) -> int:
                                                       ("nsga2", "evolution", "random")), file=sys.stderr)
     report["budgets"] = comparison
 
+    # 4: equal total evaluations; one multi-objective run serves every budget
+    total = len(budgets) * args.budget_evals
+    shared = {}
+    for algo in ("nsga2", "random"):
+        per_budget: list[list[float]] = [[] for _ in budgets]
+        used = []
+        for seed in range(args.seeds):
+            r = search(space, metrics, objectives, {"latency_ms": budgets[-1]}, algo, evaluations=total, seed=seed,
+                       maximize=maximize, progress=False)
+            used.append(r.evaluations)
+            for b, budget in enumerate(budgets):
+                ok = [e["objectives"][acc_key] for e in r.evaluated
+                      if e["feasible"] and e["objectives"]["latency_ms"] <= budget]
+                per_budget[b].append(max(ok) if ok else float("nan"))
+        shared[algo] = {"evaluations": used, "per_budget": per_budget}
+    equal_total = []
+    for b, row in enumerate(comparison):
+        out = {"budget_ms": row["budget_ms"]}
+        for algo in ("nsga2", "random"):
+            values = shared[algo]["per_budget"][b]
+            out[algo] = {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1
+                         else 0.0, "per_seed": values}
+        out["evolution"] = row["evolution"]
+        equal_total.append(out)
+    report["equal_total"] = {"evaluations": {"nsga2": shared["nsga2"]["evaluations"],
+                                             "random": shared["random"]["evaluations"],
+                                             "evolution": [args.budget_evals * len(budgets)] * args.seeds},
+                             "budgets": equal_total}
+
     print(f"{space.name}: latency = {latency_name}; accuracy = {accuracy_name}")
     print(f"{report['machine']}, {report['cores']} cores, {report['date']}\n")
+    print(f"strategy {DEFAULT_STRATEGY} (ran: {timing[0]['ran']})\n")
     print(f"| seed | pop x gens | evaluations | search s | in objectives s | search overhead s | "
           f"HV / HV({args.long_factor}x longer) |")
     print("|---|---|---|---|---|---|---|")
@@ -172,6 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     print("| budget ms | nsga2 | evolution | random |")
     print("|---|---|---|---|")
     for row in comparison:
+        print(f"| {row['budget_ms']:.3f} | " + " | ".join(f"{row[a]['mean']:.3f} ± {row[a]['std']:.3f}"
+                                                       for a in ("nsga2", "evolution", "random")) + " |")
+    used = report["equal_total"]["evaluations"]
+    print(f"\nbest {acc_key} under each budget at equal total evaluations, mean ± std over {args.seeds} seeds: "
+          f"nsga2 one run of {total} (used {', '.join(map(str, used['nsga2']))}), evolution {args.budget_evals} "
+          f"per budget x {len(budgets)}, random one run of {total} (used {', '.join(map(str, used['random']))})\n")
+    print("| budget ms | nsga2 (one run) | evolution (one run per budget) | random (one run) |")
+    print("|---|---|---|---|")
+    for row in equal_total:
         print(f"| {row['budget_ms']:.3f} | " + " | ".join(f"{row[a]['mean']:.3f} ± {row[a]['std']:.3f}"
                                                        for a in ("nsga2", "evolution", "random")) + " |")
     if args.json_out:

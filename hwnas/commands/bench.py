@@ -26,8 +26,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accuracy", required=True, metavar="COL", help="accuracy column (%%, maximised)")
     parser.add_argument("--latency", required=True, metavar="COL", help="latency column (minimised)")
     parser.add_argument("--evals", type=int, required=True, metavar="K", help="query budget per seed")
-    parser.add_argument("--algo", default="nsga2",
-                        help="nsga2 (default), random, evolution, regularized-evolution, pareto-local-search")
+    from hwnas.search.strategies.base import DEFAULT_STRATEGY
+
+    parser.add_argument("--algo", default=DEFAULT_STRATEGY,
+                        help=f"{DEFAULT_STRATEGY} (default), nsga2, random, evolution, regularized-evolution")
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds seed..seed+N-1 (default 1)")
     parser.add_argument("--pop", type=int, default=None, metavar="N",

@@ -29,8 +29,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--supernet", default=None, metavar="C.pt",
                         help="supernet checkpoint (needed when accuracy is an objective)")
     parser.add_argument("--budget-ms", type=float, required=True, metavar="B", help="latency budget (ms)")
-    parser.add_argument("--algo", default="nsga2",
-                        help="strategy: nsga2 (default), random, evolution, regularized-evolution, pareto-local-search")
+    from hwnas.search.strategies.base import DEFAULT_STRATEGY
+
+    parser.add_argument("--algo", default=DEFAULT_STRATEGY,
+                        help=f"strategy: {DEFAULT_STRATEGY} (default; NSGA-II unless --evals is at most 2000), "
+                             "nsga2, random, evolution, regularized-evolution")
     parser.add_argument("--objectives", default="accuracy,latency_ms",
                         help=f"comma-separated, from {', '.join(OBJECTIVES)} (default accuracy,latency_ms)")
     parser.add_argument("--estimator", default="supernet", choices=ESTIMATORS, help="accuracy estimator")

@@ -13,7 +13,7 @@ from hwnas.errors import InputError
 from hwnas.search.indicators import hypervolume, normalize, pareto_front
 from hwnas.search.problem import DEFAULT_MAXIMIZE, ArchEvaluator, ArchProblem, Metric, ObjectiveSpec
 from hwnas.search.result import SearchResult
-from hwnas.search.strategies.base import SearchBudget, Strategy, get_strategy
+from hwnas.search.strategies.base import DEFAULT_STRATEGY, SearchBudget, Strategy, get_strategy
 from hwnas.space.base import SearchSpace, get_space
 
 DEFAULT_GENERATIONS = 100
@@ -32,7 +32,7 @@ def search(
     metrics: Mapping[str, Metric],
     objectives: Sequence[str] = ("accuracy", "latency_ms"),
     constraints: Mapping[str, float] | None = None,
-    strategy: str | Strategy = "nsga2",
+    strategy: str | Strategy = DEFAULT_STRATEGY,
     *,
     evaluations: int | None = None,
     generations: int | None = None,

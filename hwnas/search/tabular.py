@@ -23,7 +23,7 @@ from hwnas.errors import InputError
 from hwnas.search.indicators import hypervolume, pareto_front
 from hwnas.search.optimize import search
 from hwnas.search.problem import ArchEvaluator, ArchKey, arch_key
-from hwnas.search.strategies.base import get_strategy
+from hwnas.search.strategies.base import DEFAULT_STRATEGY, get_strategy
 from hwnas.space.base import Arch, SearchSpace, get_space
 
 BENCHMARKS = ("nb201",)
@@ -196,7 +196,7 @@ def run_on_table(table: TabularBenchmark, strategy: str, evaluations: int, seed:
 
 
 def bench(benchmark: str, csv_path: str | Path, accuracy: str, latency: str, evaluations: int,
-          strategy: str = "nsga2", seed: int = 0, seeds: int = 1, pop_size: int | None = None,
+          strategy: str = DEFAULT_STRATEGY, seed: int = 0, seeds: int = 1, pop_size: int | None = None,
           progress: bool = True) -> dict:
     """Score `strategy` on a tabular benchmark over seeds seed, seed+1, ..., seed+seeds-1."""
     if not isinstance(evaluations, int) or evaluations < 1:

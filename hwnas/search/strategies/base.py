@@ -74,6 +74,8 @@ def best_first(keys: np.ndarray) -> np.ndarray:
 
 
 _REGISTRY: dict[str, type[Strategy]] = {}
+# the strategy `hwnas search`, `hwnas bench` and `search(...)` use unless told otherwise
+DEFAULT_STRATEGY = "pareto-local-search"
 
 
 def register_strategy(name: str):

@@ -16,6 +16,12 @@ three parts:
 Members that beat the archive's median in every objective are explored first (after the
 first front): that is where a front's hypervolume against a typical architecture lies.
 Under constraints, feasible architectures rank first.
+
+This pays when evaluations are scarce (a tabular benchmark, trained networks, measured
+latencies): every one is chosen with care. When they are plentiful and cheap (surrogate
+objectives, thousands of evaluations) NSGA-II does as well for less overhead, so without an
+evaluation budget, or with one above `max_local_search_evaluations` (2,000), the strategy
+runs NSGA-II (the `nsga2` strategy, with its own defaults) instead.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import numpy as np
 from hwnas.search.indicators import pareto_front
 from hwnas.search.problem import ArchKey, ArchProblem, arch_key
 from hwnas.search.strategies.base import SearchBudget, Strategy, register_strategy
+from hwnas.search.strategies.nsga2 import NSGA2Strategy
 from hwnas.space.base import Arch
 
 DEFAULT_POP_SIZE = 50
@@ -42,6 +49,8 @@ _POOL_RANDOM = 500
 _RIDGE = 10.0
 # pairwise gene interactions are modelled while there are at most this many of them
 _MAX_PAIR_FEATURES = 2000
+# evaluation budgets above this (or none) run NSGA-II instead
+DEFAULT_MAX_LOCAL_SEARCH_EVALUATIONS = 2000
 
 
 @register_strategy("pareto-local-search")
@@ -50,13 +59,26 @@ class ParetoLocalSearch(Strategy):
     under an evaluation budget K, min(50, max(10, K/20))), `surrogate_share` of each batch
     picked by the surrogate (0.6), `offspring_share` made by crossover and mutation (0.2),
     `focus` on the members that beat the archive's median (true), `mutation_prob` per gene
-    for offspring and for neighbours of spaces without `neighbours` (1/n_var)."""
+    for offspring and for neighbours of spaces without `neighbours` (1/n_var),
+    `max_local_search_evaluations` (2,000: a larger evaluation budget, or none, runs NSGA-II
+    instead; None: never)."""
 
     multi_objective = True
 
     def settings(self) -> dict:
         return {"pop_size": self.pop_size or DEFAULT_POP_SIZE, "surrogate_share": self.surrogate_share(),
-                "offspring_share": self.offspring_share(), "focus": self.focus(), **self.options}
+                "offspring_share": self.offspring_share(), "focus": self.focus(),
+                "max_local_search_evaluations": self.max_local_search_evaluations(),
+                "ran": "nsga2" if getattr(self, "_ran_nsga2", False) else "local-search", **self.options}
+
+    def max_local_search_evaluations(self) -> int | None:
+        limit = self.options.get("max_local_search_evaluations", DEFAULT_MAX_LOCAL_SEARCH_EVALUATIONS)
+        return None if limit is None else int(limit)
+
+    def runs_nsga2(self, budget: SearchBudget) -> bool:
+        """Whether this budget is plentiful enough for NSGA-II to run instead."""
+        limit = self.max_local_search_evaluations()
+        return limit is not None and (budget.evaluations is None or budget.evaluations > limit)
 
     def focus(self) -> bool:
         return bool(self.options.get("focus", True))
@@ -69,6 +91,13 @@ class ParetoLocalSearch(Strategy):
 
     def run(self, problem: ArchProblem, budget: SearchBudget, seed: int,
             on_generation: Callable[[], None]) -> None:
+        if self.runs_nsga2(budget):
+            nsga2 = NSGA2Strategy(pop_size=self.pop_size, **{k: v for k, v in self.options.items()
+                                                             if k in ("mutation_prob", "crossover_prob")})
+            nsga2.run(problem, budget, seed, on_generation)
+            self.pop_size, self._ran_nsga2 = nsga2.pop_size, True
+            return
+        self._ran_nsga2 = False
         space, evaluator = problem.space, problem.evaluator
         rng = np.random.default_rng(seed)
         pop_size = self.pop_size = self.population_size(budget, DEFAULT_POP_SIZE)
