@@ -9,6 +9,7 @@ import torch
 from hwnas.data import Dataset, load_dataset
 from hwnas.errors import InputError
 from hwnas.estimate import AccuracyPredictor, ZeroCostEstimator, arch_features, get_estimator, kendall_tau
+from hwnas.estimate.features import cost_features
 from hwnas.space.base import get_space
 from hwnas.supernet import build_supernet
 from hwnas.train.checkpoint import save_checkpoint
@@ -56,6 +57,13 @@ def test_predictor_fits_a_known_function_and_round_trips(space, tmp_path):
         np.testing.assert_allclose(again.predict(held_out), pred.predict(held_out), rtol=1e-6)
     via_registry = get_estimator("predictor", predictor_path=tmp_path / "p.pt", space=space)
     np.testing.assert_allclose(via_registry.predict(held_out[:5]), pred.predict(held_out[:5]), rtol=1e-6)
+
+
+def test_cost_features_are_log_macs_and_params(space):
+    rng = np.random.default_rng(2)
+    archs = [space.sample(rng) for _ in range(50)] + [space.smallest(), space.largest()]
+    expected = np.log([[space.flops(a), space.params(a)] for a in archs])
+    np.testing.assert_allclose(cost_features(space, archs), expected, rtol=1e-6)
 
 
 def test_predictor_cost_features_and_ensemble_round_trip(space, tmp_path):

@@ -32,8 +32,49 @@ def has_cost(space) -> bool:
 
 def cost_features(space, archs: list[dict]) -> np.ndarray:
     """(N, 2) float32: log MACs and log parameters of each subnet (what one-hot codes state only implicitly)."""
-    return np.array([[np.log(max(space.flops(a), 1)), np.log(max(space.params(a), 1))] for a in archs],
-                    dtype=np.float32).reshape(len(archs), 2)
+    if is_elastic(space) and hasattr(space, "_slot_key"):
+        genes = np.stack([space.encode(a) for a in archs]) if archs else np.zeros((0, len(space.bounds[0])), int)
+        cost = _elastic_cost(space, genes)
+    else:
+        cost = np.array([[space.flops(a), space.params(a)] for a in archs], dtype=np.float64).reshape(-1, 2)
+    return np.log(np.maximum(cost, 1)).astype(np.float32)
+
+
+_COST_TABLES: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _cost_tables(space) -> tuple[np.ndarray, np.ndarray]:
+    """(fixed[r, 2], slot[r, slot, k, e, 2]): MACs and parameters of the fixed ops and of every
+    slot choice, so a population's costs are sums of table entries instead of op-key walks."""
+    from hwnas.space.layers import op_macs, op_params
+
+    key = (space.name, repr(sorted(space.config().items())) if hasattr(space, "config") else id(space))
+    if key not in _COST_TABLES:
+        rs, ks, es = space.resolutions, space.kernels, space.expands
+        per_stage = space.n_slots // space.n_stages
+        fixed = np.zeros((len(rs), 2))
+        slot = np.zeros((len(rs), space.n_slots, len(ks), len(es), 2))
+        for ri, r in enumerate(rs):
+            for op in space._stem_keys(r) + space._head_keys(r):
+                fixed[ri] += (op_macs(op), op_params(op))
+            for m in range(space.n_slots):
+                for ki, k in enumerate(ks):
+                    for ei, e in enumerate(es):
+                        op = space._slot_key(r, m // per_stage, m % per_stage, k, e)
+                        slot[ri, m, ki, ei] = (op_macs(op), op_params(op))
+        _COST_TABLES[key] = (fixed, slot)
+    return _COST_TABLES[key]
+
+
+def _elastic_cost(space, genes: np.ndarray) -> np.ndarray:
+    fixed, slot = _cost_tables(space)
+    s, m = space.n_stages, space.n_slots
+    per_stage = m // s
+    r, d, k, e = genes[:, 0], genes[:, 1 : 1 + s], genes[:, 1 + s : 1 + s + m], genes[:, 1 + s + m :]
+    depth = np.asarray(space.depths)[d]
+    active = (np.arange(m)[None, :] % per_stage) < np.repeat(depth, per_stage, axis=1)  # (n, m)
+    chosen = slot[r[:, None], np.arange(m)[None, :], k, e]  # (n, m, 2)
+    return fixed[r] + (chosen * active[..., None]).sum(axis=1)
 
 
 def arch_features(space, archs: list[dict]) -> np.ndarray:
