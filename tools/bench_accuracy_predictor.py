@@ -1,12 +1,15 @@
 """Accuracy predictor vs measured supernet accuracy on held-out subnets (and the zero-cost proxies).
 
     flock /tmp/hwnas-bench.lock /work/venv/bin/python tools/bench_accuracy_predictor.py \
-        --checkpoint bench/supernet.pt --n-train 300 --n-test 200 --pairs bench/pairs.json
+        --checkpoint bench/supernet.pt --n-train 400 --n-test 200 --repeat 100 --pairs bench/pairs.json
 
 Samples n_train + n_test random subnets, measures each with the supernet on the validation
-split carved from the training set (BN recalibrated on training batches), fits the MLP
-predictor on the first n_train and reports RMSE and Kendall tau on the other n_test. The
-measured pairs are saved as they come (an interrupted run resumes).
+split carved from the training set (BN recalibrated on one fixed set of training images),
+fits the MLP predictor on the first n_train and reports RMSE and Kendall tau on the other
+n_test. `--repeat N` measures N of the held-out subnets again with another draw of
+recalibration images and reports the measurement's test-retest agreement: the ceiling any
+predictor's tau is bounded by. The measured pairs (with per-image outcomes) are saved as they
+come (an interrupted run resumes).
 """
 
 from __future__ import annotations

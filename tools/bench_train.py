@@ -3,7 +3,9 @@
     flock /tmp/hwnas-bench.lock /work/venv/bin/python tools/bench_train.py supernet --out bench/supernet.pt
     flock /tmp/hwnas-bench.lock /work/venv/bin/python tools/bench_train.py standalone --checkpoint bench/supernet.pt
 
-`supernet` trains with the settings below and prints the accuracy-vs-epochs curve; `standalone`
+`supernet` trains with the settings below (2 random subnets per step besides the largest and
+smallest, 2,000 of the 10,000 training images held out for validation) and prints the
+accuracy-vs-epochs curve; `standalone`
 trains the smallest, a middle and the largest subnet alone with the checkpoint's own settings
 and compares with the supernet's accuracy of the same subnets (BN recalibrated, test split).
 """
