@@ -34,6 +34,8 @@ def main() -> None:
     p.add_argument("--checkpoint", default="bench/supernet.pt")
     p.add_argument("--n-train", type=int, default=300)
     p.add_argument("--n-test", type=int, default=200)
+    p.add_argument("--extra-train", type=int, default=0,
+                   help="more training subnets, sampled after the held-out ones (which stay the same)")
     p.add_argument("--pairs", default="bench/pairs.json", help="measured (arch, accuracy) pairs, resumable")
     p.add_argument("--predictor-out", default=None, help="save the fitted predictor here")
     p.add_argument("--threads", type=int, default=1)
@@ -56,7 +58,7 @@ def main() -> None:
     space = supernet.space
     rng = np.random.default_rng(args.seed)
     archs, seen = [], set()
-    while len(archs) < args.n_train + args.n_test:  # distinct subnets only
+    while len(archs) < args.n_train + args.n_test + args.extra_train:  # distinct subnets only
         a = space.sample(rng)
         key = tuple(space.encode(a).tolist())
         if key not in seen:
@@ -86,8 +88,11 @@ def main() -> None:
     measure_seconds = time.perf_counter() - t0
     acc = np.array([pairs[tuple(space.encode(a).tolist())]["acc"] for a in archs])
     loss = np.array([pairs[tuple(space.encode(a).tolist())]["loss"] for a in archs])
-    train_a, test_a = archs[: args.n_train], archs[args.n_train :]
-    train_y, test_y = acc[: args.n_train], acc[args.n_train :]
+    # extra training subnets come after the held-out ones: the held-out set stays the same
+    held = slice(args.n_train, args.n_train + args.n_test)
+    train_a = archs[: args.n_train] + archs[held.stop :]
+    train_y = np.concatenate([acc[: args.n_train], acc[held.stop :]])
+    test_a, test_y = archs[held], acc[held]
 
     repeat = None
     if args.repeat:
@@ -112,7 +117,7 @@ def main() -> None:
     flops_tau = kendall_tau([space.flops(a) for a in test_a], test_y)
 
     result = {
-        "checkpoint": args.checkpoint, "n_train": args.n_train, "n_test": args.n_test,
+        "checkpoint": args.checkpoint, "n_train": len(train_a), "n_test": args.n_test,
         "recal_images": args.recal_batches * 128, "val_images": n_val,
         "measured_accuracy": {"min": float(acc.min()), "max": float(acc.max()), "mean": float(acc.mean()),
                               "std": float(acc.std())},
