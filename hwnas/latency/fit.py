@@ -279,19 +279,26 @@ class _RidgeFit:
                    np.asarray(d["coef"], float), float(d["intercept"]), float(d["alpha"]), penalties)
 
 
+def _weighted_standardise(X: np.ndarray, y: np.ndarray, w: np.ndarray):
+    """Centre (weighted) and scale the features, centre the target; both multiplied by sqrt(w).
+
+    Returns (feature means, feature scales, target mean, sqrt(w), weighted Z, weighted y).
+    """
+    mean = np.average(X, axis=0, weights=w)
+    scale = X.std(axis=0)
+    scale[scale == 0] = 1.0
+    y_mean = float(np.average(y, weights=w))
+    sw = np.sqrt(w)
+    return mean, scale, y_mean, sw, (X - mean) / scale * sw[:, None], (y - y_mean) * sw
+
+
 def weighted_ridge_loo(X: np.ndarray, y: np.ndarray, w: np.ndarray, alphas: np.ndarray = _ALPHAS,
                        feature_set: str = "") -> tuple[_RidgeFit, np.ndarray]:
     """Weighted ridge (intercept unpenalised) with the penalty of least leave-one-out error.
 
     Returns the fit and its leave-one-out residuals y - yhat_(-i) (closed form via the SVD).
     """
-    mean = np.average(X, axis=0, weights=w)
-    scale = X.std(axis=0)
-    scale[scale == 0] = 1.0
-    Z = (X - mean) / scale
-    y_mean = float(np.average(y, weights=w))
-    sw = np.sqrt(w)
-    Zw, yw = Z * sw[:, None], (y - y_mean) * sw
+    mean, scale, y_mean, sw, Zw, yw = _weighted_standardise(X, y, w)
     U, s, Vt = np.linalg.svd(Zw, full_matrices=False)
     Uty = U.T @ yw
     best: tuple[float, float, np.ndarray] | None = None
@@ -327,14 +334,7 @@ def grouped_ridge_loo(X: np.ndarray, y: np.ndarray, w: np.ndarray, groups: np.nd
     groups = np.asarray(groups, dtype=int)
     if groups.shape != (X.shape[1],):
         raise ValueError(f"need one group per feature column, got {groups.shape} for {X.shape[1]} columns")
-    mean = np.average(X, axis=0, weights=w)
-    scale = X.std(axis=0)
-    scale[scale == 0] = 1.0
-    Z = (X - mean) / scale
-    y_mean = float(np.average(y, weights=w))
-    sw = np.sqrt(w)
-    yw = (y - y_mean) * sw
-    Zw = Z * sw[:, None]
+    mean, scale, y_mean, sw, Zw, yw = _weighted_standardise(X, y, w)
     # everything per combination goes through the p x p Gram matrix, so many rows stay cheap
     gram, zty = Zw.T @ Zw, Zw.T @ yw
     n_groups = int(groups.max()) + 1
