@@ -95,6 +95,15 @@ def shared_hypervolumes(results, spec: ObjectiveSpec) -> list[float]:
     return [hypervolume(normalize(F, ideal, nadir), ref) for F in mats]
 
 
+def print_budget_table(rows: list[dict], headers: tuple[str, str, str]) -> None:
+    """Markdown rows: each budget's mean ± std of nsga2, evolution and random, under `headers`."""
+    print("| budget ms | " + " | ".join(headers) + " |")
+    print("|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['budget_ms']:.3f} | " + " | ".join(f"{row[a]['mean']:.3f} ± {row[a]['std']:.3f}"
+                                                       for a in ("nsga2", "evolution", "random")) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--space", default="mbv3")
@@ -207,20 +216,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{t['objective_s']:.2f} | {t['overhead_s']:.2f} | {ratio} |")
     print(f"\nbest {acc_key} under each budget, {args.budget_evals} evaluations, mean ± std over "
           f"{args.seeds} seeds\n")
-    print("| budget ms | nsga2 | evolution | random |")
-    print("|---|---|---|---|")
-    for row in comparison:
-        print(f"| {row['budget_ms']:.3f} | " + " | ".join(f"{row[a]['mean']:.3f} ± {row[a]['std']:.3f}"
-                                                       for a in ("nsga2", "evolution", "random")) + " |")
+    print_budget_table(comparison, ("nsga2", "evolution", "random"))
     used = report["equal_total"]["evaluations"]
     print(f"\nbest {acc_key} under each budget at equal total evaluations, mean ± std over {args.seeds} seeds: "
           f"nsga2 one run of {total} (used {', '.join(map(str, used['nsga2']))}), evolution {args.budget_evals} "
           f"per budget x {len(budgets)}, random one run of {total} (used {', '.join(map(str, used['random']))})\n")
-    print("| budget ms | nsga2 (one run) | evolution (one run per budget) | random (one run) |")
-    print("|---|---|---|---|")
-    for row in equal_total:
-        print(f"| {row['budget_ms']:.3f} | " + " | ".join(f"{row[a]['mean']:.3f} ± {row[a]['std']:.3f}"
-                                                       for a in ("nsga2", "evolution", "random")) + " |")
+    print_budget_table(equal_total, ("nsga2 (one run)", "evolution (one run per budget)", "random (one run)"))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=1) + "\n")
     return 0
