@@ -324,23 +324,26 @@ def measure_module(profile: DeviceProfile, module: Any, input_shape: Sequence[in
         return measure(runner, protocol or profile.protocol)
 
 
-def measure_rounds(runners: Mapping[str, Runner], protocol: MeasurementProtocol,
-                   rounds: int | None = None) -> dict[str, tuple[Measurement, list[float]]]:
+def measure_rounds(runners: Mapping[Any, Runner], protocol: MeasurementProtocol, rounds: int | None = None, *,
+                   on_measured: Callable[[], None] | None = None) -> dict[Any, tuple[Measurement, list[float]]]:
     """Time each runner in `rounds` (default `protocol.rounds`) interleaved rounds; keep each one's lowest median.
 
     Interference from other work on the machine only ever adds time and seldom hits the same
     runner in every round, so the lowest round median is the artifact's own latency: a single
     end-to-end measurement on a shared machine was seen 55 % slow. Returns, per runner, the
-    kept measurement and every round's median (ms).
+    kept measurement and every round's median (ms); `on_measured` is called after each
+    measurement (a progress bar).
     """
     rounds = max(1, int(rounds if rounds is not None else protocol.rounds))
-    best: dict[str, Measurement] = {}
-    medians: dict[str, list[float]] = {name: [] for name in runners}
+    best: dict[Any, Measurement] = {}
+    medians: dict[Any, list[float]] = {name: [] for name in runners}
     for rnd in range(rounds):
         names = list(runners) if rnd % 2 == 0 else list(reversed(list(runners)))
         for name in names:
             m = measure(runners[name], protocol)
             medians[name].append(m.median_ms)
+            if on_measured is not None:
+                on_measured()
             if name not in best or m.median_ms < best[name].median_ms:
                 best[name] = m
     return {name: (best[name], medians[name]) for name in runners}

@@ -23,7 +23,7 @@ from hwnas.errors import InputError
 from hwnas.latency.backends import get_backend
 from hwnas.latency.fingerprint import device_fingerprint, same_device
 from hwnas.latency.fit import latency_metrics
-from hwnas.latency.measure import measure
+from hwnas.latency.measure import measure_rounds
 from hwnas.latency.predictor import LatencyPredictor, calibration_path
 from hwnas.latency.table import LatencyTable
 
@@ -159,24 +159,18 @@ def measure_subnets(profile: Any, protocol: MeasurementProtocol, space: Any, arc
     the machine only ever adds time, and it rarely hits the same subnet twice.
     """
     backend = get_backend(profile)
-    medians = np.full((rounds, len(archs)), np.inf)
-    runners: list[Any] = []
+    runners: dict[int, Any] = {}
     bar = _progress(rounds * len(archs), enabled=progress, desc=desc)
     try:
-        for arch in archs:
-            runners.append(backend.prepare(space.build(arch), (profile.batch, *space.input_shape(arch))))
-        for rnd in range(rounds):
-            order = range(len(archs)) if rnd % 2 == 0 else reversed(range(len(archs)))
-            for i in order:
-                medians[rnd, i] = measure(runners[i], protocol).median_ms
-                if bar is not None:
-                    bar.update(1)
+        for i, arch in enumerate(archs):
+            runners[i] = backend.prepare(space.build(arch), (profile.batch, *space.input_shape(arch)))
+        results = measure_rounds(runners, protocol, rounds, on_measured=bar.update if bar is not None else None)
     finally:
-        for runner in runners:
+        for runner in runners.values():
             runner.close()
         if bar is not None:
             bar.close()
-    return medians.min(axis=0)
+    return np.array([results[i][0].median_ms for i in range(len(archs))])
 
 
 def scatter_plot(path: str | os.PathLike, measured: np.ndarray, raw: np.ndarray, calibrated: np.ndarray,
