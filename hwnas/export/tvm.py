@@ -265,11 +265,15 @@ def _tune_in_child(script_path: str, target: dict, work_dir: str, trials: int, t
     # the default evolutionary search's mutators crash when initialised in this TVM build;
     # replay-trace samples the same schedule space without them
     space = ms.space_generator.PostOrderApply(sch_rules="llvm", postprocs="llvm", mutator_probs={})
-    ms.relax_integration.tune_relax(
-        mod, params=None, target=target_obj, work_dir=work_dir, max_trials_global=trials,
-        num_trials_per_iter=min(16, trials), seed=seed, space=space, strategy="replay-trace",
-        cost_model="random", runner=ms.runner.LocalRunner(), builder=_in_process_builder(),
-    )
+    runner = ms.runner.LocalRunner()
+    try:
+        ms.relax_integration.tune_relax(
+            mod, params=None, target=target_obj, work_dir=work_dir, max_trials_global=trials,
+            num_trials_per_iter=min(16, trials), seed=seed, space=space, strategy="replay-trace",
+            cost_model="random", runner=runner, builder=_in_process_builder(),
+        )
+    finally:
+        runner.pool.shutdown()  # its worker process otherwise outlives this one
 
 
 def tune(fused_mod: Any, target: dict[str, Any], work_dir: str | os.PathLike, *, trials: int, threads: int = 1,
