@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -121,7 +122,8 @@ def rpc_server():
     pytest.importorskip("cloudpickle", reason="TVM's RPC server needs cloudpickle")
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port),
-                             "--port-end", str(port + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--port-end", str(port + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # its own process group: the server's worker goes with it
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -134,7 +136,7 @@ def rpc_server():
                 time.sleep(0.2)
         yield port
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
 
 
