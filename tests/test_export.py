@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from hwnas.cli import main
 from hwnas.errors import InputError
+from hwnas.latency.measure import rounds_settled
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is needed for ONNX parity")
 torch.set_num_threads(1)
@@ -132,7 +133,11 @@ def test_cli_exports_the_best_subnet_under_budget_with_measured_latency(tmp_path
     assert out["predicted_ms"] == 1.0 and out["max_abs_diff"] <= 1e-4 and out["measured_ms"] > 0
     manifest = json.loads((tmp_path / "D" / "manifest.json").read_text())
     assert manifest["accuracy"] == 70.0 and manifest["latency"]["profile"] == "test-ort-fast"
-    assert manifest["latency"]["measured"]["onnxruntime"]["n"] >= 5
+    ort = manifest["latency"]["measured"]["onnxruntime"]
+    assert ort["n"] >= 5 and ort["median_ms"] == min(ort["round_medians_ms"])
+    # settled: the two lowest rounds agree; otherwise the bundle says so in its notes
+    assert ort["settled"] == rounds_settled(ort["round_medians_ms"])
+    assert ort["settled"] or any("unsettled" in n for n in manifest["notes"])
     assert manifest["source"]["pick"] == "best-under-budget" and manifest["source"]["weights"]["trained"] is False
 
 

@@ -15,6 +15,7 @@ from hwnas.latency.measure import (
     measure,
     measure_once,
     measure_rounds,
+    rounds_settled,
     median_ci,
     summarize,
 )
@@ -141,3 +142,48 @@ def test_rounds_keep_each_runners_lowest_median_and_interleave():
     assert kept_b.median_ms == min(medians_b) >= 2.9
     # rounds alternate their order: a b | b a | a b, so consecutive runs merge into a b a b
     assert [k for k, _ in itertools.groupby(order)] == ["a", "b", "a", "b"]
+
+
+def _scripted_runner(ms_per_round: list[float], calls_per_round: int, log: list[float] | None = None):
+    """A runner that sleeps ms_per_round[k] in its k-th round (as by bursts of other work on the machine)."""
+    state = {"calls": 0}
+
+    def fn():
+        k = min(state["calls"] // calls_per_round, len(ms_per_round) - 1)
+        if log is not None and state["calls"] % calls_per_round == 0:
+            log.append(time.perf_counter())
+        state["calls"] += 1
+        time.sleep(ms_per_round[k] / 1e3)
+
+    return CallableRunner(fn)
+
+
+_EXACT = MeasurementProtocol(warmup=0, min_repeats=5, max_repeats=5, max_seconds=5.0, rel_ci=1.0, max_cv=10.0,
+                             remeasure=0, rounds=3)
+
+
+def test_rounds_continue_until_the_two_lowest_agree():
+    # every one of the first three rounds is slowed differently; the 4th repeats the 2nd's speed
+    unsettled = _scripted_runner([9.0, 3.0, 6.0, 3.05, 9.0, 9.0], 5)
+    quiet = _scripted_runner([3.0] * 6, 5)
+    results = measure_rounds({"unsettled": unsettled, "quiet": quiet}, _EXACT)
+    kept, medians = results["unsettled"]
+    assert len(medians) == 4 and rounds_settled(medians)
+    assert kept.median_ms == min(medians) < 4.0
+    assert len(results["quiet"][1]) == 3  # a runner whose rounds agree is not timed again
+
+
+def test_rounds_stop_at_twice_the_protocol_and_say_unsettled():
+    busy = _scripted_runner([4.0, 8.0, 6.0, 12.0, 10.0, 7.0, 3.0], 5)
+    _, medians = measure_rounds({"busy": busy}, _EXACT)["busy"]
+    assert len(medians) == 6
+    assert not rounds_settled(medians)
+    assert rounds_settled([2.0]) and rounds_settled([2.0, 2.05, 9.0])
+
+
+def test_rounds_are_spaced_by_the_minimum_interval():
+    starts: list[float] = []
+    runner = _scripted_runner([1.0], 5, starts)
+    measure_rounds({"x": runner}, _EXACT, min_round_interval_s=0.2)
+    assert len(starts) == 3
+    assert all(b - a >= 0.2 for a, b in zip(starts, starts[1:]))

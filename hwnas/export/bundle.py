@@ -37,6 +37,10 @@ MANIFEST_SCHEMA_VERSION = 1
 MANIFEST_KIND = "hwnas-bundle"
 FORMATS = ("onnx", "tvm", "tensorrt")
 DEFAULT_PROFILE = "cpu-ort-1t"
+# slow spells on a shared VM last up to a second or so (1-thread ONNX Runtime on a 2-vCPU VM, sampled
+# every 0.2 s: spells of 0.2-1 s at +35-85 %), and one timing round of a bundle's few artifacts takes
+# a fraction of that; spacing the rounds' starts keeps them from all falling into one spell
+ROUND_INTERVAL_S = 1.0
 
 
 class ExportError(InputError):
@@ -227,7 +231,7 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
         measured: dict[str, Any] = {}
         measured_ms = None
         if measure_latency:
-            measured, measured_ms = _measure(profile, module, shape, onnx_data, compiled, library, tmp, log)
+            measured, measured_ms = _measure(profile, module, shape, onnx_data, compiled, library, tmp, log, notes)
 
         max_abs_diff = max(p["max_abs_diff"] for p in parity.values())
         manifest = {
@@ -326,15 +330,18 @@ def _export_tvm(onnx_data: bytes, shape: list[int], tmp: Path, target: str | dic
 
 
 def _measure(profile: DeviceProfile, module: Any, shape: list[int], onnx_data: bytes, compiled: Any, library: Any,
-             tmp: Path, log: Any) -> tuple[dict[str, Any], float | None]:
+             tmp: Path, log: Any, notes: list[str]) -> tuple[dict[str, Any], float | None]:
     """Time the exported artifacts with the profile's protocol: on ONNX Runtime (this CPU), on TVM (this
     CPU or the RPC device) when a TVM library exists, and on the profile's own backend.
 
     All runners are prepared first, then timed in the protocol's rounds, interleaved; each keeps its
-    lowest round median, the statistic the latency table and `hwnas validate` use.
+    lowest round median, the statistic the latency table and `hwnas validate` use. Rounds start at
+    least ROUND_INTERVAL_S apart, and continue while a runner's two lowest round medians disagree; a
+    runner that never settles is flagged in the record and in `notes`.
     """
     from hwnas.latency.backends import get_backend
-    from hwnas.latency.measure import measure_rounds
+    from hwnas.latency.measure import measure_rounds, rounds_settled
+    from hwnas.latency.table import ROUND_AGREEMENT
 
     where: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
@@ -363,9 +370,17 @@ def _measure(profile: DeviceProfile, module: Any, shape: list[int], onnx_data: b
             raise NotAvailableError(f"the profile's backend {profile.backend} could not time the bundle here")
         log(f"timing {', '.join(f'{name} ({where[name]})' for name in runners)}: "
             f"{profile.protocol.rounds} interleaved rounds, {profile.threads()} thread(s)")
-        results = measure_rounds(runners, profile.protocol)
-    measured = {name: {**_measurement_record(m, where[name]), "round_medians_ms": medians}
+        results = measure_rounds(runners, profile.protocol, min_round_interval_s=ROUND_INTERVAL_S)
+    measured = {name: {**_measurement_record(m, where[name]), "round_medians_ms": medians,
+                       "settled": rounds_settled(medians)}
                 for name, (m, medians) in results.items()}
+    for name, record in measured.items():
+        if not record["settled"]:
+            notes.append(f"{name} latency unsettled: its two lowest round medians "
+                         f"({', '.join(f'{v:.4g}' for v in sorted(record['round_medians_ms'])[:2])} ms) differ by more "
+                         f"than {ROUND_AGREEMENT:.0%}, so the machine was busy throughout; time it again on a quiet "
+                         f"machine (hwnas export ... again, or hwnas validate)")
+            log(notes[-1])
     return measured, measured[own]["median_ms"]
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.device_profile import DeviceProfile, MeasurementProtocol
+from hwnas.latency.table import ROUND_AGREEMENT, rounds_needed
 
 # the fewest timed runs a number is ever based on, even when `max_seconds` is reached first
 MIN_SAMPLES = 5
@@ -325,26 +326,45 @@ def measure_module(profile: DeviceProfile, module: Any, input_shape: Sequence[in
 
 
 def measure_rounds(runners: Mapping[Any, Runner], protocol: MeasurementProtocol, rounds: int | None = None, *,
-                   on_measured: Callable[[], None] | None = None) -> dict[Any, tuple[Measurement, list[float]]]:
-    """Time each runner in `rounds` (default `protocol.rounds`) interleaved rounds; keep each one's lowest median.
+                   on_measured: Callable[[], None] | None = None,
+                   min_round_interval_s: float = 0.0) -> dict[Any, tuple[Measurement, list[float]]]:
+    """Time each runner in interleaved rounds; keep each one's lowest round median.
 
-    Interference from other work on the machine only ever adds time and seldom hits the same
-    runner in every round, so the lowest round median is the artifact's own latency: a single
-    end-to-end measurement on a shared machine was seen 55 % slow. Returns, per runner, the
-    kept measurement and every round's median (ms); `on_measured` is called after each
-    measurement (a progress bar).
+    At least `rounds` rounds (default `protocol.rounds`); a runner whose two lowest round medians
+    still disagree (by more than ROUND_AGREEMENT) gets more rounds, up to twice that many, the
+    same rule that settles a latency table's entries. Interference from other work on the
+    machine only ever adds time and seldom hits the same runner in every round, so the lowest
+    round median is the artifact's own latency: a single end-to-end measurement on a shared
+    machine was seen 55 % slow. On a shared VM slow spells last up to a second or so, and a
+    round over a few small models takes less; `min_round_interval_s` spaces the rounds' starts
+    so they do not all fall into one spell. Returns, per runner, the kept measurement and every
+    round's median (ms); `on_measured` is called after each measurement (a progress bar).
     """
     rounds = max(1, int(rounds if rounds is not None else protocol.rounds))
     best: dict[Any, Measurement] = {}
     medians: dict[Any, list[float]] = {name: [] for name in runners}
-    for rnd in range(rounds):
-        names = list(runners) if rnd % 2 == 0 else list(reversed(list(runners)))
-        for name in names:
+    order = list(runners)
+    due = list(order)
+    rnd = 0
+    while due:
+        started = time.perf_counter()
+        for name in (due if rnd % 2 == 0 else list(reversed(due))):
             m = measure(runners[name], protocol)
             medians[name].append(m.median_ms)
             if on_measured is not None:
                 on_measured()
             if name not in best or m.median_ms < best[name].median_ms:
                 best[name] = m
+        rnd += 1
+        due = [name for name in order if rounds_needed(
+            {"rounds": len(medians[name]), "round_medians_ms": medians[name], "median_ms": best[name].median_ms}, rounds) > 0]
+        wait = min_round_interval_s - (time.perf_counter() - started)
+        if due and wait > 0:
+            time.sleep(wait)
     return {name: (best[name], medians[name]) for name in runners}
 
+
+def rounds_settled(medians: Sequence[float]) -> bool:
+    """Whether the two lowest of these round medians agree (within ROUND_AGREEMENT); one round is."""
+    lowest = sorted(medians)[:2]
+    return len(lowest) < 2 or lowest[1] - lowest[0] <= ROUND_AGREEMENT * lowest[0]
