@@ -15,8 +15,8 @@ from hwnas.latency.measure import (
     measure,
     measure_once,
     measure_rounds,
-    rounds_settled,
     median_ci,
+    rounds_settled,
     summarize,
 )
 
@@ -186,4 +186,4 @@ def test_rounds_are_spaced_by_the_minimum_interval():
     runner = _scripted_runner([1.0], 5, starts)
     measure_rounds({"x": runner}, _EXACT, min_round_interval_s=0.2)
     assert len(starts) == 3
-    assert all(b - a >= 0.2 for a, b in zip(starts, starts[1:]))
+    assert all(b - a >= 0.2 for a, b in zip(starts, starts[1:], strict=False))

@@ -356,8 +356,8 @@ def measure_rounds(runners: Mapping[Any, Runner], protocol: MeasurementProtocol,
             if name not in best or m.median_ms < best[name].median_ms:
                 best[name] = m
         rnd += 1
-        due = [name for name in order if rounds_needed(
-            {"rounds": len(medians[name]), "round_medians_ms": medians[name], "median_ms": best[name].median_ms}, rounds) > 0]
+        due = [name for name in order if rounds_needed({"rounds": len(medians[name]), "median_ms": best[name].median_ms,
+                                                        "round_medians_ms": medians[name]}, rounds) > 0]
         wait = min_round_interval_s - (time.perf_counter() - started)
         if due and wait > 0:
             time.sleep(wait)
