@@ -311,3 +311,49 @@ def stratified_subset(y: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     picked = [rng.choice(np.flatnonzero(y == c), size=per_class, replace=False) for c in np.unique(y)]
     return np.sort(np.concatenate(picked))
+
+
+def load_fmnist_unseen(seen: Dataset, directory: str | os.PathLike = DEBIAN_FMNIST_DIR, *,
+                       seed: int = 0) -> Dataset:
+    """Full Fashion-MNIST images (train and test files) that are not in `seen`, as the "test" split.
+
+    `seen` is the data a model was trained and validated on (the shipped subset); its images are
+    matched by content (pixels and label), so duplicates of a seen image elsewhere in Fashion-MNIST
+    are left out too, and every seen image must be found (otherwise the files are another version).
+    The unseen images come in a class-interleaved random order (any prefix is about balanced) and
+    are normalised with `seen`'s statistics, so a model sees inputs prepared exactly as in training.
+    """
+    from hwnas.errors import NotAvailableError
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise NotAvailableError(
+            "the full Fashion-MNIST is absent (install Debian's dataset-fashion-mnist, which puts it in "
+            f"{DEBIAN_FMNIST_DIR})", path=str(directory))
+    full = load_fashion_mnist(directory)
+    if seen.train_x.shape[1:] != full.train_x.shape[1:]:
+        raise InputError(f"images of {tuple(seen.train_x.shape[1:])} are not Fashion-MNIST images "
+                         f"{tuple(full.train_x.shape[1:])}", field="data")
+    x = torch.cat([full.test_x, full.train_x])
+    y = torch.cat([full.test_y, full.train_y])
+    keys = _image_keys(x, y)
+    seen_keys = set(_image_keys(torch.cat([seen.train_x, seen.test_x]), torch.cat([seen.train_y, seen.test_y])))
+    missing = len(seen_keys - set(keys))
+    if missing:
+        raise InputError(f"{missing} of the {len(seen_keys)} distinct seen images are not in these Fashion-MNIST "
+                         "files; expected a subset drawn from them", path=str(directory))
+    unseen = np.flatnonzero([k not in seen_keys for k in keys])
+    labels = y.numpy()[unseen]
+    rng = np.random.default_rng(seed)
+    by_class = [rng.permutation(unseen[labels == c]) for c in np.unique(labels)]
+    ranks = np.concatenate([np.arange(len(idx)) / len(idx) for idx in by_class])
+    order = torch.from_numpy(np.concatenate(by_class)[np.argsort(ranks, kind="stable")])
+    return Dataset(name="fashion-mnist-unseen", train_x=seen.train_x, train_y=seen.train_y, test_x=x[order],
+                   test_y=y[order], classes=list(seen.classes), source=str(directory), mean=list(seen.mean),
+                   std=list(seen.std))
+
+
+def _image_keys(x: torch.Tensor, y: torch.Tensor) -> list[bytes]:
+    """One bytes key per image: its pixels followed by its label."""
+    flat = np.concatenate([x.reshape(len(x), -1).numpy(), y.numpy().astype(np.uint8)[:, None]], axis=1)
+    return [row.tobytes() for row in np.ascontiguousarray(flat)]
