@@ -100,6 +100,7 @@ def main() -> int:
                     "tvm_max_abs_diff": m["parity"]["tvm_vs_onnxruntime"]["max_abs_diff"],
                     "ort_ms": measured["onnxruntime"]["median_ms"], "ort_cv": measured["onnxruntime"]["cv"],
                     "ort_round_medians_ms": measured["onnxruntime"].get("round_medians_ms"),
+                    "ort_settled": measured["onnxruntime"].get("settled"),
                     "predicted_ms": m["latency"].get("predicted_ms"),
                 })
                 if row["predicted_ms"]:
