@@ -159,14 +159,17 @@ def test_validate_measures_real_subnets_end_to_end(tmp_path, capsys):
             space_options={"resolutions": [8], "width_mult": 0.25})
     plot = tmp_path / "v.png"
     assert main(["validate", str(table_path), "--n", "3", "--calib-n", "5", "--plot", str(plot), "--json",
-                 "--no-progress"]) == 0
+                 "--no-progress", "--retest"]) == 0
     out = json.loads(capsys.readouterr().out)
     for key in ("n", "mape", "within_10pct", "kendall_tau", "calibrated", "raw"):
         assert key in out
     assert out["n"] == 3 and out["calibrated"]["n"] == 3
+    # the held-out subnets measured a second time, scored against the first measurement
+    assert out["retest"]["n"] == 3 and 0 <= out["retest"]["within_10pct"] <= 1
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cal = json.loads((tmp_path / "tiny.calibration.json").read_text())
     assert cal["provenance"]["n_measured"] == 5 and cal["provenance"]["device"]["cpu_model"]
+    assert len(cal["provenance"]["retest"]["ms"]) == 3 and min(cal["provenance"]["retest"]["ms"]) > 0
     assert LatencyPredictor.load(table_path).calibration.method == out["method"]
 
 

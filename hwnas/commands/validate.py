@@ -9,8 +9,10 @@ DESCRIPTION = """\
 Build random subnets of the table's space, measure them whole on the table's backend with
 the table's protocol (this must run on the device the table describes), fit the
 calibration on CALIB-N of them and score the raw table sum and the calibrated predictor on
-the other N: MAPE, share within +-10 %, Kendall tau. Writes the calibration beside the
-table (T.calibration.json) and, with --plot, a predicted-vs-measured scatter plot.
+the other N: MAPE, share within +-10 %, Kendall tau. With --retest the N subnets are
+measured again and the two measurements scored against each other (the device's ceiling).
+Writes the calibration beside the table (T.calibration.json) and, with --plot, a
+predicted-vs-measured scatter plot.
 
 example:
   hwnas validate latency_tables/cpu-ort-1t_mbv3-small-input.json --n 50 --calib-n 30 \\
@@ -29,6 +31,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="where to write the calibration (default: beside the table)")
     parser.add_argument("--rounds", type=int, default=2, help="timing passes over all subnets; the lowest "
                         "median of each is kept (default 2)")
+    parser.add_argument("--retest", action="store_true", help="measure the held-out subnets a second time and "
+                        "score the two measurements against each other: the repeatability that bounds any predictor")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
@@ -36,4 +40,5 @@ def run(args: argparse.Namespace) -> dict:
     from hwnas.latency.validate import validate
 
     return validate(args.table, args.n, calib_n=args.calib_n, plot=args.plot, seed=args.seed,
-                    calibration_out=args.calibration_out, rounds=args.rounds, progress=not args.no_progress)
+                    calibration_out=args.calibration_out, rounds=args.rounds, retest=args.retest,
+                    progress=not args.no_progress)

@@ -41,6 +41,9 @@ DEFAULT_PROFILE = "cpu-ort-1t"
 # every 0.2 s: spells of 0.2-1 s at +35-85 %), and one timing round of a bundle's few artifacts takes
 # a fraction of that; spacing the rounds' starts keeps them from all falling into one spell
 ROUND_INTERVAL_S = 1.0
+# a bundle's timing goes on while a runner's two lowest rounds disagree, for at most this long: spells
+# of +50-90 % lasting several seconds were seen on a 2-vCPU VM with nothing else running in it
+SETTLE_SECONDS = 30.0
 
 
 class ExportError(InputError):
@@ -336,8 +339,8 @@ def _measure(profile: DeviceProfile, module: Any, shape: list[int], onnx_data: b
 
     All runners are prepared first, then timed in the protocol's rounds, interleaved; each keeps its
     lowest round median, the statistic the latency table and `hwnas validate` use. Rounds start at
-    least ROUND_INTERVAL_S apart, and continue while a runner's two lowest round medians disagree; a
-    runner that never settles is flagged in the record and in `notes`.
+    least ROUND_INTERVAL_S apart, and continue (up to SETTLE_SECONDS) while a runner's two lowest round
+    medians disagree; a runner that never settles is flagged in the record and in `notes`.
     """
     from hwnas.latency.backends import get_backend
     from hwnas.latency.measure import measure_rounds, rounds_settled
@@ -370,7 +373,8 @@ def _measure(profile: DeviceProfile, module: Any, shape: list[int], onnx_data: b
             raise NotAvailableError(f"the profile's backend {profile.backend} could not time the bundle here")
         log(f"timing {', '.join(f'{name} ({where[name]})' for name in runners)}: "
             f"{profile.protocol.rounds} interleaved rounds, {profile.threads()} thread(s)")
-        results = measure_rounds(runners, profile.protocol, min_round_interval_s=ROUND_INTERVAL_S)
+        results = measure_rounds(runners, profile.protocol, min_round_interval_s=ROUND_INTERVAL_S,
+                                 settle_seconds=SETTLE_SECONDS)
     measured = {name: {**_measurement_record(m, where[name]), "round_medians_ms": medians,
                        "settled": rounds_settled(medians)}
                 for name, (m, medians) in results.items()}

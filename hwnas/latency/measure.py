@@ -326,8 +326,8 @@ def measure_module(profile: DeviceProfile, module: Any, input_shape: Sequence[in
 
 
 def measure_rounds(runners: Mapping[Any, Runner], protocol: MeasurementProtocol, rounds: int | None = None, *,
-                   on_measured: Callable[[], None] | None = None,
-                   min_round_interval_s: float = 0.0) -> dict[Any, tuple[Measurement, list[float]]]:
+                   on_measured: Callable[[], None] | None = None, min_round_interval_s: float = 0.0,
+                   settle_seconds: float | None = None) -> dict[Any, tuple[Measurement, list[float]]]:
     """Time each runner in interleaved rounds; keep each one's lowest round median.
 
     At least `rounds` rounds (default `protocol.rounds`); a runner whose two lowest round medians
@@ -335,10 +335,12 @@ def measure_rounds(runners: Mapping[Any, Runner], protocol: MeasurementProtocol,
     same rule that settles a latency table's entries. Interference from other work on the
     machine only ever adds time and seldom hits the same runner in every round, so the lowest
     round median is the artifact's own latency: a single end-to-end measurement on a shared
-    machine was seen 55 % slow. On a shared VM slow spells last up to a second or so, and a
-    round over a few small models takes less; `min_round_interval_s` spaces the rounds' starts
+    machine was seen 55 % slow. On a shared VM slow spells last from a tenth of a second to
+    several seconds, and a round over a few small models takes less; `min_round_interval_s` spaces the rounds' starts
     so they do not all fall into one spell. Returns, per runner, the kept measurement and every
     round's median (ms); `on_measured` is called after each measurement (a progress bar).
+    With `settle_seconds`, unsettled runners get rounds beyond twice `rounds`, until they settle or
+    that many seconds have passed since the first round (a spell of host noise can last seconds).
     """
     rounds = max(1, int(rounds if rounds is not None else protocol.rounds))
     best: dict[Any, Measurement] = {}
@@ -346,6 +348,7 @@ def measure_rounds(runners: Mapping[Any, Runner], protocol: MeasurementProtocol,
     order = list(runners)
     due = list(order)
     rnd = 0
+    began = time.perf_counter()
     while due:
         started = time.perf_counter()
         for name in (due if rnd % 2 == 0 else list(reversed(due))):
@@ -358,6 +361,8 @@ def measure_rounds(runners: Mapping[Any, Runner], protocol: MeasurementProtocol,
         rnd += 1
         due = [name for name in order if rounds_needed({"rounds": len(medians[name]), "median_ms": best[name].median_ms,
                                                         "round_medians_ms": medians[name]}, rounds) > 0]
+        if not due and settle_seconds is not None and time.perf_counter() - began < settle_seconds:
+            due = [name for name in order if not rounds_settled(medians[name])]
         wait = min_round_interval_s - (time.perf_counter() - started)
         if due and wait > 0:
             time.sleep(wait)
