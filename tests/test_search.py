@@ -21,6 +21,7 @@ from hwnas.search import (
     search,
     strategy_names,
 )
+from hwnas.search.operators import SpaceMutation
 from hwnas.search.tabular import TableOracle, load_table, run_on_table, score_queried
 from hwnas.space import get_space
 from hwnas.space.nb201 import OPS, to_arch_str
@@ -156,6 +157,15 @@ def test_nsga2_offspring_are_never_already_evaluated():
     result = search(space, metrics, generations=15, pop_size=30, seed=4, progress=False)
     # every generation brought pop_size new archs: duplicates were eliminated before evaluation
     assert result.evaluations == len(set(counted.seen)) == 15 * 30
+
+
+def test_nsga2_mutation_changes_one_gene_on_average():
+    # a long genome: OFA's 0.1 per gene would change 4 of these 40 genes per child
+    space, rng = VectorSpace(40, 5), np.random.default_rng(0)
+    mutation = SpaceMutation(space)
+    X = np.array([space.encode(space.sample(rng)) for _ in range(2000)])
+    changed = (mutation._do(None, X, random_state=rng) != X).sum(axis=1)
+    assert 0.9 <= changed.mean() <= 1.1
 
 
 def test_constraint_holds_for_the_front_and_best_under_budget():

@@ -22,8 +22,7 @@ DEFAULT_POP_SIZE = 100
 @register_strategy("nsga2")
 class NSGA2Strategy(Strategy):
     """Options: `pop_size` (100; under an evaluation budget K, min(100, max(10, K/20))),
-    `mutation_prob` per gene (max(0.1, 1/n_var)),
-    `crossover_prob` (0.9)."""
+    `mutation_prob` per gene (1/n_var: one gene on average), `crossover_prob` (0.9)."""
 
     multi_objective = True
 
