@@ -499,7 +499,12 @@ class WholeNetworkLatencyRegressor:
         self._require_fitted()
         if len(archs) == 0:
             return np.zeros(0)
-        logs = [np.log(np.maximum(m.predict(feature_matrix(archs, m.feature_set)), 1e-9)) for m in self.members_]
+        features: dict[Any, np.ndarray] = {}  # the bagged members share feature sets: build each matrix once
+        logs = []
+        for m in self.members_:
+            if m.feature_set not in features:
+                features[m.feature_set] = feature_matrix(archs, m.feature_set)
+            logs.append(np.log(np.maximum(m.predict(features[m.feature_set]), 1e-9)))
         return np.exp(np.mean(logs, axis=0) + self.offset_)
 
     def score(self, archs: Sequence[dict], latency_ms: Iterable[float]) -> float:
