@@ -162,3 +162,86 @@ def test_estimator_refuses_a_checkpoint_of_other_space_options(space, tmp_path):
     other = get_space("mbv3-small-input", width_mult=0.5, resolutions=[8, 12])
     with pytest.raises(InputError, match="trained on space"):
         get_estimator("supernet", supernet_checkpoint=ckpt, space=other)
+
+
+def test_fused_measurement_matches_the_dynamic_supernet_path(space, tmp_path):
+    """The fast path (extracted subnet, BN folded into convs, inputs prepared once per resolution)
+    measures what evaluating through the dynamic supernet does, and leaves the supernet's shared BN
+    statistics recalibrated for the subnet as before (export extracts right after `accuracy`)."""
+    from hwnas.estimate.supernet import fused_subnet
+
+    torch.manual_seed(0)
+    net = build_supernet(space)
+    settings = TrainSettings(space_options=TINY, val_size=60)
+    ckpt = tmp_path / "s.pt"
+    save_checkpoint(ckpt, {"space": space.name, "space_config": {k: v for k, v in space.config().items()
+                                                                  if k != "name"},
+                           "model": net.state_dict(), "settings": vars(settings), "epoch": 0, "history": []})
+    full = load_dataset(None)
+    data = Dataset(name="t", train_x=full.train_x[:300], train_y=full.train_y[:300], test_x=full.test_x[:10],
+                   test_y=full.test_y[:10], classes=full.classes, mean=full.mean, std=full.std)
+    kw = dict(supernet_checkpoint=ckpt, data=data, recal_batches=2, recal_batch_size=32, eval_batch_size=16)
+    fast, ref = get_estimator("supernet", **kw), get_estimator("supernet", fused=False, **kw)
+    assert fast.fused and not ref.fused
+    rng = np.random.default_rng(0)
+    for arch in [space.largest(), space.smallest()] + [space.sample(rng) for _ in range(3)]:
+        c1, l1 = fast.outcomes(arch)
+        c2, l2 = ref.outcomes(arch)
+        assert c1.shape == (60,) and np.array_equal(c1, c2)
+        np.testing.assert_allclose(l1, l2, rtol=1e-4, atol=1e-5)
+        assert fast.accuracy(arch) == 100.0 * float(c2.mean())
+        model = fused_subnet(fast.supernet, arch)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    # `accuracy` recalibrated the supernet's statistics for the last arch: extraction sees them
+    arch = space.sample(rng)
+    fast.accuracy(arch)
+    before = fast.supernet.extract(arch).eval().state_dict()
+    from hwnas.supernet import recalibrate_bn
+
+    recalibrate_bn(ref.supernet, ref.recal, arch=arch)
+    after = ref.supernet.extract(arch).eval().state_dict()
+    for k, v in before.items():
+        if "running" in k:
+            torch.testing.assert_close(v, after[k])
+
+
+def test_ordinal_features_are_the_choices_as_numbers_masked_by_depth(space):
+    from hwnas.estimate.features import ordinal_features, ordinal_names
+
+    small, large = space.smallest(), space.largest()
+    f = ordinal_features(space, [small, large])
+    names = ordinal_names(space)
+    assert f.shape == (2, len(names)) == (2, 2 + 3 * space.n_stages + 2 * space.n_slots)
+    col = {n: i for i, n in enumerate(names)}
+    assert f[0, col["r"]] == min(space.resolutions) and f[1, col["r"]] == max(space.resolutions)
+    assert f[0, col["depth"]] == min(space.depths) * space.n_stages
+    assert f[1, col["esum0"]] == max(space.depths) * max(space.expands)
+    # a slot the stage's depth skips counts as 0, whatever its (canonical) choice
+    per_stage = space.n_slots // space.n_stages
+    assert f[0, col[f"k{per_stage - 1}"]] == 0 and f[0, col["k0"]] == min(space.kernels)
+    assert f[1, col[f"e{per_stage - 1}"]] == max(space.expands)
+
+
+def test_predictor_with_ordinal_features_round_trips(space, tmp_path):
+    rng = np.random.default_rng(3)
+    train = [space.sample(rng) for _ in range(200)]
+    held_out = [space.sample(rng) for _ in range(100)]
+    pred = AccuracyPredictor(space, epochs=200, ordinal=True).fit(train, synthetic_accuracy(space, train))
+    assert pred.dense == ("cost", "ordinal") and len(pred.x_mean) == 2 + pred._dense([space.largest()],
+                                                                                     ("ordinal",)).shape[1]
+    assert pred.score(held_out, synthetic_accuracy(space, held_out))["kendall_tau"] > 0.8
+    for name in ("o.pt", "o.json"):
+        pred.save(tmp_path / name)
+        again = AccuracyPredictor.load(tmp_path / name)
+        assert again.dense == pred.dense and again.ordinal
+        np.testing.assert_allclose(again.predict(held_out), pred.predict(held_out), rtol=1e-5)
+    # a file written before ordinal features (no "dense" entry) loads as cost features only
+    d = AccuracyPredictor(space, epochs=5).fit(train, synthetic_accuracy(space, train)).to_dict()
+    del d["dense"]
+    torch.save(d, tmp_path / "old.pt")
+    old = AccuracyPredictor.load(tmp_path / "old.pt")
+    assert old.dense == ("cost",) and not old.ordinal
+    d["x_mean"] = d["x_mean"] + [0.0]
+    torch.save(d, tmp_path / "bad.pt")
+    with pytest.raises(InputError, match="x_mean"):
+        AccuracyPredictor.load(tmp_path / "bad.pt")

@@ -58,6 +58,12 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=0,
                    help="measure this many held-out subnets again with other recalibration images: "
                         "the measurement's test-retest repeatability")
+    p.add_argument("--dynamic", action="store_true",
+                   help="evaluate through the dynamic supernet (the reference path, ~2x slower) instead of the "
+                        "extracted subnet with BN folded into its convolutions")
+    p.add_argument("--check-path", type=int, default=0,
+                   help="measure this many held-out subnets with the other evaluation path as well and report "
+                        "how far the two paths' accuracies differ")
     p.add_argument("--result", default=None)
     args = p.parse_args()
     if args.pairs is None:
@@ -74,7 +80,8 @@ def main() -> None:
     # fixed set of training images shared by every subnet
     try:
         estimator = SupernetEstimator(supernet=supernet, meta=meta, split=args.eval_set,
-                                      recal_batches=args.recal_batches, eval_limit=args.eval_images)
+                                      recal_batches=args.recal_batches, eval_limit=args.eval_images,
+                                      fused=not args.dynamic)
     except InputError as exc:
         sys.exit(f"error: {exc}")
     space = supernet.space
@@ -117,6 +124,10 @@ def main() -> None:
     train_y = np.concatenate([acc[: args.n_train], acc[held.stop :]])
     test_a, test_y = archs[held], acc[held]
 
+    path_check = None
+    if args.check_path:
+        path_check = check_path(args, estimator, supernet, meta, space, test_a[: args.check_path], pairs)
+
     repeat = None
     if args.repeat:
         repeat = repeatability(args, supernet, meta, space, test_a[: args.repeat], pairs, store)
@@ -145,7 +156,8 @@ def main() -> None:
         "measured_accuracy": {"min": float(acc.min()), "max": float(acc.max()), "mean": float(acc.mean()),
                               "std": float(acc.std())},
         "measured_loss": {"kendall_tau_with_accuracy": kendall_tau(-loss, acc)},
-        "repeatability": repeat,
+        "repeatability": repeat, "eval_path": "dynamic" if args.dynamic else "fused",
+        "path_check": path_check,
         "predictor_held_out": held_out, "predictor_train": predictor.metrics["train"],
         "zero_cost_held_out": proxies, "macs_kendall_tau": flops_tau,
         "seconds": {"measure": round(measure_seconds, 1), "measured_now": measured_now,
@@ -171,6 +183,27 @@ def unpack(text: str, n: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))[:n].astype(bool)
 
 
+def check_path(args, estimator, supernet, meta, space, archs: list[dict], pairs: dict) -> dict:
+    """The other evaluation path (dynamic supernet vs fused subnet) on `archs`, against the stored pairs."""
+    other = SupernetEstimator(supernet=supernet, meta=meta, split=args.eval_set, recal_batches=args.recal_batches,
+                              eval_limit=args.eval_images, fused=args.dynamic)
+    diffs, differing, seconds = [], [], {"this": 0.0, "other": 0.0}
+    n_val = other.eval_size
+    for a in tqdm(archs, desc="other evaluation path", file=sys.stderr):
+        stored = pairs[tuple(space.encode(a).tolist())]
+        t = time.perf_counter()
+        estimator.outcomes(a)  # timed again here, beside the other path on the same machine state
+        seconds["this"] += time.perf_counter() - t
+        t = time.perf_counter()
+        correct, _ = other.outcomes(a)
+        seconds["other"] += time.perf_counter() - t
+        diffs.append(100.0 * float(correct.mean()) - stored["acc"])
+        differing.append(int((correct != unpack(stored["correct"], n_val)).sum()))
+    return {"n": len(archs), "max_abs_accuracy_diff": float(np.max(np.abs(diffs))),
+            "images_classified_differently": differing,
+            "seconds_per_subnet": {k: round(v / len(archs), 2) for k, v in seconds.items()}}
+
+
 def repeatability(args, supernet, meta, space, archs: list[dict], pairs: dict, store: dict) -> dict:
     """Test-retest agreement of the measurement on `archs`.
 
@@ -183,7 +216,7 @@ def repeatability(args, supernet, meta, space, archs: list[dict], pairs: dict, s
     best any predictor can reach against one measurement is tau = 2/pi * asin(sqrt(reliability)).
     """
     second = SupernetEstimator(supernet=supernet, meta=meta, split=args.eval_set, recal_batches=args.recal_batches,
-                               eval_limit=args.eval_images, recal_seed=10_007 + args.seed)
+                               eval_limit=args.eval_images, recal_seed=10_007 + args.seed, fused=not args.dynamic)
     n_val = second.eval_size
     again = store.setdefault("repeat", {})
     for i, a in enumerate(tqdm(archs, desc="measuring again", file=sys.stderr)):

@@ -104,3 +104,31 @@ def _elastic_features(space, genes: np.ndarray) -> np.ndarray:
     d_hot = np.eye(len(space.depths), dtype=np.float32)[d].reshape(n, -1)
     r_hot = np.eye(len(space.resolutions), dtype=np.float32)[r]
     return np.concatenate([slots, d_hot, r_hot], axis=1).astype(np.float32)
+
+
+def ordinal_names(space) -> list[str]:
+    """Names of `ordinal_features` columns (elastic spaces only)."""
+    s, m = space.n_stages, space.n_slots
+    return (["r", "depth"] + [f"d{i}" for i in range(s)] + [f"ksum{i}" for i in range(s)]
+            + [f"esum{i}" for i in range(s)] + [f"k{j}" for j in range(m)] + [f"e{j}" for j in range(m)])
+
+
+def ordinal_features(space, archs: list[dict]) -> np.ndarray:
+    """(N, F) float32 of an elastic space: the choices as numbers rather than categories, so that
+    "more" of something is one direction the predictor can learn from few samples: resolution, total
+    depth, depth per stage, per stage the sum of the used blocks' kernel sizes and expand ratios, and
+    per block slot its kernel size and expand ratio (0 where the stage's depth skips the slot)."""
+    if not is_elastic(space):
+        raise ValueError(f"ordinal features need an elastic MobileNet space, not {getattr(space, 'name', space)!r}")
+    genes = np.stack([space.encode(a) for a in archs]) if archs else np.zeros((0, len(space.bounds[0])), int)
+    s, m = space.n_stages, space.n_slots
+    per_stage = m // s
+    r = np.asarray(space.resolutions, dtype=np.float32)[genes[:, 0]]
+    depth = np.asarray(space.depths, dtype=np.float32)[genes[:, 1 : 1 + s]]  # (n, s)
+    active = (np.arange(m)[None, :] % per_stage) < np.repeat(depth, per_stage, axis=1)
+    k = np.asarray(space.kernels, dtype=np.float32)[genes[:, 1 + s : 1 + s + m]] * active
+    e = np.asarray(space.expands, dtype=np.float32)[genes[:, 1 + s + m :]] * active
+    n = len(genes)
+    ksum, esum = k.reshape(n, s, per_stage).sum(2), e.reshape(n, s, per_stage).sum(2)
+    return np.concatenate([r[:, None], depth.sum(1, keepdims=True), depth, ksum, esum, k, e],
+                          axis=1).astype(np.float32)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from hwnas.errors import InputError
-from hwnas.estimate.features import arch_features, cost_features, has_cost
+from hwnas.estimate.features import arch_features, cost_features, has_cost, is_elastic, ordinal_features, ordinal_names
 from hwnas.io import atomic_write_bytes, atomic_write_json, read_json
 
 PREDICTOR_FORMAT = "hwnas-accuracy-predictor"
@@ -47,7 +47,9 @@ class AccuracyPredictor:
     """MLP accuracy predictor: `fit(archs, acc)`, `predict(archs)`, `score(archs, acc)`, save/load.
 
     Inputs: the one-hot architecture code plus (where the space counts them) the subnet's log
-    MACs and log parameters, standardised. `ensemble` MLPs from different seeds are averaged.
+    MACs and log parameters, standardised; with `ordinal` (elastic spaces) also the choices as
+    numbers (`features.ordinal_features`), standardised. `ensemble` MLPs from different seeds are
+    averaged.
     """
 
     space: Any
@@ -58,11 +60,13 @@ class AccuracyPredictor:
     seed: int = 0
     ensemble: int = 1
     use_cost: bool = True
+    ordinal: bool = False
     model: nn.Module | None = field(default=None, repr=False)
     y_mean: float = 0.0
     y_std: float = 1.0
-    x_mean: list[float] | None = None  # of the cost features (None: no cost features)
+    x_mean: list[float] | None = None  # of the dense (cost, ordinal) features; None: there are none
     x_std: list[float] | None = None
+    dense: tuple[str, ...] = ()  # which dense blocks the fitted model takes, in order
     metrics: dict = field(default_factory=dict)
 
     def _build_one(self, n_features: int) -> nn.Module:
@@ -79,11 +83,25 @@ class AccuracyPredictor:
             return self._build_one(n_features)
         return Ensemble([self._build_one(n_features) for _ in range(self.ensemble)])
 
+    def _dense_blocks(self) -> tuple[str, ...]:
+        blocks = ("cost",) if self.use_cost and has_cost(self.space) else ()
+        if self.ordinal:
+            if not is_elastic(self.space):
+                raise InputError(f"ordinal features need an elastic MobileNet space, not '{self.space.name}'",
+                                 field="ordinal")
+            blocks += ("ordinal",)
+        return blocks
+
+    def _dense(self, archs: list[dict], blocks: tuple[str, ...]) -> np.ndarray:
+        parts = [cost_features(self.space, archs) if b == "cost" else ordinal_features(self.space, archs)
+                 for b in blocks]
+        return np.concatenate(parts, axis=1) if parts else np.zeros((len(archs), 0), np.float32)
+
     def _features(self, archs: list[dict]) -> torch.Tensor:
         x = arch_features(self.space, archs)
         if self.x_mean is not None:
-            cost = (cost_features(self.space, archs) - np.float32(self.x_mean)) / np.float32(self.x_std)
-            x = np.concatenate([x, cost.astype(np.float32)], axis=1)
+            dense = (self._dense(archs, self.dense) - np.float32(self.x_mean)) / np.float32(self.x_std)
+            x = np.concatenate([x, dense.astype(np.float32)], axis=1)
         return torch.from_numpy(x)
 
     def fit(self, archs: list[dict], accuracies) -> AccuracyPredictor:
@@ -95,9 +113,10 @@ class AccuracyPredictor:
         if self.ensemble < 1:
             raise InputError(f"ensemble must be a positive integer, got {self.ensemble!r}", field="ensemble")
         self.x_mean = self.x_std = None
-        if self.use_cost and has_cost(self.space):
-            cost = cost_features(self.space, archs).astype(np.float64)
-            self.x_mean, self.x_std = cost.mean(axis=0).tolist(), (cost.std(axis=0) + 1e-6).tolist()
+        self.dense = self._dense_blocks()
+        if self.dense:
+            dense = self._dense(archs, self.dense).astype(np.float64)
+            self.x_mean, self.x_std = dense.mean(axis=0).tolist(), (dense.std(axis=0) + 1e-6).tolist()
         x = self._features(archs)
         self.y_mean, self.y_std = float(y.mean()), float(y.std() or 1.0)
         target = torch.from_numpy(((y - self.y_mean) / self.y_std).astype(np.float32)).unsqueeze(1)
@@ -145,7 +164,7 @@ class AccuracyPredictor:
             "format": PREDICTOR_FORMAT, "schema_version": SCHEMA_VERSION, "space": self.space.name,
             "space_config": {k: v for k, v in config.items() if k != "name"},
             "hidden": list(self.hidden), "y_mean": self.y_mean, "y_std": self.y_std, "metrics": self.metrics,
-            "ensemble": self.ensemble, "x_mean": self.x_mean, "x_std": self.x_std,
+            "ensemble": self.ensemble, "x_mean": self.x_mean, "x_std": self.x_std, "dense": list(self.dense),
             "state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
         }
 
@@ -186,13 +205,19 @@ class AccuracyPredictor:
                              field="space")
         try:
             x_mean, x_std = d.get("x_mean"), d.get("x_std")  # absent in files without cost features
+            # files before ordinal features name no dense blocks: the cost features where x_mean is given
+            dense = tuple(d["dense"]) if "dense" in d else (("cost",) if x_mean is not None else ())
+            if not set(dense) <= {"cost", "ordinal"}:
+                raise ValueError(f"unknown dense features {list(dense)}")
             pred = cls(space=space, hidden=tuple(int(h) for h in d["hidden"]), y_mean=float(d["y_mean"]),
                        y_std=float(d["y_std"]), metrics=dict(d.get("metrics", {})),
-                       ensemble=int(d.get("ensemble", 1)),
+                       ensemble=int(d.get("ensemble", 1)), use_cost="cost" in dense, ordinal="ordinal" in dense,
                        x_mean=[float(v) for v in x_mean] if x_mean is not None else None,
-                       x_std=[float(v) for v in x_std] if x_std is not None else None)
-            if (pred.x_mean is None) != (pred.x_std is None) or (pred.x_mean is not None and len(pred.x_mean) != 2):
-                raise ValueError("x_mean and x_std must both be absent or both hold 2 numbers")
+                       x_std=[float(v) for v in x_std] if x_std is not None else None, dense=dense)
+            width = sum(2 if b == "cost" else len(ordinal_names(space)) for b in dense)
+            if (pred.x_mean is None) != (not dense) or (pred.x_std is None) != (not dense) or (
+                    dense and (len(pred.x_mean) != width or len(pred.x_std) != width)):
+                raise ValueError(f"x_mean and x_std must both be absent or both hold {width} numbers")
             state = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in d["state"].items()}
             first = "0.weight" if pred.ensemble == 1 else "members.0.0.weight"
             n_features = state[first].shape[1]

@@ -24,13 +24,20 @@ class SupernetEstimator:
     58,000 images outside the shipped subset (needs Debian's dataset-fashion-mnist in `heldout_dir` and a
     supernet trained on the shipped subset; many images make a measurement that separates close subnets).
     `eval_limit` evaluates on the first images of the split only. Results are cached.
+
+    BN recalibration runs in the supernet (so its shared statistics hold `arch`'s afterwards, which
+    `hwnas.export` relies on); with `fused` (the default) the evaluation then runs on the extracted
+    subnet with every BatchNorm folded into its convolution, on evaluation images normalised,
+    resized and laid out once per resolution, in batches of 128 (what fits a core's caches): the same
+    accuracies as evaluating through the dynamic supernet (`fused=False`, the reference path) up to
+    floating-point rounding, in about half the time on one CPU thread.
     """
 
     def __init__(self, supernet_checkpoint: str | os.PathLike | None = None, *, supernet=None, meta=None,
                  split: str = "val", recal_batches: int = 16, recal_batch_size: int = 128,
-                 eval_limit: int | None = None, eval_batch_size: int = 500, device: str = "cpu",
+                 eval_limit: int | None = None, eval_batch_size: int = 128, device: str = "cpu",
                  data=None, progress: bool = False, recal_seed: int | None = None,
-                 heldout_dir: str | os.PathLike | None = None):
+                 heldout_dir: str | os.PathLike | None = None, fused: bool = True):
         from hwnas.data import load_dataset
         from hwnas.data.datasets import DEBIAN_FMNIST_DIR, load_fmnist_subset, load_fmnist_unseen
         from hwnas.train import load_checkpoint, recalibration_batches, split_validation
@@ -67,7 +74,10 @@ class SupernetEstimator:
         self.recal = recalibration_batches(train_part, recal_batches, recal_batch_size, seed=self.recal_seed)
         self.eval_limit, self.eval_batch_size = eval_limit, eval_batch_size
         self.progress = progress
+        self.fused = fused
         self._cache: dict[tuple, float] = {}
+        self._inputs: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}  # per resolution
+        self._recal_at: dict[int, list[torch.Tensor]] = {}
 
     @property
     def eval_size(self) -> int:
@@ -76,14 +86,12 @@ class SupernetEstimator:
         return n if self.eval_limit is None else min(self.eval_limit, n)
 
     def accuracy(self, arch: dict) -> float:
-        from hwnas.train.evaluation import evaluate_subnet
-
+        """Accuracy (%) of `arch` on the evaluation images after BN recalibration (cached)."""
         arch = self.space.validate(arch)
         key = tuple(self.space.encode(arch).tolist())
         if key not in self._cache:
-            batches = self.eval_data.batches("test", self.eval_batch_size, limit=self.eval_limit)
-            with torch.no_grad():
-                self._cache[key] = evaluate_subnet(self.supernet, arch, batches, self.recal, device=self.device)
+            correct, _ = self.outcomes(arch)
+            self._cache[key] = 100.0 * float(correct.mean()) if len(correct) else 0.0  # as `outcomes` counts
         return self._cache[key]
 
     def outcomes(self, arch: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -92,13 +100,61 @@ class SupernetEstimator:
         from hwnas.train.evaluation import per_image_outcomes
 
         arch = self.space.validate(arch)
-        batches = self.eval_data.batches("test", self.eval_batch_size, limit=self.eval_limit)
-        recalibrate_bn(self.supernet, (x.to(self.device) for x in self.recal), arch=arch)
-        self.supernet.set_active(arch)
-        correct, loss = per_image_outcomes(self.supernet, batches, resolution=arch["r"], device=self.device)
+        r = arch["r"]
+        with torch.no_grad():
+            recalibrate_bn(self.supernet, self._recal_batches(r), arch=arch)
+            self.supernet.set_active(arch)
+            if not self.fused:  # the reference path: through the dynamic supernet, images resized per batch
+                batches = self.eval_data.batches("test", self.eval_batch_size, limit=self.eval_limit)
+                correct, loss = per_image_outcomes(self.supernet, batches, resolution=r, device=self.device)
+                return correct.numpy(), loss.numpy()
+            model = fused_subnet(self.supernet, arch)
+            xs, ys = self._eval_inputs(r)
+            correct, loss = per_image_outcomes(model, zip(xs, ys, strict=True), device=self.device)
         return correct.numpy(), loss.numpy()
+
+    def _recal_batches(self, r: int) -> list[torch.Tensor]:
+        """The recalibration images at resolution `r` on the device (resized once, as `recalibrate_bn` would)."""
+        from hwnas.supernet import resize_input
+
+        if r not in self._recal_at:
+            self._recal_at[r] = [resize_input(x.to(self.device), r) for x in self.recal]
+        return self._recal_at[r]
+
+    def _eval_inputs(self, r: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """The evaluation batches at resolution `r`: normalised, resized and (on CPU) channels-last, once."""
+        from hwnas.supernet import resize_input
+
+        if r not in self._inputs:
+            xs, ys = [], []
+            for x, y in self.eval_data.batches("test", self.eval_batch_size, limit=self.eval_limit):
+                x = resize_input(x.to(self.device), r)
+                if x.device.type == "cpu":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                xs.append(x)
+                ys.append(y.to(self.device))
+            self._inputs[r] = (xs, ys)
+        return self._inputs[r]
 
     def predict(self, archs: list[dict]) -> np.ndarray:
         it = tqdm(archs, desc=f"supernet accuracy ({self.split})", file=sys.stderr, disable=not self.progress,
                   leave=False)
         return np.array([self.accuracy(a) for a in it], dtype=np.float64)
+
+
+@torch.no_grad()
+def fused_subnet(supernet, arch: dict) -> torch.nn.Module:
+    """`arch` extracted from `supernet` (its current BN statistics) in eval mode, every BatchNorm folded
+    into the convolution before it (torch.fx), channels-last on CPU: the same function, fewer passes."""
+    from torch.fx.experimental.optimization import fuse
+
+    was_training = supernet.training
+    supernet.eval()
+    try:
+        model = fuse(supernet.extract(arch).eval())
+    finally:
+        supernet.train(was_training)
+    device = next(model.parameters()).device
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    return model.eval()
