@@ -56,8 +56,9 @@ def test_registered_by_name():
 def test_finds_the_exact_front_of_a_toy_space_through_mutate():
     space = GridSpace()  # 4**5 = 1024 archs
     truth = true_front(space)
+    # the whole front: without the focus on the region that beats a typical arch
     result = search(space, {"cost": cost, "loss": loss}, ("cost", "loss"), None, STRATEGY, maximize=(),
-                    evaluations=300, seed=0, progress=False)
+                    evaluations=300, seed=0, strategy_options={"focus": False}, progress=False)
     found = {(e["objectives"]["cost"], e["objectives"]["loss"]) for e in result.pareto}
     assert found == truth
     baseline = search(space, {"cost": cost, "loss": loss}, ("cost", "loss"), None, "random", maximize=(),
@@ -86,13 +87,23 @@ def test_finds_nearly_all_the_front_of_an_additive_nb201_problem():
     }
     everything = space.all_archs()
     F = np.stack([-metrics["accuracy"](everything), metrics["latency_ms"](everything)], axis=1)
-    truth = {tuple(F[i].round(9)) for i in pareto_front(F)}
-    result = search(space, metrics, ("accuracy", "latency_ms"), None, STRATEGY, evaluations=400, seed=1,
-                    progress=False)
-    found = {(round(-e["objectives"]["accuracy"], 9), round(e["objectives"]["latency_ms"], 9))
-             for e in result.pareto}
-    assert found <= truth  # nothing reported as optimal that is not
-    assert len(found) >= 0.9 * len(truth), (len(found), len(truth))
+    front = pareto_front(F)
+    truth = {tuple(F[i].round(9)) for i in front}
+    # the part of the front that beats the space's median architecture in both objectives
+    median = np.median(F, axis=0)
+    region = {tuple(F[i].round(9)) for i in front if np.all(F[i] < median)}
+
+    def found(focus: bool) -> set:
+        result = search(space, metrics, ("accuracy", "latency_ms"), None, STRATEGY, evaluations=400, seed=1,
+                        strategy_options={"focus": focus}, progress=False)
+        return {(round(-e["objectives"]["accuracy"], 9), round(e["objectives"]["latency_ms"], 9))
+                for e in result.pareto}
+
+    whole = found(False)
+    assert whole <= truth  # nothing reported as optimal that is not
+    assert len(whole) >= 0.9 * len(truth), (len(whole), len(truth))
+    focused = {f for f in found(True) if np.all(np.array(f) < median)}  # the default: what it focused on
+    assert focused <= region and len(focused) >= 0.9 * len(region), (len(focused), len(region))
 
 
 @pytest.mark.parametrize("budget", [1, 37, 150])
@@ -170,3 +181,26 @@ def test_beats_random_search_on_the_nb201_table():
     random = [run_on_table(table, "random", 200, seed) for seed in range(2)]
     assert all(s.evaluations == 200 for s in ours)
     assert np.mean([s.hv_ratio for s in ours]) > np.mean([s.hv_ratio for s in random])
+
+
+@pytest.mark.skipif(not NB201_CSV.is_file(), reason=f"NAS-Bench-201 table not found at {NB201_CSV}")
+def test_focus_spends_queries_where_archs_beat_the_typical_one():
+    from hwnas.search.problem import ArchEvaluator
+    from hwnas.search.tabular import TableOracle
+
+    table = load_table("nb201", NB201_CSV, "acc_cifar10_test_200ep", "lat_ms_1080ti_1")
+    F, reference = table.minimised(), table.reference()
+    inside = np.all(F < reference, axis=1)  # 12 % of the table
+
+    def share_inside(focus: bool) -> float:
+        shares = []
+        for seed in range(2):
+            oracle = TableOracle(table)
+            evaluator = ArchEvaluator(table.space, oracle.metrics())
+            search(table.space, evaluator.metrics, ("accuracy", "latency_ms"), None, STRATEGY, evaluations=200,
+                   seed=seed, evaluator=evaluator, strategy_options={"focus": focus}, progress=False)
+            shares.append(inside[sorted(oracle.queried)].mean())
+        return float(np.mean(shares))
+
+    focused, unfocused = share_inside(True), share_inside(False)
+    assert focused > 1.3 * unfocused and focused > 0.3

@@ -10,6 +10,7 @@ query budget over several seeds; prints a Markdown table of hv_ratio and front_r
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
 import json
 import os
@@ -23,7 +24,10 @@ from hwnas.search.tabular import bench
 
 DEFAULT_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "benchmarks" / "nb201.csv"
 ACCURACY = ["acc_cifar10_test_200ep", "acc_cifar100_test_200ep"]
-LATENCY = ["lat_ms_pixel3", "lat_ms_1080ti_1", "lat_ms_raspi4", "lat_ms_gold_6226"]
+def latency_columns(csv_path: str) -> list[str]:
+    """Every latency column of the table (`lat_ms_*`), in file order."""
+    with open(csv_path, newline="") as f:
+        return [c for c in next(csv.reader(f)) if c.startswith("lat_ms_")]
 STRATEGIES = list(dict.fromkeys([DEFAULT_STRATEGY, "nsga2", "random", "evolution", "regularized-evolution"]))
 
 
@@ -38,15 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--evals", type=int, default=500)
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--accuracy", nargs="+", default=ACCURACY)
-    parser.add_argument("--latency", nargs="+", default=LATENCY)
+    parser.add_argument("--latency", nargs="+", default=None, help="latency columns (default: every lat_ms_* column)")
     parser.add_argument("--algo", nargs="+", default=STRATEGIES)
     parser.add_argument("--json", dest="json_out", default=None, help="write all results here")
     args = parser.parse_args(argv)
 
+    latencies = args.latency or latency_columns(args.csv)
     rows = []
     t0 = time.perf_counter()
     for acc in args.accuracy:
-        for lat in args.latency:
+        for lat in latencies:
             for algo in args.algo:
                 r = bench("nb201", args.csv, acc, lat, args.evals, strategy=algo, seed=0, seeds=args.seeds,
                           progress=False)

@@ -20,6 +20,29 @@ EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3
 N_EDGES = len(EDGES)
 
 
+def live_mask(X: np.ndarray) -> np.ndarray:
+    """Which edges of each row of op indices (n, 6) lie on an input->output path of
+    non-'none' edges; the others compute nothing the cell's output sees (their source is
+    unreachable or their result feeds only 'none' edges). A row is all False when the cell's
+    output is disconnected from its input."""
+    X = np.asarray(X, dtype=np.int64).reshape(-1, N_EDGES)
+    on = X != OPS.index("none")
+    reach = {0: np.ones(len(X), dtype=bool)}  # nodes fed by the input through non-'none' edges
+    for node in (1, 2, 3):
+        reach[node] = np.any([on[:, e] & reach[src] for e, (dst, src) in enumerate(EDGES) if dst == node], axis=0)
+    feeds = {3: np.ones(len(X), dtype=bool)}  # nodes that feed the output through non-'none' edges
+    for node in (2, 1, 0):
+        feeds[node] = np.any([on[:, e] & feeds[dst] for e, (dst, src) in enumerate(EDGES) if src == node], axis=0)
+    return np.stack([on[:, e] & reach[src] & feeds[dst] for e, (dst, src) in enumerate(EDGES)], axis=1)
+
+
+def live_genes(X: np.ndarray) -> np.ndarray:
+    """Rows of op indices with every dead edge set to 'none': rows with equal results compute
+    the same function (dead edges may still cost time: a dead convolution is still run)."""
+    X = np.asarray(X, dtype=np.int64).reshape(-1, N_EDGES)
+    return np.where(live_mask(X), X, OPS.index("none"))
+
+
 def to_arch_str(arch: Arch) -> str:
     """`{"edges": [...]}` -> `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`."""
     edges = arch["edges"]
@@ -116,6 +139,21 @@ class NB201Space(SearchSpace):
 
     def largest(self) -> Arch:
         return {"edges": ["nor_conv_3x3"] * N_EDGES}
+
+    # --- what a cell computes -----------------------------------------------------------
+    def structure_genes(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Extra integer features of encoded cells for surrogate models, with their upper
+        bounds: the cell with its dead edges as 'none'), which is what accuracy depends
+        on, while latency may still pay for dead edges."""
+        return live_genes(X), np.full(N_EDGES, len(OPS) - 1, dtype=np.int64)
+
+    def live_edges(self, arch: Arch) -> list[bool]:
+        """Which edges the cell's output depends on (see `live_mask`)."""
+        return [bool(v) for v in live_mask(self.encode(arch))[0]]
+
+    def without_dead_edges(self, arch: Arch) -> Arch:
+        """The cell with every dead edge set to 'none' (see `live_genes`)."""
+        return self.decode(live_genes(self.encode(arch))[0])
 
     def all_archs(self) -> list[Arch]:
         """Every architecture of the space, in encoding order (5**6 = 15,625)."""
