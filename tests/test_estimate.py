@@ -10,6 +10,7 @@ from hwnas.data import Dataset, load_dataset
 from hwnas.errors import InputError
 from hwnas.estimate import AccuracyPredictor, ZeroCostEstimator, arch_features, get_estimator, kendall_tau
 from hwnas.estimate.features import cost_features
+from hwnas.estimate.predictor import GP_GRID
 from hwnas.space.base import get_space
 from hwnas.supernet import build_supernet
 from hwnas.train.checkpoint import save_checkpoint
@@ -245,3 +246,41 @@ def test_predictor_with_ordinal_features_round_trips(space, tmp_path):
     torch.save(d, tmp_path / "bad.pt")
     with pytest.raises(InputError, match="x_mean"):
         AccuracyPredictor.load(tmp_path / "bad.pt")
+
+
+def test_extreme_features_measure_closeness_to_the_sandwich_ends(space):
+    from hwnas.estimate.features import extreme_features, extreme_names
+
+    small, large = space.smallest(), space.largest()
+    f = extreme_features(space, [small, large])
+    names = extreme_names(space)
+    assert f.shape == (2, len(names)) == (2, 26 * (1 + len(space.resolutions)))
+    col = {n: i for i, n in enumerate(names)}
+    for end, row, other in (("small", 0, 1), ("large", 1, 0)):
+        assert f[row, col[f"{end}:d"]] == f[row, col[f"{end}:k"]] == f[row, col[f"{end}:e"]] == 1
+        assert f[row, col[f"{end}:k3"]] == 1 and f[other, col[f"{end}:k3"]] == 0
+    r_small, r_large = min(space.resolutions), max(space.resolutions)
+    assert f[0, col[f"r={r_small}*small:k"]] == 1 and f[0, col[f"r={r_large}*small:k"]] == 0
+    assert f[1, col[f"r={r_large}*large:e2"]] == 1
+    # only used blocks count: change a skipped slot of the smallest and nothing changes
+    odd = dict(small, k=list(small["k"]))
+    odd["k"][3] = max(space.kernels)  # slot 3 of stage 0 is skipped at depth 2 (canonical form resets it)
+    np.testing.assert_array_equal(extreme_features(space, [odd]), f[:1])
+
+
+def test_gp_predictor_chooses_its_kernel_by_cross_validation_and_round_trips(space, tmp_path):
+    rng = np.random.default_rng(4)
+    train = [space.sample(rng) for _ in range(150)]
+    held_out = [space.sample(rng) for _ in range(100)]
+    pred = AccuracyPredictor(space, kind="gp", ordinal=True, extreme=True).fit(train, synthetic_accuracy(space, train))
+    assert pred.dense == ("cost", "ordinal", "extreme")
+    assert (pred.metrics["kernel"]["ell"], pred.metrics["kernel"]["noise"]) in set(GP_GRID)
+    assert len(pred.metrics["kernel_cv_kendall_tau"]) == len(GP_GRID)
+    assert pred.score(held_out, synthetic_accuracy(space, held_out))["kendall_tau"] > 0.8
+    for name in ("g.pt", "g.json"):
+        pred.save(tmp_path / name)
+        again = AccuracyPredictor.load(tmp_path / name)
+        assert again.kind == "gp" and again.dense == pred.dense
+        np.testing.assert_allclose(again.predict(held_out), pred.predict(held_out), rtol=1e-9)
+    with pytest.raises(InputError, match="kind"):
+        AccuracyPredictor(space, kind="forest").fit(train, synthetic_accuracy(space, train))

@@ -58,6 +58,13 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=0,
                    help="measure this many held-out subnets again with other recalibration images: "
                         "the measurement's test-retest repeatability")
+    p.add_argument("--predictor", choices=("gp", "mlp"), default="gp",
+                   help="gp: RBF kernel ridge on the one-hot code, log MACs and parameters, the choices as numbers "
+                        "and the closeness to the smallest and largest subnet per resolution, kernel chosen by "
+                        "5-fold CV on the training pairs; mlp: the MLP on the one-hot code, log MACs and parameters")
+    p.add_argument("--curve", default="",
+                   help="also fit on the first N training subnets for each N of this comma list (the held-out "
+                        "subnets stay the same): tau against the training set's size")
     p.add_argument("--dynamic", action="store_true",
                    help="evaluate through the dynamic supernet (the reference path, ~2x slower) instead of the "
                         "extracted subnet with BN folded into its convolutions")
@@ -132,10 +139,22 @@ def main() -> None:
     if args.repeat:
         repeat = repeatability(args, supernet, meta, space, test_a[: args.repeat], pairs, store)
 
+    options = {"kind": "gp", "ordinal": True, "extreme": True} if args.predictor == "gp" else {}
     t1 = time.perf_counter()
-    predictor = AccuracyPredictor(space, seed=args.seed).fit(train_a, train_y)
+    predictor = AccuracyPredictor(space, seed=args.seed, **options).fit(train_a, train_y)
     fit_seconds = time.perf_counter() - t1
     held_out = predictor.score(test_a, test_y)
+    baseline = None
+    if args.predictor != "mlp":  # the MLP of before on the same pairs
+        baseline = AccuracyPredictor(space, seed=args.seed).fit(train_a, train_y).score(test_a, test_y)
+    curve = {}
+    for n in [int(v) for v in args.curve.split(",") if v.strip()]:
+        if n <= len(train_a):
+            row = {}
+            for name, opts in (("this", options), ("mlp", {})):
+                row[name] = AccuracyPredictor(space, seed=args.seed, **opts).fit(
+                    train_a[:n], train_y[:n]).score(test_a, test_y)
+            curve[n] = row
     if args.predictor_out:
         predictor.save(args.predictor_out)
     many = [space.sample(rng) for _ in range(10_000)]
@@ -158,7 +177,9 @@ def main() -> None:
         "measured_loss": {"kendall_tau_with_accuracy": kendall_tau(-loss, acc)},
         "repeatability": repeat, "eval_path": "dynamic" if args.dynamic else "fused",
         "path_check": path_check,
-        "predictor_held_out": held_out, "predictor_train": predictor.metrics["train"],
+        "predictor": args.predictor, "predictor_options": options, "predictor_held_out": held_out,
+        "predictor_train": predictor.metrics["train"], "predictor_kernel": predictor.metrics.get("kernel"),
+        "mlp_baseline_held_out": baseline, "curve": curve,
         "zero_cost_held_out": proxies, "macs_kendall_tau": flops_tau,
         "seconds": {"measure": round(measure_seconds, 1), "measured_now": measured_now,
                     "fit": round(fit_seconds, 2), "predict_10000": round(predict_10k_seconds, 3),

@@ -132,3 +132,44 @@ def ordinal_features(space, archs: list[dict]) -> np.ndarray:
     ksum, esum = k.reshape(n, s, per_stage).sum(2), e.reshape(n, s, per_stage).sum(2)
     return np.concatenate([r[:, None], depth.sum(1, keepdims=True), depth, ksum, esum, k, e],
                           axis=1).astype(np.float32)
+
+
+def extreme_names(space) -> list[str]:
+    """Names of `extreme_features` columns (elastic spaces only)."""
+    base = []
+    for end in ("small", "large"):
+        base += [f"{end}:d", f"{end}:k", f"{end}:e"]
+    for end in ("small", "large"):
+        base += [f"{end}:k{s}" for s in range(space.n_stages)] + [f"{end}:e{s}" for s in range(space.n_stages)]
+    return base + [f"r={r}*{n}" for r in space.resolutions for n in base]
+
+
+def extreme_features(space, archs: list[dict]) -> np.ndarray:
+    """(N, F) float32 of an elastic space: how much of a subnet is the smallest and how much the
+    largest subnet, the two that the sandwich rule trains at every step (a subnet that shares more
+    of its choices with one of them has better-trained weights): the share of stages whose depth,
+    and of used blocks whose kernel and whose expand ratio, equals the smallest's, the same per
+    stage, the same for the largest, and all of these once more for each resolution (zero at the
+    other resolutions: closeness to the small end helps at low resolution, to the large end at high)."""
+    if not is_elastic(space):
+        raise ValueError(f"extreme features need an elastic MobileNet space, not {getattr(space, 'name', space)!r}")
+    genes = np.stack([space.encode(a) for a in archs]) if archs else np.zeros((0, len(space.bounds[0])), int)
+    n, s, m = len(genes), space.n_stages, space.n_slots
+    per_stage = m // s
+    d, k, e = genes[:, 1 : 1 + s], genes[:, 1 + s : 1 + s + m], genes[:, 1 + s + m :]
+    depth = np.asarray(space.depths)[d]
+    active = ((np.arange(m)[None, :] % per_stage) < np.repeat(depth, per_stage, axis=1)).reshape(n, s, per_stage)
+    used = np.maximum(active.sum(axis=2), 1)  # (n, s)
+    whole, stages = [], []
+    for end in (space.smallest(), space.largest()):
+        ref = space.encode(end)
+        same_k = (k == ref[1 + s : 1 + s + m]).reshape(n, s, per_stage) & active
+        same_e = (e == ref[1 + s + m :]).reshape(n, s, per_stage) & active
+        total = np.maximum(active.sum(axis=(1, 2)), 1)
+        whole += [(d == ref[1 : 1 + s]).mean(axis=1), same_k.sum(axis=(1, 2)) / total,
+                  same_e.sum(axis=(1, 2)) / total]
+        stages += [same_k.sum(axis=2) / used, same_e.sum(axis=2) / used]
+    base = np.concatenate([np.stack(whole, axis=1)] + stages, axis=1)
+    r_hot = np.eye(len(space.resolutions))[genes[:, 0]]
+    by_r = (r_hot[:, :, None] * base[:, None, :]).reshape(n, -1)
+    return np.concatenate([base, by_r], axis=1).astype(np.float32)

@@ -16,7 +16,16 @@ import torch
 from torch import nn
 
 from hwnas.errors import InputError
-from hwnas.estimate.features import arch_features, cost_features, has_cost, is_elastic, ordinal_features, ordinal_names
+from hwnas.estimate.features import (
+    arch_features,
+    cost_features,
+    extreme_features,
+    extreme_names,
+    has_cost,
+    is_elastic,
+    ordinal_features,
+    ordinal_names,
+)
 from hwnas.io import atomic_write_bytes, atomic_write_json, read_json
 
 PREDICTOR_FORMAT = "hwnas-accuracy-predictor"
@@ -42,14 +51,72 @@ class Ensemble(nn.Module):
         return torch.stack([m(x) for m in self.members]).mean(dim=0)
 
 
+class KernelRegressor(nn.Module):
+    """Gaussian-process mean (kernel ridge): an RBF kernel between standardised feature vectors,
+    f(x) = sum_i alpha_i exp(-|x - x_i|^2 / (2 (ell^2 F))) over the training points x_i (F features)."""
+
+    def __init__(self, train_x: torch.Tensor, alpha: torch.Tensor, ell: float):
+        super().__init__()
+        self.register_buffer("train_x", train_x)
+        self.register_buffer("alpha", alpha)
+        self.register_buffer("ell", torch.tensor(float(ell)))
+
+    @staticmethod
+    def kernel(a: torch.Tensor, b: torch.Tensor, ell: float) -> torch.Tensor:
+        sq = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2 * a @ b.T
+        return torch.exp(-sq.clamp_min(0) / (2 * ell**2 * a.shape[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel(x.double(), self.train_x, float(self.ell))
+        return (k @ self.alpha).float().unsqueeze(1)
+
+
+# (length scale, noise) pairs `kind="gp"` chooses from by cross-validation on the training pairs
+GP_GRID = tuple((ell, noise) for ell in (0.5, 0.7, 1.0, 1.5) for noise in (0.1, 0.3, 1.0))
+
+
+def fit_kernel(x: np.ndarray, t: np.ndarray, ell: float, noise: float) -> np.ndarray:
+    """alpha of `KernelRegressor` on standardised targets t (noise: the nugget, in target variances)."""
+    xt = torch.from_numpy(x.astype(np.float64))
+    k = KernelRegressor.kernel(xt, xt, ell)
+    return _solve(k + noise * torch.eye(len(k), dtype=k.dtype), t)
+
+
+def _solve(k: torch.Tensor, t: np.ndarray) -> np.ndarray:
+    # torch's solver, in torch's thread setting (numpy's BLAS may spin threads on a busy machine)
+    return torch.linalg.solve(k, torch.from_numpy(np.asarray(t, dtype=np.float64))).numpy()
+
+
+def choose_kernel(x: np.ndarray, t: np.ndarray, grid=GP_GRID, folds: int = 5, seed: int = 0) -> tuple[dict, dict]:
+    """The (ell, noise) of `grid` with the best mean Kendall tau over `folds` folds of the training pairs."""
+    fold = np.random.default_rng(seed).permutation(len(t)) % folds
+    xt = torch.from_numpy(x.astype(np.float64))
+    scores = {}
+    for ell, noise in grid:
+        k_all = KernelRegressor.kernel(xt, xt, ell).numpy()
+        taus = []
+        for f in range(folds):
+            tr, te = fold != f, fold == f
+            if te.sum() < 2 or tr.sum() < 2:
+                continue
+            k = torch.from_numpy(k_all[np.ix_(tr, tr)] + noise * np.eye(int(tr.sum())))
+            taus.append(kendall_tau(k_all[np.ix_(te, tr)] @ _solve(k, t[tr]), t[te]))
+        scores[(ell, noise)] = float(np.mean(taus)) if taus else 0.0
+    best = max(scores, key=scores.get)
+    return {"ell": best[0], "noise": best[1]}, {f"{e},{n}": v for (e, n), v in scores.items()}
+
+
 @dataclass
 class AccuracyPredictor:
     """MLP accuracy predictor: `fit(archs, acc)`, `predict(archs)`, `score(archs, acc)`, save/load.
 
     Inputs: the one-hot architecture code plus (where the space counts them) the subnet's log
     MACs and log parameters, standardised; with `ordinal` (elastic spaces) also the choices as
-    numbers (`features.ordinal_features`), standardised. `ensemble` MLPs from different seeds are
-    averaged.
+    numbers (`features.ordinal_features`), with `extreme` how much of the subnet is the smallest
+    and the largest subnet, per resolution (`features.extreme_features`), standardised.
+    `kind="mlp"`: `ensemble` MLPs from different seeds, averaged. `kind="gp"`: a Gaussian-process
+    mean (RBF kernel ridge) whose length scale and noise are chosen from `GP_GRID` by 5-fold
+    cross-validation on the training pairs (Kendall tau); it keeps the training features.
     """
 
     space: Any
@@ -61,6 +128,8 @@ class AccuracyPredictor:
     ensemble: int = 1
     use_cost: bool = True
     ordinal: bool = False
+    extreme: bool = False
+    kind: str = "mlp"
     model: nn.Module | None = field(default=None, repr=False)
     y_mean: float = 0.0
     y_std: float = 1.0
@@ -78,7 +147,10 @@ class AccuracyPredictor:
         layers.append(nn.Linear(width, 1))
         return nn.Sequential(*layers)
 
-    def _build(self, n_features: int) -> nn.Module:
+    def _build(self, n_features: int, n_train: int = 0) -> nn.Module:
+        if self.kind == "gp":
+            return KernelRegressor(torch.zeros(n_train, n_features, dtype=torch.float64),
+                                   torch.zeros(n_train, dtype=torch.float64), 1.0)
         if self.ensemble == 1:
             return self._build_one(n_features)
         return Ensemble([self._build_one(n_features) for _ in range(self.ensemble)])
@@ -90,11 +162,16 @@ class AccuracyPredictor:
                 raise InputError(f"ordinal features need an elastic MobileNet space, not '{self.space.name}'",
                                  field="ordinal")
             blocks += ("ordinal",)
+        if self.extreme:
+            if not is_elastic(self.space):
+                raise InputError(f"extreme features need an elastic MobileNet space, not '{self.space.name}'",
+                                 field="extreme")
+            blocks += ("extreme",)
         return blocks
 
     def _dense(self, archs: list[dict], blocks: tuple[str, ...]) -> np.ndarray:
-        parts = [cost_features(self.space, archs) if b == "cost" else ordinal_features(self.space, archs)
-                 for b in blocks]
+        make = {"cost": cost_features, "ordinal": ordinal_features, "extreme": extreme_features}
+        parts = [make[b](self.space, archs) for b in blocks]
         return np.concatenate(parts, axis=1) if parts else np.zeros((len(archs), 0), np.float32)
 
     def _features(self, archs: list[dict]) -> torch.Tensor:
@@ -112,6 +189,8 @@ class AccuracyPredictor:
                              field="accuracies")
         if self.ensemble < 1:
             raise InputError(f"ensemble must be a positive integer, got {self.ensemble!r}", field="ensemble")
+        if self.kind not in ("mlp", "gp"):
+            raise InputError(f"unknown predictor kind {self.kind!r}; expected 'mlp' or 'gp'", field="kind")
         self.x_mean = self.x_std = None
         self.dense = self._dense_blocks()
         if self.dense:
@@ -119,6 +198,14 @@ class AccuracyPredictor:
             self.x_mean, self.x_std = dense.mean(axis=0).tolist(), (dense.std(axis=0) + 1e-6).tolist()
         x = self._features(archs)
         self.y_mean, self.y_std = float(y.mean()), float(y.std() or 1.0)
+        if self.kind == "gp":
+            t = (y - self.y_mean) / self.y_std
+            best, cv = choose_kernel(x.numpy(), t, seed=self.seed)
+            alpha = fit_kernel(x.numpy(), t, **best)
+            self.model = KernelRegressor(x.double(), torch.from_numpy(alpha), best["ell"]).eval()
+            self.metrics = {"n_train": len(y), "kernel": best, "kernel_cv_kendall_tau": cv,
+                            "train": self.score(archs, y)}
+            return self
         target = torch.from_numpy(((y - self.y_mean) / self.y_std).astype(np.float32)).unsqueeze(1)
         torch.manual_seed(self.seed)
         members = []
@@ -165,6 +252,7 @@ class AccuracyPredictor:
             "space_config": {k: v for k, v in config.items() if k != "name"},
             "hidden": list(self.hidden), "y_mean": self.y_mean, "y_std": self.y_std, "metrics": self.metrics,
             "ensemble": self.ensemble, "x_mean": self.x_mean, "x_std": self.x_std, "dense": list(self.dense),
+            "kind": self.kind,
             "state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
         }
 
@@ -207,21 +295,28 @@ class AccuracyPredictor:
             x_mean, x_std = d.get("x_mean"), d.get("x_std")  # absent in files without cost features
             # files before ordinal features name no dense blocks: the cost features where x_mean is given
             dense = tuple(d["dense"]) if "dense" in d else (("cost",) if x_mean is not None else ())
-            if not set(dense) <= {"cost", "ordinal"}:
+            if not set(dense) <= {"cost", "ordinal", "extreme"}:
                 raise ValueError(f"unknown dense features {list(dense)}")
             pred = cls(space=space, hidden=tuple(int(h) for h in d["hidden"]), y_mean=float(d["y_mean"]),
                        y_std=float(d["y_std"]), metrics=dict(d.get("metrics", {})),
                        ensemble=int(d.get("ensemble", 1)), use_cost="cost" in dense, ordinal="ordinal" in dense,
+                       extreme="extreme" in dense, kind=str(d.get("kind", "mlp")),
                        x_mean=[float(v) for v in x_mean] if x_mean is not None else None,
                        x_std=[float(v) for v in x_std] if x_std is not None else None, dense=dense)
-            width = sum(2 if b == "cost" else len(ordinal_names(space)) for b in dense)
+            names = {"cost": lambda _: [0, 0], "ordinal": ordinal_names, "extreme": extreme_names}
+            width = sum(len(names[b](space)) for b in dense)
             if (pred.x_mean is None) != (not dense) or (pred.x_std is None) != (not dense) or (
                     dense and (len(pred.x_mean) != width or len(pred.x_std) != width)):
                 raise ValueError(f"x_mean and x_std must both be absent or both hold {width} numbers")
-            state = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in d["state"].items()}
-            first = "0.weight" if pred.ensemble == 1 else "members.0.0.weight"
-            n_features = state[first].shape[1]
-            pred.model = pred._build(n_features)
+            if pred.kind not in ("mlp", "gp"):
+                raise ValueError(f"unknown predictor kind {pred.kind!r}")
+            dtype = torch.float64 if pred.kind == "gp" else torch.float32  # kernel weights need doubles
+            state = {k: torch.as_tensor(v, dtype=dtype) for k, v in d["state"].items()}
+            if pred.kind == "gp":
+                pred.model = pred._build(state["train_x"].shape[1], state["train_x"].shape[0])
+            else:
+                first = "0.weight" if pred.ensemble == 1 else "members.0.0.weight"
+                pred.model = pred._build(state[first].shape[1])
             pred.model.load_state_dict(state)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise InputError(f"malformed accuracy predictor ({exc})", path=str(path)) from exc
