@@ -64,7 +64,7 @@ DEFAULT_MAX_LOCAL_SEARCH_EVALUATIONS = 2000
 class ParetoLocalSearch(Strategy):
     """Options: `pop_size` P, the random start and the batch evaluated per generation (50;
     under an evaluation budget K, min(50, max(10, K/20))), `surrogate_share` of each batch
-    picked by the surrogate (0.6), `offspring_share` made by crossover and mutation (0.2),
+    picked by the surrogate (0.7), `offspring_share` made by crossover and mutation (0.1),
     `focus` on the region that beats the random start's median (true), `ridge` penalty of the
     surrogate (30), `mutation_prob` per gene
     for offspring and for neighbours of spaces without `neighbours` (1/n_var),
@@ -92,10 +92,10 @@ class ParetoLocalSearch(Strategy):
         return bool(self.options.get("focus", True))
 
     def surrogate_share(self) -> float:
-        return float(self.options.get("surrogate_share", 0.6))
+        return float(self.options.get("surrogate_share", 0.7))
 
     def offspring_share(self) -> float:
-        return float(self.options.get("offspring_share", 0.2))
+        return float(self.options.get("offspring_share", 0.1))
 
     def run(self, problem: ArchProblem, budget: SearchBudget, seed: int,
             on_generation: Callable[[], None]) -> None:
