@@ -272,15 +272,27 @@ def test_gp_predictor_chooses_its_kernel_by_cross_validation_and_round_trips(spa
     rng = np.random.default_rng(4)
     train = [space.sample(rng) for _ in range(150)]
     held_out = [space.sample(rng) for _ in range(100)]
-    pred = AccuracyPredictor(space, kind="gp", ordinal=True, extreme=True).fit(train, synthetic_accuracy(space, train))
+    pred = AccuracyPredictor(space, kind="gp", ordinal=True, extreme=True, by_resolution=True).fit(
+        train, synthetic_accuracy(space, train))
     assert pred.dense == ("cost", "ordinal", "extreme")
-    assert (pred.metrics["kernel"]["ell"], pred.metrics["kernel"]["noise"]) in set(GP_GRID)
+    assert tuple(pred.metrics["kernel"][k] for k in ("ell", "noise", "lin")) in set(GP_GRID)
     assert len(pred.metrics["kernel_cv_kendall_tau"]) == len(GP_GRID)
     assert pred.score(held_out, synthetic_accuracy(space, held_out))["kendall_tau"] > 0.8
     for name in ("g.pt", "g.json"):
         pred.save(tmp_path / name)
         again = AccuracyPredictor.load(tmp_path / name)
-        assert again.kind == "gp" and again.dense == pred.dense
+        assert again.kind == "gp" and again.dense == pred.dense and again.by_resolution
         np.testing.assert_allclose(again.predict(held_out), pred.predict(held_out), rtol=1e-9)
     with pytest.raises(InputError, match="kind"):
         AccuracyPredictor(space, kind="forest").fit(train, synthetic_accuracy(space, train))
+
+
+def test_by_resolution_features_repeat_the_code_at_its_resolution_only(space):
+    from hwnas.estimate.features import by_resolution_features
+
+    archs = [space.smallest(), space.largest()]
+    code, f = arch_features(space, archs), by_resolution_features(space, archs)
+    n, width = len(space.resolutions), code.shape[1]
+    assert f.shape == (2, n * width)
+    np.testing.assert_array_equal(f[0, :width], code[0]) and np.testing.assert_array_equal(f[0, width:], 0)
+    np.testing.assert_array_equal(f[1, -width:], code[1]) and np.testing.assert_array_equal(f[1, :-width], 0)

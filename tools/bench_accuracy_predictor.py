@@ -4,19 +4,27 @@
         --checkpoint bench/supernet.pt --n-train 400 --n-test 200 --repeat 100 --pairs bench/pairs.json
 
     flock /tmp/hwnas-bench.lock nice -n 5 /work/venv/bin/python tools/bench_accuracy_predictor.py \
-        --checkpoint bench/supernet.pt --eval-set heldout --eval-images 20000 --n-train 400 --n-test 200 \
-        --repeat 100 --pairs bench/pairs_heldout.json
+        --checkpoint bench/supernet.pt --eval-set heldout --eval-images 10000 --n-train 300 --n-test 200 \
+        --extra-train 1000 --repeat 100 --check-path 5 --curve 300,600 --threads 1 \
+        --pairs bench/pairs_heldout.json
 
 Samples n_train + n_test random subnets, measures each with the supernet on the validation
 split carved from the training set (BN recalibrated on one fixed set of training images),
 or with `--eval-set heldout` on the first `--eval-images` of the full Fashion-MNIST's images
 outside the shipped subset (Debian's dataset-fashion-mnist; many more images than the
 validation split, so a less noisy measurement of both the training and the held-out subnets),
-fits the MLP predictor on the first n_train and reports RMSE and Kendall tau on the other
-n_test. `--repeat N` measures N of the held-out subnets again with another draw of
-recalibration images and reports the measurement's test-retest agreement (two independent
-halves of the evaluation images): the ceiling any predictor's tau is bounded by. The
-measured pairs (with per-image outcomes) are saved as they come (an interrupted run resumes).
+fits the predictor (`--predictor gp`, the default: RBF + linear kernel ridge on the one-hot
+code, also once per resolution, log MACs and parameters, the choices as numbers and each subnet's
+closeness to the smallest and the largest subnet per resolution, its kernel chosen by
+cross-validation on the training pairs only;
+`--predictor mlp`: the MLP of before, also reported beside the gp) on the first n_train (and the
+extra ones) and reports RMSE and Kendall tau on the other n_test. Each subnet is evaluated on the
+extracted subnet with BN folded into its convolutions (`--dynamic`: through the supernet, the
+reference path; `--check-path N` measures N held-out subnets both ways). `--repeat N` measures
+N of the held-out subnets again with another draw of recalibration images and reports the
+measurement's test-retest agreement (two independent halves of the evaluation images): the
+ceiling any predictor's tau is bounded by. The measured pairs (with per-image outcomes) are
+saved as they come (an interrupted run resumes).
 """
 
 from __future__ import annotations
@@ -59,9 +67,10 @@ def main() -> None:
                    help="measure this many held-out subnets again with other recalibration images: "
                         "the measurement's test-retest repeatability")
     p.add_argument("--predictor", choices=("gp", "mlp"), default="gp",
-                   help="gp: RBF kernel ridge on the one-hot code, log MACs and parameters, the choices as numbers "
-                        "and the closeness to the smallest and largest subnet per resolution, kernel chosen by "
-                        "5-fold CV on the training pairs; mlp: the MLP on the one-hot code, log MACs and parameters")
+                   help="gp: RBF + linear kernel ridge on the one-hot code (also per resolution), log MACs and "
+                        "parameters, the choices as numbers and the closeness to the smallest and largest subnet "
+                        "per resolution, kernel chosen by 5-fold CV on the training pairs; mlp: the MLP on the "
+                        "one-hot code, log MACs and parameters")
     p.add_argument("--curve", default="",
                    help="also fit on the first N training subnets for each N of this comma list (the held-out "
                         "subnets stay the same): tau against the training set's size")
@@ -139,7 +148,8 @@ def main() -> None:
     if args.repeat:
         repeat = repeatability(args, supernet, meta, space, test_a[: args.repeat], pairs, store)
 
-    options = {"kind": "gp", "ordinal": True, "extreme": True} if args.predictor == "gp" else {}
+    options = ({"kind": "gp", "ordinal": True, "extreme": True, "by_resolution": True}
+               if args.predictor == "gp" else {})
     t1 = time.perf_counter()
     predictor = AccuracyPredictor(space, seed=args.seed, **options).fit(train_a, train_y)
     fit_seconds = time.perf_counter() - t1

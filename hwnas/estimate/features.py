@@ -173,3 +173,15 @@ def extreme_features(space, archs: list[dict]) -> np.ndarray:
     r_hot = np.eye(len(space.resolutions))[genes[:, 0]]
     by_r = (r_hot[:, :, None] * base[:, None, :]).reshape(n, -1)
     return np.concatenate([base, by_r], axis=1).astype(np.float32)
+
+
+def by_resolution_features(space, archs: list[dict]) -> np.ndarray:
+    """(N, R * F) float32 of an elastic space: the one-hot code (`arch_features`) once per resolution,
+    zero at the other resolutions, so a linear model on it is a separate additive model per resolution
+    (a block choice that helps at one resolution may hurt at another)."""
+    if not is_elastic(space):
+        raise ValueError(f"by-resolution features need an elastic MobileNet space, not "
+                         f"{getattr(space, 'name', space)!r}")
+    code = arch_features(space, archs)
+    r_hot = code[:, -len(space.resolutions) :]
+    return (r_hot[:, :, None] * code[:, None, :]).reshape(len(code), -1).astype(np.float32)

@@ -18,6 +18,7 @@ from torch import nn
 from hwnas.errors import InputError
 from hwnas.estimate.features import (
     arch_features,
+    by_resolution_features,
     cost_features,
     extreme_features,
     extreme_names,
@@ -52,33 +53,37 @@ class Ensemble(nn.Module):
 
 
 class KernelRegressor(nn.Module):
-    """Gaussian-process mean (kernel ridge): an RBF kernel between standardised feature vectors,
-    f(x) = sum_i alpha_i exp(-|x - x_i|^2 / (2 (ell^2 F))) over the training points x_i (F features)."""
+    """Gaussian-process mean (kernel ridge) on standardised feature vectors (F features): an RBF
+    kernel plus a linear one, f(x) = sum_i alpha_i [exp(-|x - x_i|^2 / (2 ell^2 F)) + lin x.x_i / F]
+    over the training points x_i."""
 
-    def __init__(self, train_x: torch.Tensor, alpha: torch.Tensor, ell: float):
+    def __init__(self, train_x: torch.Tensor, alpha: torch.Tensor, ell: float, lin: float = 0.0):
         super().__init__()
         self.register_buffer("train_x", train_x)
         self.register_buffer("alpha", alpha)
-        self.register_buffer("ell", torch.tensor(float(ell)))
+        self.register_buffer("ell", torch.tensor(float(ell), dtype=torch.float64))
+        self.register_buffer("lin", torch.tensor(float(lin), dtype=torch.float64))
 
     @staticmethod
-    def kernel(a: torch.Tensor, b: torch.Tensor, ell: float) -> torch.Tensor:
-        sq = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2 * a @ b.T
-        return torch.exp(-sq.clamp_min(0) / (2 * ell**2 * a.shape[1]))
+    def kernel(a: torch.Tensor, b: torch.Tensor, ell: float, lin: float = 0.0) -> torch.Tensor:
+        dot = a @ b.T
+        sq = (a * a).sum(1, keepdim=True) + (b * b).sum(1)[None, :] - 2 * dot
+        return torch.exp(-sq.clamp_min(0) / (2 * ell**2 * a.shape[1])) + lin * dot / a.shape[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.kernel(x.double(), self.train_x, float(self.ell))
+        k = self.kernel(x.double(), self.train_x, float(self.ell), float(self.lin))
         return (k @ self.alpha).float().unsqueeze(1)
 
 
-# (length scale, noise) pairs `kind="gp"` chooses from by cross-validation on the training pairs
-GP_GRID = tuple((ell, noise) for ell in (0.5, 0.7, 1.0, 1.5) for noise in (0.1, 0.3, 1.0))
+# (length scale, noise, linear weight) triples `kind="gp"` chooses from by cross-validation on the training pairs
+GP_GRID = tuple((ell, noise, lin) for ell in (0.5, 0.7, 1.0, 1.5) for noise in (0.03, 0.1, 0.3, 1.0)
+                for lin in (0.0, 1.0))
 
 
-def fit_kernel(x: np.ndarray, t: np.ndarray, ell: float, noise: float) -> np.ndarray:
+def fit_kernel(x: np.ndarray, t: np.ndarray, ell: float, noise: float, lin: float = 0.0) -> np.ndarray:
     """alpha of `KernelRegressor` on standardised targets t (noise: the nugget, in target variances)."""
     xt = torch.from_numpy(x.astype(np.float64))
-    k = KernelRegressor.kernel(xt, xt, ell)
+    k = KernelRegressor.kernel(xt, xt, ell, lin)
     return _solve(k + noise * torch.eye(len(k), dtype=k.dtype), t)
 
 
@@ -88,12 +93,12 @@ def _solve(k: torch.Tensor, t: np.ndarray) -> np.ndarray:
 
 
 def choose_kernel(x: np.ndarray, t: np.ndarray, grid=GP_GRID, folds: int = 5, seed: int = 0) -> tuple[dict, dict]:
-    """The (ell, noise) of `grid` with the best mean Kendall tau over `folds` folds of the training pairs."""
+    """The (ell, noise, lin) of `grid` with the best mean Kendall tau over `folds` folds of the training pairs."""
     fold = np.random.default_rng(seed).permutation(len(t)) % folds
     xt = torch.from_numpy(x.astype(np.float64))
     scores = {}
-    for ell, noise in grid:
-        k_all = KernelRegressor.kernel(xt, xt, ell).numpy()
+    for ell, noise, lin in grid:
+        k_all = KernelRegressor.kernel(xt, xt, ell, lin).numpy()
         taus = []
         for f in range(folds):
             tr, te = fold != f, fold == f
@@ -101,9 +106,10 @@ def choose_kernel(x: np.ndarray, t: np.ndarray, grid=GP_GRID, folds: int = 5, se
                 continue
             k = torch.from_numpy(k_all[np.ix_(tr, tr)] + noise * np.eye(int(tr.sum())))
             taus.append(kendall_tau(k_all[np.ix_(te, tr)] @ _solve(k, t[tr]), t[te]))
-        scores[(ell, noise)] = float(np.mean(taus)) if taus else 0.0
+        scores[(ell, noise, lin)] = float(np.mean(taus)) if taus else 0.0
     best = max(scores, key=scores.get)
-    return {"ell": best[0], "noise": best[1]}, {f"{e},{n}": v for (e, n), v in scores.items()}
+    return {"ell": best[0], "noise": best[1], "lin": best[2]}, {",".join(map(str, key)): v
+                                                                for key, v in scores.items()}
 
 
 @dataclass
@@ -113,10 +119,12 @@ class AccuracyPredictor:
     Inputs: the one-hot architecture code plus (where the space counts them) the subnet's log
     MACs and log parameters, standardised; with `ordinal` (elastic spaces) also the choices as
     numbers (`features.ordinal_features`), with `extreme` how much of the subnet is the smallest
-    and the largest subnet, per resolution (`features.extreme_features`), standardised.
+    and the largest subnet, per resolution (`features.extreme_features`), standardised; with
+    `by_resolution` the one-hot code once more per resolution (`features.by_resolution_features`).
     `kind="mlp"`: `ensemble` MLPs from different seeds, averaged. `kind="gp"`: a Gaussian-process
-    mean (RBF kernel ridge) whose length scale and noise are chosen from `GP_GRID` by 5-fold
-    cross-validation on the training pairs (Kendall tau); it keeps the training features.
+    mean (kernel ridge, RBF plus linear kernel) whose length scale, noise and linear weight are
+    chosen from `GP_GRID` by 5-fold cross-validation on the training pairs (Kendall tau); it keeps
+    the training features.
     """
 
     space: Any
@@ -129,6 +137,7 @@ class AccuracyPredictor:
     use_cost: bool = True
     ordinal: bool = False
     extreme: bool = False
+    by_resolution: bool = False
     kind: str = "mlp"
     model: nn.Module | None = field(default=None, repr=False)
     y_mean: float = 0.0
@@ -176,6 +185,8 @@ class AccuracyPredictor:
 
     def _features(self, archs: list[dict]) -> torch.Tensor:
         x = arch_features(self.space, archs)
+        if self.by_resolution:
+            x = np.concatenate([x, by_resolution_features(self.space, archs)], axis=1)
         if self.x_mean is not None:
             dense = (self._dense(archs, self.dense) - np.float32(self.x_mean)) / np.float32(self.x_std)
             x = np.concatenate([x, dense.astype(np.float32)], axis=1)
@@ -191,6 +202,9 @@ class AccuracyPredictor:
             raise InputError(f"ensemble must be a positive integer, got {self.ensemble!r}", field="ensemble")
         if self.kind not in ("mlp", "gp"):
             raise InputError(f"unknown predictor kind {self.kind!r}; expected 'mlp' or 'gp'", field="kind")
+        if self.by_resolution and not is_elastic(self.space):
+            raise InputError(f"by-resolution features need an elastic MobileNet space, not '{self.space.name}'",
+                             field="by_resolution")
         self.x_mean = self.x_std = None
         self.dense = self._dense_blocks()
         if self.dense:
@@ -202,7 +216,7 @@ class AccuracyPredictor:
             t = (y - self.y_mean) / self.y_std
             best, cv = choose_kernel(x.numpy(), t, seed=self.seed)
             alpha = fit_kernel(x.numpy(), t, **best)
-            self.model = KernelRegressor(x.double(), torch.from_numpy(alpha), best["ell"]).eval()
+            self.model = KernelRegressor(x.double(), torch.from_numpy(alpha), best["ell"], best["lin"]).eval()
             self.metrics = {"n_train": len(y), "kernel": best, "kernel_cv_kendall_tau": cv,
                             "train": self.score(archs, y)}
             return self
@@ -252,7 +266,7 @@ class AccuracyPredictor:
             "space_config": {k: v for k, v in config.items() if k != "name"},
             "hidden": list(self.hidden), "y_mean": self.y_mean, "y_std": self.y_std, "metrics": self.metrics,
             "ensemble": self.ensemble, "x_mean": self.x_mean, "x_std": self.x_std, "dense": list(self.dense),
-            "kind": self.kind,
+            "kind": self.kind, "by_resolution": self.by_resolution,
             "state": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
         }
 
@@ -301,6 +315,7 @@ class AccuracyPredictor:
                        y_std=float(d["y_std"]), metrics=dict(d.get("metrics", {})),
                        ensemble=int(d.get("ensemble", 1)), use_cost="cost" in dense, ordinal="ordinal" in dense,
                        extreme="extreme" in dense, kind=str(d.get("kind", "mlp")),
+                       by_resolution=bool(d.get("by_resolution", False)),
                        x_mean=[float(v) for v in x_mean] if x_mean is not None else None,
                        x_std=[float(v) for v in x_std] if x_std is not None else None, dense=dense)
             names = {"cost": lambda _: [0, 0], "ordinal": ordinal_names, "extreme": extreme_names}
