@@ -24,7 +24,9 @@ reference path; `--check-path N` measures N held-out subnets both ways). `--repe
 N of the held-out subnets again with another draw of recalibration images and reports the
 measurement's test-retest agreement (two independent halves of the evaluation images): the
 ceiling any predictor's tau is bounded by. The measured pairs (with per-image outcomes) are
-saved as they come (an interrupted run resumes).
+saved as they come (an interrupted run resumes). Two processes can share the measuring: the
+second runs with `--reverse` and its own `--pairs` file; the fit then reads both
+(`--also-pairs`), with `--measured-only` so that it measures nothing more.
 """
 
 from __future__ import annotations
@@ -59,6 +61,14 @@ def main() -> None:
                    help="evaluate on the first this many images of the evaluation set (default: all)")
     p.add_argument("--pairs", default=None, help="measured (arch, accuracy) pairs, resumable "
                    "(default bench/pairs.json, or bench/pairs_heldout.json with --eval-set heldout)")
+    p.add_argument("--also-pairs", nargs="+", default=[],
+                   help="more pairs files measured with the same settings (e.g. by a second process run with "
+                        "--reverse); merged into --pairs")
+    p.add_argument("--reverse", action="store_true",
+                   help="measure the subnet list from its end: a second process shares the work, writing its own "
+                        "--pairs file")
+    p.add_argument("--measured-only", action="store_true",
+                   help="measure no extra training subnet: fit on those already in the pairs files")
     p.add_argument("--predictor-out", default=None, help="save the fitted predictor here")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--recal-batches", type=int, default=16)
@@ -119,19 +129,30 @@ def main() -> None:
                 and old.get("recal_images") == store["recal_images"]):
             store = old
     pairs = {tuple(p["x"]): p for p in store["pairs"]}
+    for path in args.also_pairs:
+        with open(path) as f:
+            other = json.load(f)
+        if any(other.get(k) != store.get(k) for k in ("split", "val_images", "recal_images", "recal_seed")):
+            sys.exit(f"error: {path}: measured with other settings (split, val_images, recal_images, recal_seed) "
+                     f"than {args.pairs}")
+        pairs.update({tuple(p["x"]): p for p in other["pairs"]})
+    n_core = args.n_train + args.n_test  # always measured: the first training and the held-out subnets
     t0 = time.perf_counter()
     measured_now = 0
-    for i, a in enumerate(tqdm(archs, desc="measuring subnets", file=sys.stderr)):
+    order = list(enumerate(archs))[:: -1 if args.reverse else 1]
+    for done, (i, a) in enumerate(tqdm(order, desc="measuring subnets", file=sys.stderr), start=1):
         key = tuple(space.encode(a).tolist())
-        if key not in pairs:
+        if key not in pairs and not (args.measured_only and i >= n_core):
             correct, loss = estimator.outcomes(a)
             pairs[key] = {"x": list(key), "acc": 100.0 * float(correct.mean()), "loss": float(loss.mean()),
                           "correct": pack(correct)}
             measured_now += 1
-        if (i + 1) % 25 == 0 or i + 1 == len(archs):
+        if done % 25 == 0 or done == len(order):
             store["pairs"] = list(pairs.values())
             atomic_write_json(args.pairs, store)
     measure_seconds = time.perf_counter() - t0
+    if args.measured_only:
+        archs = archs[:n_core] + [a for a in archs[n_core:] if tuple(space.encode(a).tolist()) in pairs]
     acc = np.array([pairs[tuple(space.encode(a).tolist())]["acc"] for a in archs])
     loss = np.array([pairs[tuple(space.encode(a).tolist())]["loss"] for a in archs])
     # extra training subnets come after the held-out ones: the held-out set stays the same
