@@ -130,17 +130,24 @@ def test_registry_errors():
         get_estimator("supernet")
 
 
-def test_supernet_estimator_measures_on_the_validation_split(space, tmp_path):
+def _checkpoint_and_data(space, tmp_path, val_size: int, n_train: int, n_test: int):
+    """An untrained supernet's checkpoint (seed 0) and a slice of the shipped subset."""
     torch.manual_seed(0)
     net = build_supernet(space)
-    settings = TrainSettings(space_options=TINY, val_size=40)
+    settings = TrainSettings(space_options=TINY, val_size=val_size)
     ckpt = tmp_path / "s.pt"
     save_checkpoint(ckpt, {"space": space.name, "space_config": {k: v for k, v in space.config().items()
                                                                   if k != "name"},
                            "model": net.state_dict(), "settings": vars(settings), "epoch": 0, "history": []})
     full = load_dataset(None)
-    data = Dataset(name="t", train_x=full.train_x[:200], train_y=full.train_y[:200], test_x=full.test_x[:50],
-                   test_y=full.test_y[:50], classes=full.classes, mean=full.mean, std=full.std)
+    data = Dataset(name="t", train_x=full.train_x[:n_train], train_y=full.train_y[:n_train],
+                   test_x=full.test_x[:n_test], test_y=full.test_y[:n_test], classes=full.classes,
+                   mean=full.mean, std=full.std)
+    return ckpt, data
+
+
+def test_supernet_estimator_measures_on_the_validation_split(space, tmp_path):
+    ckpt, data = _checkpoint_and_data(space, tmp_path, val_size=40, n_train=200, n_test=50)
     est = get_estimator("supernet", supernet_checkpoint=ckpt, data=data, recal_batches=1, recal_batch_size=32)
     assert len(est.eval_data.test_y) == 40  # held out of the training images, not the test set
     acc = est.predict([space.largest(), space.smallest(), space.largest()])
@@ -171,16 +178,7 @@ def test_fused_measurement_matches_the_dynamic_supernet_path(space, tmp_path):
     statistics recalibrated for the subnet as before (export extracts right after `accuracy`)."""
     from hwnas.estimate.supernet import fused_subnet
 
-    torch.manual_seed(0)
-    net = build_supernet(space)
-    settings = TrainSettings(space_options=TINY, val_size=60)
-    ckpt = tmp_path / "s.pt"
-    save_checkpoint(ckpt, {"space": space.name, "space_config": {k: v for k, v in space.config().items()
-                                                                  if k != "name"},
-                           "model": net.state_dict(), "settings": vars(settings), "epoch": 0, "history": []})
-    full = load_dataset(None)
-    data = Dataset(name="t", train_x=full.train_x[:300], train_y=full.train_y[:300], test_x=full.test_x[:10],
-                   test_y=full.test_y[:10], classes=full.classes, mean=full.mean, std=full.std)
+    ckpt, data = _checkpoint_and_data(space, tmp_path, val_size=60, n_train=300, n_test=10)
     kw = dict(supernet_checkpoint=ckpt, data=data, recal_batches=2, recal_batch_size=32, eval_batch_size=16)
     fast, ref = get_estimator("supernet", **kw), get_estimator("supernet", fused=False, **kw)
     assert fast.fused and not ref.fused
