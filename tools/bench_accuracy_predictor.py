@@ -59,6 +59,13 @@ def main() -> None:
                         "outside the shipped subset (needs /usr/share/datasets/fashion-mnist)")
     p.add_argument("--eval-images", type=int, default=None,
                    help="evaluate on the first this many images of the evaluation set (default: all)")
+    p.add_argument("--test-eval-images", type=int, default=None,
+                   help="measure the held-out subnets on the first this many evaluation images (default: as "
+                        "--eval-images): a more precise measurement to score against; their accuracy on the first "
+                        "--eval-images of them (a prefix) is scored too")
+    p.add_argument("--test-pairs", default=None,
+                   help="where the held-out subnets measured with --test-eval-images are kept, resumable "
+                        "(default: beside --pairs, named after the image count)")
     p.add_argument("--pairs", default=None, help="measured (arch, accuracy) pairs, resumable "
                    "(default bench/pairs.json, or bench/pairs_heldout.json with --eval-set heldout)")
     p.add_argument("--also-pairs", nargs="+", default=[],
@@ -96,6 +103,11 @@ def main() -> None:
         args.pairs = "bench/pairs.json" if args.eval_set == "val" else "bench/pairs_heldout.json"
     if args.eval_images is not None and args.eval_images < 2:
         p.error("--eval-images must be at least 2")
+    if args.test_eval_images is not None and args.test_eval_images < 2:
+        p.error("--test-eval-images must be at least 2")
+    separate_test = args.test_eval_images is not None and args.test_eval_images != args.eval_images
+    if separate_test and (args.repeat or args.check_path):
+        p.error("--repeat and --check-path measure the held-out subnets on --eval-images; not with --test-eval-images")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     load_avg_start = os.getloadavg()
@@ -110,6 +122,14 @@ def main() -> None:
                                       fused=not args.dynamic)
     except InputError as exc:
         sys.exit(f"error: {exc}")
+    test_estimator = estimator
+    if separate_test:
+        test_estimator = SupernetEstimator(supernet=supernet, meta=meta, split=args.eval_set,
+                                           recal_batches=args.recal_batches, eval_limit=args.test_eval_images,
+                                           fused=not args.dynamic)
+        if test_estimator.eval_size < estimator.eval_size:
+            sys.exit(f"error: --test-eval-images gives {test_estimator.eval_size} images, fewer than the "
+                     f"{estimator.eval_size} of --eval-images")
     space = supernet.space
     rng = np.random.default_rng(args.seed)
     archs, seen = [], set()
@@ -136,25 +156,48 @@ def main() -> None:
             sys.exit(f"error: {path}: measured with other settings (split, val_images, recal_images, recal_seed) "
                      f"than {args.pairs}")
         pairs.update({tuple(p["x"]): p for p in other["pairs"]})
+    test_pairs, test_store = pairs, store
+    if separate_test:
+        n_tv = test_estimator.eval_size
+        args.test_pairs = args.test_pairs or f"{os.path.splitext(args.pairs)[0]}_test{n_tv}.json"
+        test_store = {**{k: v for k, v in store.items() if k not in ("pairs", "repeat")}, "val_images": n_tv,
+                      "pairs": []}
+        if os.path.exists(args.test_pairs):
+            with open(args.test_pairs) as f:
+                old = json.load(f)
+            if any(old.get(k) != test_store.get(k) for k in ("split", "val_images", "recal_images", "recal_seed")):
+                sys.exit(f"error: {args.test_pairs}: measured with other settings (split, val_images, recal_images, "
+                         f"recal_seed) than asked")
+            test_store = old
+        test_pairs = {tuple(p["x"]): p for p in test_store["pairs"]}
     n_core = args.n_train + args.n_test  # always measured: the first training and the held-out subnets
     t0 = time.perf_counter()
     measured_now = 0
     order = list(enumerate(archs))[:: -1 if args.reverse else 1]
     for done, (i, a) in enumerate(tqdm(order, desc="measuring subnets", file=sys.stderr), start=1):
         key = tuple(space.encode(a).tolist())
-        if key not in pairs and not (args.measured_only and i >= n_core):
-            correct, loss = estimator.outcomes(a)
-            pairs[key] = {"x": list(key), "acc": 100.0 * float(correct.mean()), "loss": float(loss.mean()),
-                          "correct": pack(correct)}
+        held_out = args.n_train <= i < n_core
+        into, by = (test_pairs, test_estimator) if held_out else (pairs, estimator)
+        if key not in into and not (args.measured_only and i >= n_core):
+            correct, loss = by.outcomes(a)
+            into[key] = {"x": list(key), "acc": 100.0 * float(correct.mean()), "loss": float(loss.mean()),
+                         "correct": pack(correct)}
             measured_now += 1
+            if separate_test and held_out and len(test_pairs) % 5 == 0:
+                test_store["pairs"] = list(test_pairs.values())
+                atomic_write_json(args.test_pairs, test_store)
         if done % 25 == 0 or done == len(order):
             store["pairs"] = list(pairs.values())
             atomic_write_json(args.pairs, store)
+            if separate_test:
+                test_store["pairs"] = list(test_pairs.values())
+                atomic_write_json(args.test_pairs, test_store)
     measure_seconds = time.perf_counter() - t0
     if args.measured_only:
         archs = archs[:n_core] + [a for a in archs[n_core:] if tuple(space.encode(a).tolist()) in pairs]
-    acc = np.array([pairs[tuple(space.encode(a).tolist())]["acc"] for a in archs])
-    loss = np.array([pairs[tuple(space.encode(a).tolist())]["loss"] for a in archs])
+    measured = {**pairs, **test_pairs}  # the held-out subnets' own measurement wins
+    acc = np.array([measured[tuple(space.encode(a).tolist())]["acc"] for a in archs])
+    loss = np.array([measured[tuple(space.encode(a).tolist())]["loss"] for a in archs])
     # extra training subnets come after the held-out ones: the held-out set stays the same
     held = slice(args.n_train, args.n_train + args.n_test)
     train_a = archs[: args.n_train] + archs[held.stop :]
@@ -175,6 +218,23 @@ def main() -> None:
     predictor = AccuracyPredictor(space, seed=args.seed, **options).fit(train_a, train_y)
     fit_seconds = time.perf_counter() - t1
     held_out = predictor.score(test_a, test_y)
+    test_precise = None
+    if separate_test:  # the same held-out subnets, scored on the first --eval-images of their images as well
+        n_val_t = test_estimator.eval_size
+        outcomes = np.array([unpack(test_pairs[tuple(space.encode(a).tolist())]["correct"], n_val_t) for a in test_a])
+        prefix_y = 100.0 * outcomes[:, :n_val].mean(1)
+        half = np.zeros(n_val_t, dtype=bool)
+        half[np.random.default_rng(12345).permutation(n_val_t)[: n_val_t // 2]] = True
+        r_half = float(np.corrcoef(outcomes[:, half].mean(1), outcomes[:, ~half].mean(1))[0, 1])
+        reliability = 2 * r_half / (1 + r_half) if r_half > 0 else 0.0
+        test_precise = {
+            "test_images": n_val_t,
+            "predictor_against_first_eval_images": predictor.score(test_a, prefix_y),
+            "kendall_tau_first_eval_images_vs_all": kendall_tau(prefix_y, test_y),
+            "split_half_pearson": r_half, "reliability_same_recal": reliability,
+            "kendall_tau_ceiling_same_recal": float(2 / np.pi * np.arcsin(np.sqrt(max(reliability, 0.0)))),
+            "accuracy": {"min": float(test_y.min()), "max": float(test_y.max()), "std": float(test_y.std())},
+        }
     baseline = None
     if args.predictor != "mlp":  # the MLP of before on the same pairs
         baseline = AccuracyPredictor(space, seed=args.seed).fit(train_a, train_y).score(test_a, test_y)
@@ -209,6 +269,7 @@ def main() -> None:
         "repeatability": repeat, "eval_path": "dynamic" if args.dynamic else "fused",
         "path_check": path_check,
         "predictor": args.predictor, "predictor_options": options, "predictor_held_out": held_out,
+        "held_out_measured_on": test_precise,
         "predictor_train": predictor.metrics["train"], "predictor_kernel": predictor.metrics.get("kernel"),
         "mlp_baseline_held_out": baseline, "curve": curve,
         "zero_cost_held_out": proxies, "macs_kendall_tau": flops_tau,
