@@ -174,6 +174,8 @@ def main() -> None:
     t0 = time.perf_counter()
     measured_now = 0
     order = list(enumerate(archs))[:: -1 if args.reverse else 1]
+    if separate_test and not args.reverse:  # the held-out subnets first: what every fit is scored on
+        order = order[args.n_train:n_core] + order[: args.n_train] + order[n_core:]
     for done, (i, a) in enumerate(tqdm(order, desc="measuring subnets", file=sys.stderr), start=1):
         key = tuple(space.encode(a).tolist())
         held_out = args.n_train <= i < n_core
