@@ -294,3 +294,16 @@ def test_by_resolution_features_repeat_the_code_at_its_resolution_only(space):
     assert f.shape == (2, n * width)
     np.testing.assert_array_equal(f[0, :width], code[0]) and np.testing.assert_array_equal(f[0, width:], 0)
     np.testing.assert_array_equal(f[1, -width:], code[1]) and np.testing.assert_array_equal(f[1, :-width], 0)
+
+
+def test_predictor_estimator_fits_the_kernel_predictor_once_and_reuses_it(space, tmp_path):
+    from hwnas.estimate import default_predictor_path
+
+    ckpt, data = _checkpoint_and_data(space, tmp_path, val_size=40, n_train=200, n_test=50)
+    est = get_estimator("predictor", supernet_checkpoint=ckpt, space=space, n_train=12, progress=False,
+                        data=data, recal_batches=1, recal_batch_size=32)
+    assert est.kind == "gp" and est.ordinal and est.extreme and est.by_resolution
+    assert default_predictor_path(ckpt).is_file()
+    again = get_estimator("predictor", supernet_checkpoint=ckpt, space=space)  # read back, not refitted
+    archs = [space.sample(np.random.default_rng(5)) for _ in range(4)]
+    np.testing.assert_allclose(again.predict(archs), est.predict(archs), rtol=1e-9)

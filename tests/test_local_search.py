@@ -204,3 +204,38 @@ def test_focus_spends_queries_where_archs_beat_the_typical_one():
 
     focused, unfocused = share_inside(True), share_inside(False)
     assert focused > 1.3 * unfocused and focused > 0.3
+
+
+def test_hypervolume_gain_of_a_point_is_the_hypervolume_it_adds():
+    from hwnas.search.indicators import hypervolume
+    from hwnas.search.strategies.pareto_local_search import _hypervolume_gain_2d
+
+    rng = np.random.default_rng(3)
+    ref = np.array([0.9, 0.8])
+    front = rng.random((12, 2))
+    front = front[pareto_front(front)]
+    points = np.vstack([rng.random((200, 2)), front[:2], [[1.0, 0.1], [0.1, 1.0]]])  # on the front, beyond ref
+    gain = _hypervolume_gain_2d(front, points, ref)
+    brute = [hypervolume(np.vstack([front, p]), ref) - hypervolume(front, ref) for p in points]
+    np.testing.assert_allclose(gain, brute, atol=1e-12)
+    assert (gain[-4:] == 0).all() and (gain > 0).sum() > 20
+
+
+def test_greedy_hypervolume_picks_the_best_gain_then_accounts_for_it():
+    from hwnas.search.strategies.pareto_local_search import _greedy_hypervolume
+
+    known = np.array([[0.0, 1.0], [1.0, 0.0]])
+    # two nearly equal points in the front's gap, a smaller gain elsewhere, one dominated
+    predicted = np.array([[0.5, 0.5], [0.51, 0.49], [0.9, 0.2], [2.0, 2.0]])
+    chosen = _greedy_hypervolume(known, predicted, np.array([1.2, 1.2]), 4)
+    # gains 0.25, 0.2499, 0.08, 0: the first twin, then the other point (its twin adds 0.0049
+    # once the first is taken), then the twin; the dominated point adds nothing and is left
+    assert chosen == [0, 2, 1]
+
+
+def test_unknown_selection_is_an_input_error():
+    from hwnas.errors import InputError
+    from hwnas.search.strategies.base import get_strategy
+
+    with pytest.raises(InputError, match="selection"):
+        get_strategy(STRATEGY, selection="best").selection()

@@ -1,7 +1,7 @@
 """Accuracy estimators for search: supernet evaluation, an accuracy predictor, zero-cost proxies.
 
     est = get_estimator("supernet", supernet_checkpoint="supernet.pt")     # measured, BN recalibrated
-    est = get_estimator("predictor", predictor_path="acc.pt")              # MLP on the arch encoding
+    est = get_estimator("predictor", predictor_path="acc.pt")              # fitted on the arch encoding
     est = get_estimator("zero-cost", space=space, proxy="synflow")         # training-free score
     est.predict([arch, ...])  -> np.ndarray (accuracy in %, or the proxy score)
 """
@@ -73,15 +73,29 @@ def _normal(config: dict) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.items()}
 
 
+def default_predictor_options(space) -> dict:
+    """The predictor `fit_predictor` fits: on elastic MobileNet spaces the kernel predictor (RBF +
+    linear kernel ridge on the one-hot code, also per resolution, the choices as numbers and the
+    closeness to the smallest and largest subnet), which ranks held-out subnets better than the
+    MLP at every training-set size measured (BENCHMARKS.md); elsewhere the MLP."""
+    from hwnas.estimate.features import is_elastic
+
+    if is_elastic(space):
+        return {"kind": "gp", "ordinal": True, "extreme": True, "by_resolution": True}
+    return {}
+
+
 def fit_predictor(supernet_checkpoint: str | os.PathLike, n_train: int = 300, seed: int = 0,
                   progress: bool = True, **estimator_kw) -> AccuracyPredictor:
-    """Measure `n_train` random subnets with the supernet (validation split) and fit the MLP on them."""
+    """Measure `n_train` random subnets with the supernet (validation split) and fit the
+    predictor of `default_predictor_options` on them."""
     import numpy as np
 
     measure = SupernetEstimator(supernet_checkpoint, progress=progress, **estimator_kw)
     rng = np.random.default_rng(seed)
     archs = [measure.space.sample(rng) for _ in range(n_train)]
-    return AccuracyPredictor(measure.space, seed=seed).fit(archs, measure.predict(archs))
+    return AccuracyPredictor(measure.space, seed=seed, **default_predictor_options(measure.space)).fit(
+        archs, measure.predict(archs))
 
 
 __all__ = [
@@ -90,6 +104,7 @@ __all__ = [
     "SupernetEstimator",
     "ZeroCostEstimator",
     "arch_features",
+    "default_predictor_options",
     "fit_predictor",
     "get_estimator",
     "kendall_tau",

@@ -6,8 +6,11 @@ three parts:
 - surrogate picks: a ridge model per objective (one-hot genes and gene pairs, plus what a
   space says its genes compute, `structure_genes`, e.g. a cell without its dead edges; fit
   on the ranks of the values evaluated so far) scores a pool of unseen candidates
-  (neighbours and two-gene mutants of the best ranks, random archs); the candidates it
-  predicts non-dominated against the archive are taken, sparsest first;
+  (neighbours and two-gene mutants of the best ranks, random archs); with two objectives
+  the candidate whose predicted point adds the most hypervolume to the archive's front is
+  taken, then the next against that front and the picks so far, until no prediction adds
+  any; the rest (and all of them with `selection: crowding`) are the candidates predicted
+  non-dominated against the archive, sparsest first;
 - local moves: the one-step neighbours (a space's `neighbours(arch)` where it has one, else
   mutants of one gene on average) of the non-dominated members, one per member per round,
   from the sparsest part of the front first (extremes, then by crowding distance); a member
@@ -36,6 +39,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from hwnas.errors import InputError
 from hwnas.search.indicators import pareto_front
 from hwnas.search.problem import ArchKey, ArchProblem, arch_key
 from hwnas.search.strategies.base import SearchBudget, Strategy, register_strategy
@@ -65,8 +69,9 @@ class ParetoLocalSearch(Strategy):
     """Options: `pop_size` P, the random start and the batch evaluated per generation (50;
     under an evaluation budget K, min(50, max(10, K/20))), `surrogate_share` of each batch
     picked by the surrogate (0.7), `offspring_share` made by crossover and mutation (0.1),
-    `focus` on the region that beats the random start's median (true), `ridge` penalty of the
-    surrogate (30), `mutation_prob` per gene
+    `focus` on the region that beats the random start's median (true), `selection` of the
+    surrogate picks ("hypervolume": greedy predicted hypervolume gain with two objectives;
+    "crowding": predicted non-dominated, sparsest first), `ridge` penalty of the surrogate (30), `mutation_prob` per gene
     for offspring and for neighbours of spaces without `neighbours` (1/n_var),
     `max_local_search_evaluations` (2,000: a larger evaluation budget, or none, runs NSGA-II
     instead; None: never)."""
@@ -75,7 +80,7 @@ class ParetoLocalSearch(Strategy):
 
     def settings(self) -> dict:
         return {"pop_size": self.pop_size or DEFAULT_POP_SIZE, "surrogate_share": self.surrogate_share(),
-                "offspring_share": self.offspring_share(), "focus": self.focus(),
+                "offspring_share": self.offspring_share(), "focus": self.focus(), "selection": self.selection(),
                 "max_local_search_evaluations": self.max_local_search_evaluations(),
                 "ran": "nsga2" if getattr(self, "_ran_nsga2", False) else "local-search", **self.options}
 
@@ -90,6 +95,13 @@ class ParetoLocalSearch(Strategy):
 
     def focus(self) -> bool:
         return bool(self.options.get("focus", True))
+
+    def selection(self) -> str:
+        selection = str(self.options.get("selection", "hypervolume"))
+        if selection not in ("hypervolume", "crowding"):
+            raise InputError(f"unknown selection {selection!r}; expected 'hypervolume' or 'crowding'",
+                             field="selection")
+        return selection
 
     def surrogate_share(self) -> float:
         return float(self.options.get("surrogate_share", 0.7))
@@ -307,15 +319,20 @@ class ParetoLocalSearch(Strategy):
             if inside.sum() >= count:
                 keys, predicted = [k for k, ok in zip(keys, inside, strict=True) if ok], predicted[inside]
         known = self._F[feasible]
-        everything = np.vstack([known, predicted])
-        is_pool = np.r_[np.zeros(len(known), bool), np.ones(len(predicted), bool)]
         chosen: list[int] = []
+        if self.selection() == "hypervolume" and known.shape[1] == 2 and len(known):
+            chosen = _greedy_hypervolume(known, predicted, reference, count)
+        # the rest (or all, with selection "crowding"): the pool's members on the fronts of
+        # archive plus predictions, front by front, sparsest first
+        rest = np.setdiff1d(np.arange(len(predicted)), chosen)
+        everything = np.vstack([known, predicted[rest]])
+        is_pool = np.r_[np.zeros(len(known), bool), np.ones(len(rest), bool)]
         left = np.arange(len(everything))
         while len(chosen) < count and len(left):
             front = left[pareto_front(everything[left])]
             left = np.setdiff1d(left, front)
             front = front[np.argsort(-_crowding(everything[front]), kind="stable")]
-            chosen.extend(int(j) - len(known) for j in front if is_pool[j])
+            chosen.extend(int(rest[j - len(known)]) for j in front if is_pool[j])
         out = [pool[keys[j]] for j in chosen[:count]]
         batch_keys.update(arch_key(space, a) for a in out)
         return out
@@ -337,6 +354,45 @@ class ParetoLocalSearch(Strategy):
                 batch_keys.add(key)
                 out.append(arch)
         return out
+
+
+def _greedy_hypervolume(known: np.ndarray, predicted: np.ndarray, reference: np.ndarray | None,
+                        count: int) -> list[int]:
+    """Up to `count` rows of `predicted` picked one at a time by the hypervolume their predicted
+    point adds to the front of `known` and of those already picked (two minimised objectives,
+    scaled by the archive's range, below `reference` or the archive's worst values). Stops
+    when no prediction adds any."""
+    lo, hi = known.min(axis=0), known.max(axis=0)
+    scale = np.where(hi > lo, hi - lo, 1.0)
+    ref = ((reference if reference is not None else hi) - lo) / scale
+    front = (known - lo) / scale
+    front = front[pareto_front(front)]
+    P = (predicted - lo) / scale
+    chosen: list[int] = []
+    open_ = np.ones(len(P), dtype=bool)
+    while len(chosen) < count and open_.any():
+        gain = np.where(open_, _hypervolume_gain_2d(front, P, ref), -1.0)
+        j = int(np.argmax(gain))
+        if gain[j] <= 0:
+            break
+        chosen.append(j)
+        open_[j] = False
+        front = np.vstack([front, P[j]])
+        front = front[pareto_front(front)]
+    return chosen
+
+
+def _hypervolume_gain_2d(front: np.ndarray, points: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Hypervolume (below `ref`) that each row of `points` adds to `front`, two minimised objectives."""
+    f = front[np.all(front < ref, axis=1)]
+    f = f[np.argsort(f[:, 0], kind="stable")]
+    # the front's staircase: on [x_start[i], x_end[i]) the dominated region starts at level[i]
+    x_start = np.r_[-np.inf, f[:, 0]]
+    x_end = np.r_[f[:, 0], ref[0]]
+    level = np.r_[ref[1], np.minimum.accumulate(f[:, 1])] if len(f) else np.array([ref[1]])
+    width = np.clip(np.minimum(x_end[None], ref[0]) - np.maximum(x_start[None], points[:, :1]), 0, None)
+    height = np.clip(level[None] - points[:, 1:2], 0, None)
+    return (width * height).sum(axis=1)
 
 
 def _crowding(F: np.ndarray) -> np.ndarray:
