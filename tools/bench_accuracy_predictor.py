@@ -75,7 +75,8 @@ def main() -> None:
                    help="measure the subnet list from its end: a second process shares the work, writing its own "
                         "--pairs file")
     p.add_argument("--measured-only", action="store_true",
-                   help="measure no extra training subnet: fit on those already in the pairs files")
+                   help="measure no training subnet: fit on those already in the pairs files (the held-out "
+                        "subnets are measured where missing)")
     p.add_argument("--predictor-out", default=None, help="save the fitted predictor here")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--recal-batches", type=int, default=16)
@@ -180,7 +181,7 @@ def main() -> None:
         key = tuple(space.encode(a).tolist())
         held_out = args.n_train <= i < n_core
         into, by = (test_pairs, test_estimator) if held_out else (pairs, estimator)
-        if key not in into and not (args.measured_only and i >= n_core):
+        if key not in into and not (args.measured_only and not held_out):
             correct, loss = by.outcomes(a)
             into[key] = {"x": list(key), "acc": 100.0 * float(correct.mean()), "loss": float(loss.mean()),
                          "correct": pack(correct)}
@@ -195,15 +196,20 @@ def main() -> None:
                 test_store["pairs"] = list(test_pairs.values())
                 atomic_write_json(args.test_pairs, test_store)
     measure_seconds = time.perf_counter() - t0
-    if args.measured_only:
-        archs = archs[:n_core] + [a for a in archs[n_core:] if tuple(space.encode(a).tolist()) in pairs]
+    n_first = args.n_train
+    if args.measured_only:  # training subnets not measured (yet) are left out, the held-out ones never
+        def in_pairs(a: dict) -> bool:
+            return tuple(space.encode(a).tolist()) in pairs
+
+        first = [a for a in archs[: args.n_train] if in_pairs(a)]
+        archs, n_first = first + archs[args.n_train : n_core] + [a for a in archs[n_core:] if in_pairs(a)], len(first)
     measured = {**pairs, **test_pairs}  # the held-out subnets' own measurement wins
     acc = np.array([measured[tuple(space.encode(a).tolist())]["acc"] for a in archs])
     loss = np.array([measured[tuple(space.encode(a).tolist())]["loss"] for a in archs])
     # extra training subnets come after the held-out ones: the held-out set stays the same
-    held = slice(args.n_train, args.n_train + args.n_test)
-    train_a = archs[: args.n_train] + archs[held.stop :]
-    train_y = np.concatenate([acc[: args.n_train], acc[held.stop :]])
+    held = slice(n_first, n_first + args.n_test)
+    train_a = archs[:n_first] + archs[held.stop :]
+    train_y = np.concatenate([acc[:n_first], acc[held.stop :]])
     test_a, test_y = archs[held], acc[held]
 
     path_check = None

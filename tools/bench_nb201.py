@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", default=str(DEFAULT_CSV))
     parser.add_argument("--evals", type=int, default=500)
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed+seeds-1")
     parser.add_argument("--accuracy", nargs="+", default=ACCURACY)
     parser.add_argument("--latency", nargs="+", default=None, help="latency columns (default: every lat_ms_* column)")
     parser.add_argument("--algo", nargs="+", default=STRATEGIES)
@@ -53,16 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     for acc in args.accuracy:
         for lat in latencies:
             for algo in args.algo:
-                r = bench("nb201", args.csv, acc, lat, args.evals, strategy=algo, seed=0, seeds=args.seeds,
+                r = bench("nb201", args.csv, acc, lat, args.evals, strategy=algo, seed=args.first_seed, seeds=args.seeds,
                           progress=False)
                 rows.append(r)
                 print(f"{acc} {lat} {algo}: hv_ratio {r['hv_ratio']:.3f} front_recall {r['front_recall']:.3f}",
                       file=sys.stderr)
     header = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": cpu_model(),
-              "cores": os.cpu_count(), "evals": args.evals, "seeds": args.seeds,
+              "cores": os.cpu_count(), "evals": args.evals, "seeds": args.seeds, "first_seed": args.first_seed,
               "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
               "seconds": time.perf_counter() - t0}
-    print(f"NAS-Bench-201, {args.evals} queries, mean +- std over {args.seeds} seeds "
+    print(f"NAS-Bench-201, {args.evals} queries, mean +- std over {args.seeds} seeds from {args.first_seed} "
           f"({header['machine']}, {header['date']})\n")
     print("| accuracy | latency | strategy | hv_ratio | front_recall | true front |")
     print("|---|---|---|---|---|---|")
