@@ -226,6 +226,11 @@ def main() -> None:
     predictor = AccuracyPredictor(space, seed=args.seed, **options).fit(train_a, train_y)
     fit_seconds = time.perf_counter() - t1
     held_out = predictor.score(test_a, test_y)
+    # the sampling error of that tau: 1,000 bootstrap resamples of the held-out subnets
+    test_pred, boot_rng = predictor.predict(test_a), np.random.default_rng(0)
+    held_out["kendall_tau_bootstrap_se"] = float(np.std(
+        [kendall_tau(test_pred[i], test_y[i]) for i in (boot_rng.integers(0, len(test_y), len(test_y))
+                                                         for _ in range(1000))]))
     test_precise = None
     if separate_test:  # the same held-out subnets, scored on the first --eval-images of their images as well
         n_val_t = test_estimator.eval_size
