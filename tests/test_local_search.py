@@ -239,3 +239,8 @@ def test_unknown_selection_is_an_input_error():
 
     with pytest.raises(InputError, match="selection"):
         get_strategy(STRATEGY, selection="best").selection()
+    space = get_space("nb201")
+    with pytest.raises(InputError, match="selection"):  # before any evaluation
+        search(space, {"a": lambda archs: np.zeros(len(archs)), "b": lambda archs: np.zeros(len(archs))},
+               ("a", "b"), None, STRATEGY, evaluations=50, seed=0, strategy_options={"selection": "best"},
+               progress=False)

@@ -118,6 +118,7 @@ class ParetoLocalSearch(Strategy):
             self.pop_size, self._ran_nsga2 = nsga2.pop_size, True
             return
         self._ran_nsga2 = False
+        self.selection()  # an unknown rule fails before any evaluation
         space, evaluator = problem.space, problem.evaluator
         rng = np.random.default_rng(seed)
         pop_size = self.pop_size = self.population_size(budget, DEFAULT_POP_SIZE)
