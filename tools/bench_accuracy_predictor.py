@@ -27,6 +27,12 @@ ceiling any predictor's tau is bounded by. The measured pairs (with per-image ou
 saved as they come (an interrupted run resumes). Two processes can share the measuring: the
 second runs with `--reverse` and its own `--pairs` file; the fit then reads both
 (`--also-pairs`), with `--measured-only` so that it measures nothing more.
+
+`--export-pairs F.json.gz` writes the measured pairs without their per-image outcomes (about 20 kB
+per 1,000 subnets), with the settings and the checkpoint's training figures; `--from-pairs F.json.gz`
+fits and scores the predictor on such a file alone (no checkpoint, no data, nothing measured):
+
+    python tools/bench_accuracy_predictor.py --from-pairs tools/data/accuracy_pairs_mbv3-small-input.json.gz
 """
 
 from __future__ import annotations
@@ -98,8 +104,17 @@ def main() -> None:
     p.add_argument("--check-path", type=int, default=0,
                    help="measure this many held-out subnets with the other evaluation path as well and report "
                         "how far the two paths' accuracies differ")
+    p.add_argument("--export-pairs", default=None, metavar="PATH.json.gz",
+                   help="write every measured pair (merged with --also-pairs) without the per-image outcomes, with "
+                        "the settings and the checkpoint's provenance, gzipped: what --from-pairs fits on")
+    p.add_argument("--from-pairs", default=None, metavar="PATH.json.gz",
+                   help="fit and score on pairs written by --export-pairs: no checkpoint, no data, nothing measured "
+                        "(the subnet list is drawn again from the file's seed and space)")
     p.add_argument("--result", default=None)
     args = p.parse_args()
+    if args.from_pairs:
+        fit_from_pairs(args)
+        return
     if args.pairs is None:
         args.pairs = "bench/pairs.json" if args.eval_set == "val" else "bench/pairs_heldout.json"
     if args.eval_images is not None and args.eval_images < 2:
@@ -196,6 +211,8 @@ def main() -> None:
                 test_store["pairs"] = list(test_pairs.values())
                 atomic_write_json(args.test_pairs, test_store)
     measure_seconds = time.perf_counter() - t0
+    if args.export_pairs:
+        export_pairs(args, meta, space, store, pairs, test_pairs, archs, n_core)
     n_first = args.n_train
     if args.measured_only:  # training subnets not measured (yet) are left out, the held-out ones never
         def in_pairs(a: dict) -> bool:
@@ -299,6 +316,111 @@ def main() -> None:
     if args.result:
         with open(args.result, "w") as f:
             f.write(text + "\n")
+
+
+PAIRS_FORMAT = "hwnas-accuracy-pairs"
+
+
+def export_pairs(args, meta: dict, space, store: dict, pairs: dict, test_pairs: dict, archs: list[dict],
+                 n_core: int) -> None:
+    """The measured pairs without per-image outcomes (a few hundred kB gzipped), with their provenance."""
+    import gzip
+
+    held = {tuple(space.encode(a).tolist()) for a in archs[args.n_train:n_core]}
+    slim = {"format": PAIRS_FORMAT, "space": space.name,
+            "space_config": {k: v for k, v in space.config().items() if k != "name"},
+            "seed": args.seed, "n_train": args.n_train, "n_test": args.n_test,
+            "split": store["split"], "val_images": store["val_images"], "recal_images": store["recal_images"],
+            "recal_seed": store["recal_seed"],
+            "checkpoint": {"path": args.checkpoint, "acc_largest": meta.get("acc_largest"),
+                           "acc_smallest": meta.get("acc_smallest"), "epoch": meta.get("epoch"),
+                           "settings": meta.get("settings")},
+            "measured_on": {"cpu": _cpu_name(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")},
+            "held_out": [{"x": list(k), "acc": round(test_pairs[k]["acc"], 4), "loss": round(test_pairs[k]["loss"], 6)}
+                         for k in (tuple(space.encode(a).tolist()) for a in archs[args.n_train:n_core])
+                         if k in test_pairs],
+            "pairs": [{"x": list(k), "acc": round(v["acc"], 4), "loss": round(v["loss"], 6)}
+                      for k, v in pairs.items() if k not in held]}
+    data = gzip.compress(json.dumps(slim, separators=(",", ":")).encode(), mtime=0)
+    from hwnas.io import atomic_write_bytes
+
+    atomic_write_bytes(args.export_pairs, data)
+    print(f"wrote {len(slim['pairs'])} training and {len(slim['held_out'])} held-out pairs to {args.export_pairs} "
+          f"({len(data) / 1e3:.0f} kB)", file=sys.stderr)
+
+
+def fit_from_pairs(args) -> None:
+    """Fit the predictor on pairs written by --export-pairs and score it on their held-out subnets."""
+    import gzip
+
+    from hwnas.space import get_space
+
+    path = args.from_pairs
+    try:
+        with open(path, "rb") as f:
+            d = json.loads(gzip.decompress(f.read()) if path.endswith(".gz") else f.read())
+        if d.get("format") != PAIRS_FORMAT:
+            raise ValueError(f"format is {d.get('format')!r}, expected {PAIRS_FORMAT!r}")
+        space = get_space(d["space"], **d["space_config"])
+        seed, n_train, n_test = int(d["seed"]), int(d["n_train"]), int(d["n_test"])
+        pairs = {tuple(p["x"]): float(p["acc"]) for p in d["pairs"]}
+        held_pairs = {tuple(p["x"]): float(p["acc"]) for p in d["held_out"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        _fail(f"{path}: not a pairs file written by --export-pairs ({exc})")
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(seed)
+    archs, seen, found = [], set(), 0
+    while len(archs) < n_train + n_test or found < len(pairs):  # the list the pairs came from
+        a = space.sample(rng)
+        key = tuple(space.encode(a).tolist())
+        if key not in seen:
+            seen.add(key)
+            archs.append(a)
+            found += key in pairs
+        if len(archs) > 50 * (len(pairs) + n_test):
+            _fail(f"{path}: its pairs are not the subnets seed {seed} draws from space {space.name}")
+    keys = [tuple(space.encode(a).tolist()) for a in archs]
+    test_a = archs[n_train:n_train + n_test]
+    missing = [k for k in keys[n_train:n_train + n_test] if k not in held_pairs]
+    if missing:
+        _fail(f"{path}: {len(missing)} of the {n_test} held-out subnets have no measurement")
+    test_y = np.array([held_pairs[k] for k in keys[n_train:n_train + n_test]])
+    order = [i for i in range(len(archs)) if not n_train <= i < n_train + n_test and keys[i] in pairs]
+    train_a, train_y = [archs[i] for i in order], np.array([pairs[keys[i]] for i in order])
+    options = ({"kind": "gp", "ordinal": True, "extreme": True, "by_resolution": True}
+               if args.predictor == "gp" else {})
+    t = time.perf_counter()
+    predictor = AccuracyPredictor(space, seed=args.seed, **options).fit(train_a, train_y)
+    fit_seconds = time.perf_counter() - t
+    held_out = predictor.score(test_a, test_y)
+    pred, boot = predictor.predict(test_a), np.random.default_rng(0)
+    held_out["kendall_tau_bootstrap_se"] = float(np.std(
+        [kendall_tau(pred[i], test_y[i]) for i in (boot.integers(0, n_test, n_test) for _ in range(1000))]))
+    curve = {}
+    for n in [int(v) for v in args.curve.split(",") if v.strip()]:
+        if n <= len(train_a):
+            curve[n] = AccuracyPredictor(space, seed=args.seed, **options).fit(
+                train_a[:n], train_y[:n]).score(test_a, test_y)
+    result = {"pairs_file": path, "n_train": len(train_a), "n_test": n_test, "predictor": args.predictor,
+              "predictor_held_out": held_out, "predictor_kernel": predictor.metrics.get("kernel"), "curve": curve,
+              "measured": {k: d[k] for k in ("split", "val_images", "recal_images", "checkpoint", "measured_on")},
+              "seconds": {"fit": round(fit_seconds, 2)},
+              "machine": {"cpu": _cpu_name(), "threads": torch.get_num_threads(),
+                          "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}}
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.result:
+        with open(args.result, "w") as f:
+            f.write(text + "\n")
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _cpu_name() -> str:
+    return next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
 
 
 def pack(correct: np.ndarray) -> str:

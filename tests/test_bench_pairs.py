@@ -1,0 +1,71 @@
+"""`tools/bench_accuracy_predictor.py --from-pairs`: the predictor fitted on exported pairs, no checkpoint."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from hwnas.space import get_space
+
+SCRIPT = Path(__file__).resolve().parents[1] / "tools" / "bench_accuracy_predictor.py"
+
+
+def _pairs_file(path: Path, n_train: int, n_test: int, extra: int, seed: int = 1) -> Path:
+    """A pairs file as --export-pairs writes it; accuracy a known function of the subnet (its log MACs)."""
+    space = get_space("mbv3-small-input")
+    rng = np.random.default_rng(seed)
+    archs, seen = [], set()
+    while len(archs) < n_train + n_test + extra:
+        a = space.sample(rng)
+        key = tuple(space.encode(a).tolist())
+        if key not in seen:
+            seen.add(key)
+            archs.append(a)
+    acc = [80.0 + float(np.log(space.flops(a))) for a in archs]
+    row = [{"x": space.encode(a).tolist(), "acc": y, "loss": 0.5} for a, y in zip(archs, acc, strict=True)]
+    held = slice(n_train, n_train + n_test)
+    doc = {"format": "hwnas-accuracy-pairs", "space": space.name,
+           "space_config": {k: v for k, v in space.config().items() if k != "name"},
+           "seed": seed, "n_train": n_train, "n_test": n_test, "split": "heldout", "val_images": 10000,
+           "recal_images": 2048, "recal_seed": 0, "checkpoint": {}, "measured_on": {},
+           "held_out": row[held], "pairs": row[:n_train] + row[held.stop:]}
+    path.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    return path
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_from_pairs_fits_and_scores_the_held_out_subnets(tmp_path):
+    path = _pairs_file(tmp_path / "pairs.json.gz", n_train=60, n_test=30, extra=40)
+    proc = _run("--from-pairs", str(path), "--predictor", "mlp", "--curve", "50")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["n_train"] == 100 and result["n_test"] == 30
+    # a smooth function of the subnet's MACs, which the features hold: ranked well
+    assert result["predictor_held_out"]["kendall_tau"] > 0.6
+    assert set(result["curve"]) == {"50"}
+
+
+def test_from_pairs_missing_held_out_subnet_is_an_error(tmp_path):
+    path = _pairs_file(tmp_path / "pairs.json.gz", n_train=20, n_test=10, extra=0)
+    doc = json.loads(gzip.decompress(path.read_bytes()))
+    doc["held_out"] = doc["held_out"][1:]
+    path.write_bytes(gzip.compress(json.dumps(doc).encode()))
+    proc = _run("--from-pairs", str(path))
+    assert proc.returncode == 2
+    assert "1 of the 10 held-out subnets have no measurement" in proc.stderr
+
+
+def test_from_pairs_foreign_file_is_an_error(tmp_path):
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps({"format": "something-else"}))
+    proc = _run("--from-pairs", str(path))
+    assert proc.returncode == 2
+    assert "not a pairs file written by --export-pairs" in proc.stderr
