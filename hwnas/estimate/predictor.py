@@ -76,7 +76,7 @@ class KernelRegressor(nn.Module):
 
 
 # (length scale, noise, linear weight) triples `kind="gp"` chooses from by cross-validation on the training pairs
-GP_GRID = tuple((ell, noise, lin) for ell in (0.5, 0.7, 1.0, 1.5) for noise in (0.03, 0.1, 0.3, 1.0)
+GP_GRID = tuple((ell, noise, lin) for ell in (0.35, 0.5, 0.7, 1.0, 1.5) for noise in (0.03, 0.1, 0.3, 1.0)
                 for lin in (0.0, 1.0))
 
 
