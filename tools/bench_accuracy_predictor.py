@@ -128,23 +128,23 @@ def main() -> None:
     started = time.perf_counter()
     load_avg_start = os.getloadavg()
 
-    supernet, meta = load_checkpoint(args.checkpoint)
-    supernet.to(memory_format=torch.channels_last)
     # the measured quantity: accuracy on the evaluation images after recalibrating BN on one
     # fixed set of training images shared by every subnet
     try:
+        supernet, meta = load_checkpoint(args.checkpoint)
+        supernet.to(memory_format=torch.channels_last)
         estimator = SupernetEstimator(supernet=supernet, meta=meta, split=args.eval_set,
                                       recal_batches=args.recal_batches, eval_limit=args.eval_images,
                                       fused=not args.dynamic)
     except InputError as exc:
-        sys.exit(f"error: {exc}")
+        _fail(f"{exc}")
     test_estimator = estimator
     if separate_test:
         test_estimator = SupernetEstimator(supernet=supernet, meta=meta, split=args.eval_set,
                                            recal_batches=args.recal_batches, eval_limit=args.test_eval_images,
                                            fused=not args.dynamic)
         if test_estimator.eval_size < estimator.eval_size:
-            sys.exit(f"error: --test-eval-images gives {test_estimator.eval_size} images, fewer than the "
+            _fail(f"--test-eval-images gives {test_estimator.eval_size} images, fewer than the "
                      f"{estimator.eval_size} of --eval-images")
     space = supernet.space
     rng = np.random.default_rng(args.seed)
@@ -169,7 +169,7 @@ def main() -> None:
         with open(path) as f:
             other = json.load(f)
         if any(other.get(k) != store.get(k) for k in ("split", "val_images", "recal_images", "recal_seed")):
-            sys.exit(f"error: {path}: measured with other settings (split, val_images, recal_images, recal_seed) "
+            _fail(f"{path}: measured with other settings (split, val_images, recal_images, recal_seed) "
                      f"than {args.pairs}")
         pairs.update({tuple(p["x"]): p for p in other["pairs"]})
     test_pairs, test_store = pairs, store
@@ -182,7 +182,7 @@ def main() -> None:
             with open(args.test_pairs) as f:
                 old = json.load(f)
             if any(old.get(k) != test_store.get(k) for k in ("split", "val_images", "recal_images", "recal_seed")):
-                sys.exit(f"error: {args.test_pairs}: measured with other settings (split, val_images, recal_images, "
+                _fail(f"{args.test_pairs}: measured with other settings (split, val_images, recal_images, "
                          f"recal_seed) than asked")
             test_store = old
         test_pairs = {tuple(p["x"]): p for p in test_store["pairs"]}
