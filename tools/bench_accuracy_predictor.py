@@ -38,6 +38,7 @@ fits and scores the predictor on such a file alone (no checkpoint, no data, noth
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
 import sys
@@ -49,7 +50,7 @@ from tqdm import tqdm
 
 from hwnas.errors import InputError
 from hwnas.estimate import AccuracyPredictor, SupernetEstimator, ZeroCostEstimator, kendall_tau
-from hwnas.io import atomic_write_json
+from hwnas.io import atomic_write_bytes, atomic_write_json
 from hwnas.train import load_checkpoint
 
 
@@ -148,13 +149,8 @@ def main() -> None:
                      f"{estimator.eval_size} of --eval-images")
     space = supernet.space
     rng = np.random.default_rng(args.seed)
-    archs, seen = [], set()
-    while len(archs) < args.n_train + args.n_test + args.extra_train:  # distinct subnets only
-        a = space.sample(rng)
-        key = tuple(space.encode(a).tolist())
-        if key not in seen:
-            seen.add(key)
-            archs.append(a)
+    subnets = distinct_subnets(space, rng)
+    archs = [next(subnets) for _ in range(args.n_train + args.n_test + args.extra_train)]
     n_val = estimator.eval_size
     store = {"checkpoint": args.checkpoint, "split": args.eval_set, "val_images": n_val,
              "recal_images": args.recal_batches * 128, "recal_seed": estimator.recal_seed, "pairs": []}
@@ -237,17 +233,12 @@ def main() -> None:
     if args.repeat:
         repeat = repeatability(args, supernet, meta, space, test_a[: args.repeat], pairs, store)
 
-    options = ({"kind": "gp", "ordinal": True, "extreme": True, "by_resolution": True}
-               if args.predictor == "gp" else {})
+    options = predictor_options(args.predictor)
     t1 = time.perf_counter()
     predictor = AccuracyPredictor(space, seed=args.seed, **options).fit(train_a, train_y)
     fit_seconds = time.perf_counter() - t1
     held_out = predictor.score(test_a, test_y)
-    # the sampling error of that tau: 1,000 bootstrap resamples of the held-out subnets
-    test_pred, boot_rng = predictor.predict(test_a), np.random.default_rng(0)
-    held_out["kendall_tau_bootstrap_se"] = float(np.std(
-        [kendall_tau(test_pred[i], test_y[i]) for i in (boot_rng.integers(0, len(test_y), len(test_y))
-                                                         for _ in range(1000))]))
+    held_out["kendall_tau_bootstrap_se"] = bootstrap_tau_se(predictor.predict(test_a), test_y)
     test_precise = None
     if separate_test:  # the same held-out subnets, scored on the first --eval-images of their images as well
         n_val_t = test_estimator.eval_size
@@ -306,16 +297,11 @@ def main() -> None:
         "seconds": {"measure": round(measure_seconds, 1), "measured_now": measured_now,
                     "fit": round(fit_seconds, 2), "predict_10000": round(predict_10k_seconds, 3),
                     "total": round(time.perf_counter() - started, 1)},
-        "machine": {"cpu": next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                                 if ln.startswith("model name")), "?"), "cores": os.cpu_count(),
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
                     "threads": torch.get_num_threads(), "load_avg_start": load_avg_start,
                     "load_avg_end": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")},
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.result:
-        with open(args.result, "w") as f:
-            f.write(text + "\n")
+    write_result(args, result)
 
 
 PAIRS_FORMAT = "hwnas-accuracy-pairs"
@@ -324,8 +310,6 @@ PAIRS_FORMAT = "hwnas-accuracy-pairs"
 def export_pairs(args, meta: dict, space, store: dict, pairs: dict, test_pairs: dict, archs: list[dict],
                  n_core: int) -> None:
     """The measured pairs without per-image outcomes (a few hundred kB gzipped), with their provenance."""
-    import gzip
-
     held = {tuple(space.encode(a).tolist()) for a in archs[args.n_train:n_core]}
     slim = {"format": PAIRS_FORMAT, "space": space.name,
             "space_config": {k: v for k, v in space.config().items() if k != "name"},
@@ -342,8 +326,6 @@ def export_pairs(args, meta: dict, space, store: dict, pairs: dict, test_pairs: 
             "pairs": [{"x": list(k), "acc": round(v["acc"], 4), "loss": round(v["loss"], 6)}
                       for k, v in pairs.items() if k not in held]}
     data = gzip.compress(json.dumps(slim, separators=(",", ":")).encode(), mtime=0)
-    from hwnas.io import atomic_write_bytes
-
     atomic_write_bytes(args.export_pairs, data)
     print(f"wrote {len(slim['pairs'])} training and {len(slim['held_out'])} held-out pairs to {args.export_pairs} "
           f"({len(data) / 1e3:.0f} kB)", file=sys.stderr)
@@ -351,8 +333,6 @@ def export_pairs(args, meta: dict, space, store: dict, pairs: dict, test_pairs: 
 
 def fit_from_pairs(args) -> None:
     """Fit the predictor on pairs written by --export-pairs and score it on their held-out subnets."""
-    import gzip
-
     from hwnas.space import get_space
 
     path = args.from_pairs
@@ -368,18 +348,15 @@ def fit_from_pairs(args) -> None:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         _fail(f"{path}: not a pairs file written by --export-pairs ({exc})")
     torch.set_num_threads(args.threads)
-    rng = np.random.default_rng(seed)
-    archs, seen, found = [], set(), 0
-    while len(archs) < n_train + n_test or found < len(pairs):  # the list the pairs came from
-        a = space.sample(rng)
-        key = tuple(space.encode(a).tolist())
-        if key not in seen:
-            seen.add(key)
-            archs.append(a)
-            found += key in pairs
+    archs, keys, found = [], [], 0
+    for a in distinct_subnets(space, np.random.default_rng(seed)):  # the list the pairs came from
+        if len(archs) >= n_train + n_test and found == len(pairs):
+            break
         if len(archs) > 50 * (len(pairs) + n_test):
             _fail(f"{path}: its pairs are not the subnets seed {seed} draws from space {space.name}")
-    keys = [tuple(space.encode(a).tolist()) for a in archs]
+        archs.append(a)
+        keys.append(tuple(space.encode(a).tolist()))
+        found += keys[-1] in pairs
     test_a = archs[n_train:n_train + n_test]
     missing = [k for k in keys[n_train:n_train + n_test] if k not in held_pairs]
     if missing:
@@ -387,15 +364,12 @@ def fit_from_pairs(args) -> None:
     test_y = np.array([held_pairs[k] for k in keys[n_train:n_train + n_test]])
     order = [i for i in range(len(archs)) if not n_train <= i < n_train + n_test and keys[i] in pairs]
     train_a, train_y = [archs[i] for i in order], np.array([pairs[keys[i]] for i in order])
-    options = ({"kind": "gp", "ordinal": True, "extreme": True, "by_resolution": True}
-               if args.predictor == "gp" else {})
+    options = predictor_options(args.predictor)
     t = time.perf_counter()
     predictor = AccuracyPredictor(space, seed=args.seed, **options).fit(train_a, train_y)
     fit_seconds = time.perf_counter() - t
     held_out = predictor.score(test_a, test_y)
-    pred, boot = predictor.predict(test_a), np.random.default_rng(0)
-    held_out["kendall_tau_bootstrap_se"] = float(np.std(
-        [kendall_tau(pred[i], test_y[i]) for i in (boot.integers(0, n_test, n_test) for _ in range(1000))]))
+    held_out["kendall_tau_bootstrap_se"] = bootstrap_tau_se(predictor.predict(test_a), test_y)
     curve = {}
     for n in [int(v) for v in args.curve.split(",") if v.strip()]:
         if n <= len(train_a):
@@ -407,6 +381,32 @@ def fit_from_pairs(args) -> None:
               "seconds": {"fit": round(fit_seconds, 2)},
               "machine": {"cpu": _cpu_name(), "threads": torch.get_num_threads(),
                           "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}}
+    write_result(args, result)
+
+
+def distinct_subnets(space, rng: np.random.Generator):
+    """Random subnets of `space`, each once: the list every run with the same seed measures."""
+    seen = set()
+    while True:
+        a = space.sample(rng)
+        key = tuple(space.encode(a).tolist())
+        if key not in seen:
+            seen.add(key)
+            yield a
+
+
+def predictor_options(kind: str) -> dict:
+    return {"kind": "gp", "ordinal": True, "extreme": True, "by_resolution": True} if kind == "gp" else {}
+
+
+def bootstrap_tau_se(pred: np.ndarray, y: np.ndarray, resamples: int = 1000) -> float:
+    """The sampling error of Kendall tau(pred, y): its spread over bootstrap resamples of the subnets."""
+    rng = np.random.default_rng(0)
+    return float(np.std([kendall_tau(pred[i], y[i]) for i in (rng.integers(0, len(y), len(y))
+                                                               for _ in range(resamples))]))
+
+
+def write_result(args, result: dict) -> None:
     text = json.dumps(result, indent=1)
     print(text)
     if args.result:
