@@ -64,6 +64,9 @@ class MeasurementProtocol:
     timing: str = "wallclock"
     # profiling passes over all ops; each op keeps its least-disturbed pass (bursts of load last seconds)
     rounds: int = 3
+    # time every call against a call of a fixed reference network (hwnas.latency.anchor): for shared
+    # machines whose speed changes over seconds
+    anchor: bool = False
 
     _RANGES = {
         "warmup": (0, 10_000),
@@ -201,6 +204,9 @@ def _protocol_from_dict(raw: Any, bad) -> MeasurementProtocol:
         if key == "timing":
             if value not in TIMING_METHODS:
                 raise bad("protocol.timing", f"got {value!r}; allowed: {', '.join(TIMING_METHODS)}")
+        elif key == "anchor":
+            if not isinstance(value, bool):
+                raise bad("protocol.anchor", f"expected true or false, got {value!r}")
         else:
             lo, hi = MeasurementProtocol._RANGES[key]
             want_int = isinstance(getattr(proto, key), int)

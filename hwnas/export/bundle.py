@@ -157,13 +157,16 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
            tvm_target: str | dict | None = None, tune_trials: int = 0, dynamic_batch: bool = False,
            tensorrt_precision: str | None = None, arch: dict | None = None, space: dict | None = None,
            accuracy: float | None = None, predicted_ms: float | None = None, source: dict | None = None,
-           measure_latency: bool = True, progress: bool = True) -> ExportResult:
+           measure_latency: bool = True, progress: bool = True,
+           anchor: tuple[Any, Sequence[int], float] | None = None) -> ExportResult:
     """Export `module` (eval mode, BN recalibrated) as a bundle in `out_dir`.
 
     `input_shape` excludes the batch; the profile's batch is used. `profile` (a DeviceProfile
     or a shipped profile's name; default cpu-ort-1t) gives the backend the exported artifact
     is timed on and the measurement protocol; the TVM target is `tvm_target`, else the
-    profile's when it is a TVM profile, else "llvm".
+    profile's when it is a TVM profile, else "llvm". `anchor` (module, input shape without the batch,
+    anchor_ms) of an anchored latency table: the artifact is also timed against that anchor subnet, in
+    the table's units (its latency at the profiling run's machine speed), comparable with `predicted_ms`.
     """
     from hwnas.export import onnx as onnx_export
 
@@ -234,7 +237,8 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
         measured: dict[str, Any] = {}
         measured_ms = None
         if measure_latency:
-            measured, measured_ms = _measure(profile, module, shape, onnx_data, compiled, library, tmp, log, notes)
+            measured, measured_ms = _measure(profile, module, shape, onnx_data, compiled, library, tmp, log, notes,
+                                             anchor)
 
         max_abs_diff = max(p["max_abs_diff"] for p in parity.values())
         manifest = {
@@ -249,6 +253,9 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
             "latency": {
                 "predicted_ms": predicted_ms,
                 "measured_ms": measured_ms,
+                # with an anchored table: the same artifact timed against the table's anchor subnet, in the
+                # table's units (its machine speed), the figure the prediction is comparable with
+                "measured_at_table_speed_ms": measured.get(ANCHORED, {}).get("median_ms"),
                 "profile": profile.name,
                 "backend": profile.backend,
                 "protocol": asdict(profile.protocol),
@@ -332,15 +339,20 @@ def _export_tvm(onnx_data: bytes, shape: list[int], tmp: Path, target: str | dic
     return compiled, library, info, tvm_parity
 
 
+ANCHORED = "at_table_speed"
+
+
 def _measure(profile: DeviceProfile, module: Any, shape: list[int], onnx_data: bytes, compiled: Any, library: Any,
-             tmp: Path, log: Any, notes: list[str]) -> tuple[dict[str, Any], float | None]:
+             tmp: Path, log: Any, notes: list[str],
+             anchor: tuple[Any, Sequence[int], float] | None = None) -> tuple[dict[str, Any], float | None]:
     """Time the exported artifacts with the profile's protocol: on ONNX Runtime (this CPU), on TVM (this
     CPU or the RPC device) when a TVM library exists, and on the profile's own backend.
 
     All runners are prepared first, then timed in the protocol's rounds, interleaved; each keeps its
     lowest round median, the statistic the latency table and `hwnas validate` use. Rounds start at
     least ROUND_INTERVAL_S apart, and continue (up to SETTLE_SECONDS) while a runner's two lowest round
-    medians disagree; a runner that never settles is flagged in the record and in `notes`.
+    medians disagree; a runner that never settles is flagged in the record and in `notes`. With `anchor`
+    the profile's own runner is timed once more, each call against the anchor subnet (ANCHORED).
     """
     from hwnas.latency.backends import get_backend
     from hwnas.latency.measure import measure_rounds, rounds_settled
@@ -371,6 +383,19 @@ def _measure(profile: DeviceProfile, module: Any, shape: list[int], onnx_data: b
             own = profile.backend
         if own not in runners:
             raise NotAvailableError(f"the profile's backend {profile.backend} could not time the bundle here")
+        speed = None
+        if anchor is not None:
+            from hwnas.latency.anchor import AnchoredRunner, measure_anchor
+
+            anchor_module, anchor_input, anchor_ms = anchor
+            own_backend = get_backend(profile)
+            anchor_runner = stack.enter_context(own_backend.prepare(anchor_module, [profile.batch, *anchor_input]))
+            # not entered in the stack: it wraps the own runner, which the stack closes
+            runners[ANCHORED] = AnchoredRunner(runners[own], anchor_runner, anchor_ms)
+            where[ANCHORED] = where[own]
+            anchor_now = measure_anchor(anchor_runner, profile.protocol)
+            speed = {"anchor_table_ms": anchor_ms, "anchor_now_ms": round(anchor_now, 6),
+                     "speed_now_vs_profiling": round(anchor_ms / anchor_now, 4)}
         log(f"timing {', '.join(f'{name} ({where[name]})' for name in runners)}: "
             f"{profile.protocol.rounds} interleaved rounds, {profile.threads()} thread(s)")
         results = measure_rounds(runners, profile.protocol, min_round_interval_s=ROUND_INTERVAL_S,
@@ -378,6 +403,8 @@ def _measure(profile: DeviceProfile, module: Any, shape: list[int], onnx_data: b
     measured = {name: {**_measurement_record(m, where[name]), "round_medians_ms": medians,
                        "settled": rounds_settled(medians)}
                 for name, (m, medians) in results.items()}
+    if speed is not None:
+        measured[ANCHORED].update(speed, anchored_runner=own)
     for name, record in measured.items():
         if not record["settled"]:
             notes.append(f"{name} latency unsettled: its two lowest round medians "
@@ -422,7 +449,15 @@ def export_selection(selection: Any, out_dir: str | os.PathLike, *, formats: Seq
     if predicted is None and selection.table:
         predicted = predicted_latency(selection.table, arch)
     source = {**selection.source, "weights": weights, "table": selection.table}
+    anchor = None
+    if selection.table and measure_latency:
+        from hwnas.latency.anchor import table_anchor
+        from hwnas.latency.table import LatencyTable
+
+        # the table's anchor times the artifact in the table's units when the bundle is timed as the table was
+        if LatencyTable.load(selection.table).profile_name == profile.name:
+            anchor = table_anchor(selection.table)
     return export(subnet, space.input_shape(arch), out_dir, formats=formats, profile=profile,
                   tvm_target=tvm_target, tune_trials=tune_trials, dynamic_batch=dynamic_batch, arch=arch,
                   space=space.config(), accuracy=selection.accuracy, predicted_ms=predicted, source=source,
-                  measure_latency=measure_latency, progress=progress)
+                  measure_latency=measure_latency, progress=progress, anchor=anchor)

@@ -21,6 +21,7 @@ from typing import Any
 
 from hwnas.device_profile import DeviceProfile, MeasurementProtocol, load_profile
 from hwnas.errors import InputError
+from hwnas.latency.anchor import AnchoredRunner, anchor_arch, measure_anchor, prepare_anchor
 from hwnas.latency.backends import Backend, get_backend, package_versions
 from hwnas.latency.fingerprint import device_fingerprint, same_device
 from hwnas.latency.measure import Measurement, measure
@@ -82,7 +83,8 @@ def _space_record(space_obj: Any, name: str) -> dict[str, Any]:
 
 # protocol record entries that describe the method in words, or only steer the confirmation rounds:
 # entries measured under the same settings stay comparable when these change
-_PROTOCOL_PROSE = ("statistic", "stopping", "input", "rounds_rule", "round_agreement")
+# (anchor_ms is measured by each profiling run; a resumed run keeps the one on disk)
+_PROTOCOL_PROSE = ("statistic", "stopping", "input", "rounds_rule", "round_agreement", "anchored", "anchor_ms")
 
 
 def _protocol_settings(record: dict[str, Any]) -> str:
@@ -134,6 +136,10 @@ def new_table(prof: DeviceProfile, backend: Backend, space_obj: Any, space_name:
             "stopping": "95 % CI of the median (order statistics) within rel_ci, or max_repeats, or max_seconds",
             "input": INPUT_DESCRIPTION,
             "batch": prof.batch,
+            **({"anchor_arch": anchor_arch(space_obj),
+                "anchored": "each sample = time of one call / time of the anchor subnet's call right after it "
+                            "x anchor_ms (the anchor's lowest round median when profiling began): latencies at "
+                            "the machine speed of that moment"} if protocol.anchor else {}),
             **backend.describe(),
         })),
         expected_entries=expected_entries,
@@ -175,7 +181,9 @@ def profile(
         on_disk = LatencyTable.load(path)
         _check_resumable(on_disk, table, path)
         on_disk.expected_entries = len(all_keys)
-        on_disk.protocol = table.protocol  # same settings; the record now describes this version's method
+        kept_anchor = {"anchor_ms": on_disk.protocol["anchor_ms"]} if "anchor_ms" in on_disk.protocol else {}
+        # same settings; the record now describes this version's method
+        on_disk.protocol = {**table.protocol, **kept_anchor}
         table = on_disk
     table.path = str(path)
 
@@ -188,6 +196,14 @@ def profile(
 
     measured_keys: set[str] = set()
     measurements = 0
+    anchor = None
+    if protocol.anchor:
+        anchor = prepare_anchor(backend, space_obj, table.protocol["anchor_arch"], prof.batch)
+        speed_now = round(measure_anchor(anchor, protocol), 6)
+        # a resumed table keeps its unit; this run's anchor latency is recorded with the run
+        table.protocol.setdefault("anchor_ms", speed_now)
+        table.conditions["runs"][-1]["anchor_ms_start"] = speed_now
+        table.save(path)
     bar = _progress_bar(len(wanted) * rounds, enabled=progress, desc=f"profile {prof.name} {space}")
     if bar is not None:
         bar.update(sum(min(rounds_done(table, k), rounds) for k in wanted))
@@ -207,7 +223,10 @@ def profile(
                     label = key if len(key) <= 48 else key[:45] + "..."
                     bar.set_postfix_str(f"round {round_index} {label}", refresh=False)
                 module, input_shape = space_obj.build_op(key)
-                with backend.prepare(module, (prof.batch, *input_shape)) as runner:
+                runner = backend.prepare(module, (prof.batch, *input_shape))
+                if anchor is not None:
+                    runner = AnchoredRunner(runner, anchor, table.protocol["anchor_ms"])
+                with runner:
                     result = measure(runner, protocol)
                 table.entries[key] = merge_round(table.entries.get(key), result)
                 table.save(path)
@@ -218,6 +237,10 @@ def profile(
     finally:
         if bar is not None:
             bar.close()
+        if anchor is not None:
+            # the anchor's latency again: how far the machine's speed moved while the ops were timed
+            table.conditions["runs"][-1]["anchor_ms_end"] = round(measure_anchor(anchor, protocol), 6)
+            anchor.close()
     table.conditions["runs"][-1].update({"finished": now_iso(), "loadavg_end": _loadavg(),
                                          "measurements": measurements})
     table.save(path)

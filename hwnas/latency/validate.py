@@ -20,6 +20,7 @@ import numpy as np
 
 from hwnas.device_profile import MeasurementProtocol, profile_from_dict
 from hwnas.errors import InputError
+from hwnas.latency.anchor import AnchoredRunner, measure_anchor, prepare_anchor
 from hwnas.latency.backends import get_backend
 from hwnas.latency.fingerprint import device_fingerprint, same_device
 from hwnas.latency.fit import latency_metrics
@@ -102,10 +103,22 @@ def validate(
                          f"table (first: {absent[0]!r}); profile the space again", path=str(table_path),
                          field="entries")
 
+    anchor_ms, anchor = None, None
+    if protocol.anchor:
+        anchor_ms = table.protocol.get("anchor_ms")
+        if isinstance(anchor_ms, bool) or not isinstance(anchor_ms, (int, float)) or not anchor_ms > 0:
+            raise InputError(f"an anchored table needs the anchor's latency, a positive number of ms; got "
+                             f"{anchor_ms!r}", path=str(table_path), field="protocol.anchor_ms")
+        try:
+            anchor = (space.validate(table.protocol.get("anchor_arch")), anchor_ms)
+        except (InputError, TypeError, KeyError, ValueError) as exc:
+            raise InputError(f"an anchored table needs its anchor subnet, an architecture of space "
+                             f"{table.space_name!r}: {exc}", path=str(table_path), field="protocol.anchor_arch") from exc
+
     rng = np.random.default_rng(seed)
     archs = sample_distinct(space, calib_n + n, rng)
-    measured = measure_subnets(profile, protocol, space, archs, rounds=rounds, progress=progress,
-                               desc=f"validate {table.profile_name}")
+    measured, anchor_now = measure_subnets(profile, protocol, space, archs, rounds=rounds, progress=progress,
+                                           desc=f"validate {table.profile_name}", anchor=anchor)
     calib, held_out = archs[:calib_n], archs[calib_n:]
     y_calib, y_test = measured[:calib_n], measured[calib_n:]
 
@@ -116,15 +129,18 @@ def validate(
         "seed": seed,
         "table_complete": table.complete,
         "measured": "whole subnet built by space.build(arch), timed on the table's backend with its protocol; "
-                    f"{rounds} rounds over all subnets (alternating order), the lowest median kept",
+                    f"{rounds} rounds over all subnets (alternating order), the lowest median kept"
+                    + ("; every call timed against the table's anchor network, in units of its anchor_ms"
+                       if anchor_ms is not None else ""),
         "rounds": rounds,
+        **({"anchor": {"table_ms": anchor_ms, "now_ms": anchor_now}} if anchor_ms is not None else {}),
     })
     calibrated_test = predictor.predict(held_out)
     repeat = None
     if retest:
         # compiled afresh and timed again: how well the measurement agrees with itself
-        y_again = measure_subnets(profile, protocol, space, held_out, rounds=rounds, progress=progress,
-                                  desc=f"retest {table.profile_name}")
+        y_again, _ = measure_subnets(profile, protocol, space, held_out, rounds=rounds, progress=progress,
+                                     desc=f"retest {table.profile_name}", anchor=anchor)
         repeat = _rounded(latency_metrics(y_again, y_test))
         predictor.calibration.provenance["retest"] = {
             **repeat, "ms": [round(float(v), 6) for v in y_again]}
@@ -160,31 +176,44 @@ def validate(
         "seed": seed,
         "rounds": rounds,
         "retest": repeat,
+        # the anchor network's latency now against the table's: how fast the machine runs at present
+        "anchor": ({"table_ms": anchor_ms, "now_ms": anchor_now,
+                    "speed_now_vs_profiling": round(anchor_ms / anchor_now, 4)} if anchor_ms is not None else None),
         "seconds": round(time.perf_counter() - began, 2),
     }
 
 
 def measure_subnets(profile: Any, protocol: MeasurementProtocol, space: Any, archs: list[dict], *,
-                    rounds: int = 2, progress: bool = False, desc: str = "measure") -> np.ndarray:
+                    rounds: int = 2, progress: bool = False, desc: str = "measure",
+                    anchor: tuple[dict, float] | None = None) -> tuple[np.ndarray, float | None]:
     """End-to-end median latency (ms) of each subnet on the profile's backend.
 
     Every subnet is compiled once, then timed in `rounds` passes over all of them (the
     order alternating) and the lowest median is kept: interference from other work on
     the machine only ever adds time, and it rarely hits the same subnet twice.
+    With `anchor` (an anchored table's anchor subnet and its anchor_ms), every call is timed against
+    the anchor subnet (hwnas.latency.anchor) and the anchor's own latency now is returned as well.
     """
     backend = get_backend(profile)
     runners: dict[int, Any] = {}
+    anchor_runner, anchor_now = None, None
     bar = _progress(rounds * len(archs), enabled=progress, desc=desc)
     try:
+        if anchor is not None:
+            anchor_runner = prepare_anchor(backend, space, anchor[0], profile.batch)
+            anchor_now = round(measure_anchor(anchor_runner, protocol), 6)
         for i, arch in enumerate(archs):
-            runners[i] = backend.prepare(space.build(arch), (profile.batch, *space.input_shape(arch)))
+            runner = backend.prepare(space.build(arch), (profile.batch, *space.input_shape(arch)))
+            runners[i] = runner if anchor_runner is None else AnchoredRunner(runner, anchor_runner, anchor[1])
         results = measure_rounds(runners, protocol, rounds, on_measured=bar.update if bar is not None else None)
     finally:
         for runner in runners.values():
             runner.close()
+        if anchor_runner is not None:
+            anchor_runner.close()
         if bar is not None:
             bar.close()
-    return np.array([results[i][0].median_ms for i in range(len(archs))])
+    return np.array([results[i][0].median_ms for i in range(len(archs))]), anchor_now
 
 
 def scatter_plot(path: str | os.PathLike, measured: np.ndarray, raw: np.ndarray, calibrated: np.ndarray,
