@@ -7,7 +7,9 @@ in consecutive windows of `--window` calls (a window lasts ~50 ms for a small su
 window's median is compared with the run's fastest-decile window median: a window more than
 `--slow` slower belongs to a slow spell. Reports the share of slow windows, the spells'
 lengths in seconds and how slow they were. This is what a latency protocol has to survive:
-a measurement shorter than a spell, taken once, can be wholly inside one.
+a measurement shorter than a spell, taken once, can be wholly inside one. The thread's CPU time
+per call is taken over each window as well: if it moves with the wall time, the slow spells are
+the CPU running slower (a busy host), not this process waiting for it.
 """
 
 from __future__ import annotations
@@ -43,9 +45,14 @@ def main() -> None:
         runner.warmup(max(profile.protocol.warmup, 100))
         t0 = time.perf_counter()
         windows: list[tuple[float, float]] = []
+        wall_mean, cpu_mean = [], []
         while time.perf_counter() - t0 < args.seconds:
             start = time.perf_counter() - t0
-            windows.append((start, float(np.median(runner.time(args.window)))))
+            cpu0 = time.thread_time()
+            calls = runner.time(args.window)
+            cpu_mean.append((time.thread_time() - cpu0) * 1e3 / args.window)
+            wall_mean.append(float(np.mean(calls)))
+            windows.append((start, float(np.median(calls))))
     starts = np.array([w[0] for w in windows])
     medians = np.array([w[1] for w in windows])
     base = float(np.quantile(medians, 0.10))
@@ -75,6 +82,11 @@ def main() -> None:
         "spell_seconds_median": round(float(np.median(lengths)), 3),
         "spell_seconds_max": round(float(lengths.max()), 3),
         "slowdown_max": round(float(medians.max() / base - 1), 3),
+        "window_median_max_over_min": round(float(medians.max() / medians.min()), 3),
+        # window means of wall time and of the thread's CPU time per call (the CPU time includes the timer)
+        "cpu_time_vs_wall_correlation": round(float(np.corrcoef(wall_mean, cpu_mean)[0, 1]), 4)
+        if len(windows) > 2 else None,
+        "cpu_time_over_wall": round(float(np.sum(cpu_mean) / np.sum(wall_mean)), 4),
     }
     print(json.dumps(summary, indent=1))
     if args.out:
