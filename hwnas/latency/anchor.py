@@ -92,24 +92,34 @@ def measure_anchor(anchor: Runner, protocol: Any) -> float:
     return float(results["anchor"][0].median_ms)
 
 
-def table_anchor(table_path: Any) -> tuple[Any, tuple[int, ...], float] | None:
-    """(anchor subnet module, its input shape without the batch, anchor_ms) of an anchored latency table;
-    None for a table timed without an anchor."""
+def read_anchor(protocol: dict, space: Any, source: str) -> tuple[dict, float] | None:
+    """(anchor arch, anchor_ms) of a table's protocol record; None for a table timed without an anchor.
+    A record that is anchored but lacks either is an InputError naming the field."""
     from hwnas.errors import InputError
-    from hwnas.latency.predictor import LatencyPredictor
 
-    predictor = LatencyPredictor.load(table_path)
-    protocol = predictor.table.protocol
     if not protocol.get("anchor"):
         return None
     anchor_ms = protocol.get("anchor_ms")
     if isinstance(anchor_ms, bool) or not isinstance(anchor_ms, (int, float)) or not anchor_ms > 0:
         raise InputError(f"an anchored table needs the anchor's latency, a positive number of ms; got {anchor_ms!r}",
-                         path=str(table_path), field="protocol.anchor_ms")
-    space = predictor.space
+                         path=source, field="protocol.anchor_ms")
     try:
         arch = space.validate(protocol.get("anchor_arch"))
     except (InputError, TypeError, KeyError, ValueError) as exc:
         raise InputError(f"an anchored table needs its anchor subnet, an architecture of its space: {exc}",
-                         path=str(table_path), field="protocol.anchor_arch") from exc
-    return space.build(arch), tuple(space.input_shape(arch)), float(anchor_ms)
+                         path=source, field="protocol.anchor_arch") from exc
+    return arch, float(anchor_ms)
+
+
+def table_anchor(table_path: Any) -> tuple[Any, tuple[int, ...], float] | None:
+    """(anchor subnet module, its input shape without the batch, anchor_ms) of an anchored latency table;
+    None for a table timed without an anchor."""
+    from hwnas.latency.predictor import LatencyPredictor
+
+    predictor = LatencyPredictor.load(table_path)
+    space = predictor.space
+    anchor = read_anchor(predictor.table.protocol, space, str(table_path))
+    if anchor is None:
+        return None
+    arch, anchor_ms = anchor
+    return space.build(arch), tuple(space.input_shape(arch)), anchor_ms

@@ -20,7 +20,7 @@ import numpy as np
 
 from hwnas.device_profile import MeasurementProtocol, profile_from_dict
 from hwnas.errors import InputError
-from hwnas.latency.anchor import AnchoredRunner, measure_anchor, prepare_anchor
+from hwnas.latency.anchor import AnchoredRunner, measure_anchor, prepare_anchor, read_anchor
 from hwnas.latency.backends import get_backend
 from hwnas.latency.fingerprint import device_fingerprint, same_device
 from hwnas.latency.fit import latency_metrics
@@ -103,17 +103,8 @@ def validate(
                          f"table (first: {absent[0]!r}); profile the space again", path=str(table_path),
                          field="entries")
 
-    anchor_ms, anchor = None, None
-    if protocol.anchor:
-        anchor_ms = table.protocol.get("anchor_ms")
-        if isinstance(anchor_ms, bool) or not isinstance(anchor_ms, (int, float)) or not anchor_ms > 0:
-            raise InputError(f"an anchored table needs the anchor's latency, a positive number of ms; got "
-                             f"{anchor_ms!r}", path=str(table_path), field="protocol.anchor_ms")
-        try:
-            anchor = (space.validate(table.protocol.get("anchor_arch")), anchor_ms)
-        except (InputError, TypeError, KeyError, ValueError) as exc:
-            raise InputError(f"an anchored table needs its anchor subnet, an architecture of space "
-                             f"{table.space_name!r}: {exc}", path=str(table_path), field="protocol.anchor_arch") from exc
+    anchor = read_anchor(table.protocol, space, str(table_path))
+    anchor_ms = anchor[1] if anchor is not None else None
 
     rng = np.random.default_rng(seed)
     archs = sample_distinct(space, calib_n + n, rng)
