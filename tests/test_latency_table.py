@@ -120,3 +120,19 @@ def test_rounds_needed_confirms_the_lowest_round():
     assert rounds_needed(entry(1.0, 1.5, 2.0, 1.4, 1.3, 1.2), 3) == 0  # capped at twice the rounds
     assert rounds_needed(entry(1.0), 1) == 0
     assert rounds_needed({"median_ms": 1.0, "p25_ms": 1, "p75_ms": 1, "cv": 0, "n": 3}, 1) == 0
+
+
+def test_fingerprint_names_the_cpu_vector_extensions():
+    from hwnas.latency.fingerprint import ISA_FLAGS, cpu_isa, device_fingerprint, same_device
+
+    here = device_fingerprint()
+    assert here["cpu_isa"] == cpu_isa()
+    if here["cpu_isa"] is not None:
+        assert set(here["cpu_isa"].split()) <= ISA_FLAGS
+    # same model name, other vector units: another device
+    other = {**here, "cpu_isa": "avx2 fma" if here["cpu_isa"] != "avx2 fma" else "avx2 avx512f fma"}
+    assert same_device(here, other) == ["cpu_isa"]
+    # a table written before the field was recorded cannot tell, and is not refused for it
+    older = {k: v for k, v in here.items() if k != "cpu_isa"}
+    assert same_device(older, here) == [] and same_device(here, older) == []
+    assert same_device(here, {**here, "cpu_model": "Other"}) == ["cpu_model"]

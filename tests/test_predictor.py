@@ -139,6 +139,18 @@ def test_validate_refuses_a_table_of_another_device(setup, tmp_path, capsys):
     assert "another device" in json.loads(capsys.readouterr().out)["error"]
 
 
+def test_validate_refuses_a_table_of_another_cpu_generation(setup, tmp_path, capsys):
+    _, table, _ = setup
+    here = table.device.get("cpu_isa")
+    if here is None:
+        pytest.skip("this system does not list its CPU's instruction-set extensions (/proc/cpuinfo)")
+    table.device = {**table.device, "cpu_isa": "avx512f " + here if "avx512f" not in here else "avx2"}
+    table.save()
+    assert main(["validate", str(tmp_path / "t.json"), "--n", "3", "--json"]) == 2
+    error = json.loads(capsys.readouterr().out)["error"]
+    assert "another device" in error and "cpu_isa" in error
+
+
 def test_validate_refuses_an_incomplete_table(setup, tmp_path, capsys):
     _, table, _ = setup
     table.expected_entries = len(table.entries) + 5
