@@ -122,17 +122,23 @@ def test_rounds_needed_confirms_the_lowest_round():
     assert rounds_needed({"median_ms": 1.0, "p25_ms": 1, "p75_ms": 1, "cv": 0, "n": 3}, 1) == 0
 
 
-def test_fingerprint_names_the_cpu_vector_extensions():
-    from hwnas.latency.fingerprint import ISA_FLAGS, cpu_isa, device_fingerprint, same_device
+def test_fingerprint_names_the_cpu_vector_extensions(tmp_path):
+    from hwnas.latency.fingerprint import cpu_isa, device_fingerprint, same_device
 
-    here = device_fingerprint()
-    assert here["cpu_isa"] == cpu_isa()
-    if here["cpu_isa"] is not None:
-        assert set(here["cpu_isa"].split()) <= ISA_FLAGS
+    x86 = tmp_path / "x86"
+    x86.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx2 fma avx512f mmx avx\n")
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm sve i8mm\n")
+    assert cpu_isa(x86) == "avx avx2 avx512f fma sse4_2"  # the vector units only, sorted
+    assert cpu_isa(arm) == "asimd i8mm sve"
+    assert cpu_isa(tmp_path / "absent") is None
+    assert device_fingerprint()["cpu_isa"] == cpu_isa()
     # same model name, other vector units: another device
-    other = {**here, "cpu_isa": "avx2 fma" if here["cpu_isa"] != "avx2 fma" else "avx2 avx512f fma"}
-    assert same_device(here, other) == ["cpu_isa"]
+    here = {"cpu_model": "AMD EPYC", "cpu_cores": 2, "machine": "x86_64", "gpu_name": None,
+            "cpu_isa": cpu_isa(x86)}
+    assert same_device(here, {**here, "cpu_isa": "avx avx2 fma sse4_2"}) == ["cpu_isa"]
     # a table written before the field was recorded cannot tell, and is not refused for it
     older = {k: v for k, v in here.items() if k != "cpu_isa"}
     assert same_device(older, here) == [] and same_device(here, older) == []
     assert same_device(here, {**here, "cpu_model": "Other"}) == ["cpu_model"]
+    assert same_device(here, {**here, "gpu_name": "NVIDIA H100"}) == ["gpu_name"]  # None is a value there
