@@ -69,3 +69,47 @@ def test_from_pairs_foreign_file_is_an_error(tmp_path):
     proc = _run("--from-pairs", str(path))
     assert proc.returncode == 2
     assert "not a pairs file written by --export-pairs" in proc.stderr
+
+
+def _tiny_checkpoint(path: Path, acc_largest: float) -> Path:
+    import torch
+
+    from hwnas.supernet import build_supernet
+    from hwnas.train.checkpoint import save_checkpoint
+    from hwnas.train.trainer import TrainSettings
+
+    tiny = {"width_mult": 0.25, "resolutions": [8, 12]}
+    space = get_space("mbv3-small-input", **tiny)
+    torch.manual_seed(0)
+    settings = TrainSettings(space_options=tiny, val_size=40)
+    save_checkpoint(path, {"space": space.name,
+                           "space_config": {k: v for k, v in space.config().items() if k != "name"},
+                           "model": build_supernet(space).state_dict(), "settings": vars(settings), "epoch": 1,
+                           "history": [{"epoch": 1, "acc_largest": acc_largest, "acc_smallest": 10.0}]})
+    return path
+
+
+def test_exported_pairs_of_the_same_checkpoint_are_not_measured_again(tmp_path):
+    ckpt = _tiny_checkpoint(tmp_path / "s.pt", acc_largest=12.5)
+    common = ("--checkpoint", str(ckpt), "--eval-set", "val", "--n-train", "4", "--n-test", "3",
+              "--extra-train", "2", "--recal-batches", "1", "--predictor", "mlp")
+    first = _run(*common, "--pairs", str(tmp_path / "a.json"), "--export-pairs", str(tmp_path / "a.json.gz"))
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["seconds"]["measured_now"] == 9
+    exported = json.loads(gzip.decompress((tmp_path / "a.json.gz").read_bytes()))
+    assert len(exported["pairs"]) == 6 and len(exported["held_out"]) == 3
+
+    # a fresh pairs file seeded from the export: every subnet, held-out ones included, is known
+    again = _run(*common, "--pairs", str(tmp_path / "b.json"), "--also-pairs", str(tmp_path / "a.json.gz"))
+    assert again.returncode == 0, again.stderr
+    result = json.loads(again.stdout)
+    assert result["seconds"]["measured_now"] == 0 and result["n_train"] == 6
+    assert result["predictor_held_out"] == json.loads(first.stdout)["predictor_held_out"]
+
+    # pairs of another supernet (its training figures differ) are refused, nothing measured
+    other = _tiny_checkpoint(tmp_path / "other.pt", acc_largest=13.0)
+    refused = _run(*common[:1], str(other), *common[2:], "--pairs", str(tmp_path / "c.json"),
+                   "--also-pairs", str(tmp_path / "a.json.gz"))
+    assert refused.returncode == 2
+    assert "measured on a supernet" in refused.stderr and "a.json.gz" in refused.stderr
+    assert not (tmp_path / "c.json").exists()

@@ -77,7 +77,7 @@ def main() -> None:
                    "(default bench/pairs.json, or bench/pairs_heldout.json with --eval-set heldout)")
     p.add_argument("--also-pairs", nargs="+", default=[],
                    help="more pairs files measured with the same settings (e.g. by a second process run with "
-                        "--reverse); merged into --pairs")
+                        "--reverse, or an --export-pairs file of the same checkpoint); merged into --pairs")
     p.add_argument("--reverse", action="store_true",
                    help="measure the subnet list from its end: a second process shares the work, writing its own "
                         "--pairs file")
@@ -162,12 +162,20 @@ def main() -> None:
             store = old
     pairs = {tuple(p["x"]): p for p in store["pairs"]}
     for path in args.also_pairs:
-        with open(path) as f:
-            other = json.load(f)
+        other = read_pairs(path)
         if any(other.get(k) != store.get(k) for k in ("split", "val_images", "recal_images", "recal_seed")):
             _fail(f"{path}: measured with other settings (split, val_images, recal_images, recal_seed) "
                      f"than {args.pairs}")
-        pairs.update({tuple(p["x"]): p for p in other["pairs"]})
+        if other.get("format") == PAIRS_FORMAT:  # an --export-pairs file: its checkpoint must be this one
+            if (other["seed"], other["n_train"], other["n_test"]) != (args.seed, args.n_train, args.n_test):
+                _fail(f"{path}: drawn with seed {other['seed']}, n_train {other['n_train']}, n_test "
+                      f"{other['n_test']}; this run asks {args.seed}, {args.n_train}, {args.n_test}")
+            mine = (meta.get("acc_largest"), meta.get("acc_smallest"))
+            theirs = (other["checkpoint"].get("acc_largest"), other["checkpoint"].get("acc_smallest"))
+            if mine != theirs:
+                _fail(f"{path}: measured on a supernet whose largest/smallest subnets scored {theirs}, "
+                      f"not this checkpoint's {mine}")
+        pairs.update({tuple(p["x"]): p for p in other["pairs"] + other.get("held_out", [])})
     test_pairs, test_store = pairs, store
     if separate_test:
         n_tv = test_estimator.eval_size
@@ -329,6 +337,19 @@ def export_pairs(args, meta: dict, space, store: dict, pairs: dict, test_pairs: 
     atomic_write_bytes(args.export_pairs, data)
     print(f"wrote {len(slim['pairs'])} training and {len(slim['held_out'])} held-out pairs to {args.export_pairs} "
           f"({len(data) / 1e3:.0f} kB)", file=sys.stderr)
+
+
+def read_pairs(path: str) -> dict:
+    """A --pairs file, or an --export-pairs file (.json.gz, no per-image outcomes)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        d = json.loads(gzip.decompress(raw) if path.endswith(".gz") else raw)
+        if not isinstance(d, dict) or not isinstance(d.get("pairs"), list):
+            raise ValueError("no list 'pairs'")
+    except (OSError, ValueError) as exc:
+        _fail(f"{path}: not a pairs file ({exc})")
+    return d
 
 
 def fit_from_pairs(args) -> None:

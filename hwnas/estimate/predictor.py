@@ -88,8 +88,13 @@ def fit_kernel(x: np.ndarray, t: np.ndarray, ell: float, noise: float, lin: floa
 
 
 def _solve(k: torch.Tensor, t: np.ndarray) -> np.ndarray:
-    # torch's solver, in torch's thread setting (numpy's BLAS may spin threads on a busy machine)
-    return torch.linalg.solve(k, torch.from_numpy(np.asarray(t, dtype=np.float64))).numpy()
+    # torch's solver, in torch's thread setting (numpy's BLAS may spin threads on a busy machine);
+    # k is a kernel matrix plus a positive nugget, so Cholesky (half the work of LU) applies
+    rhs = torch.from_numpy(np.asarray(t, dtype=np.float64)).unsqueeze(1)
+    chol, info = torch.linalg.cholesky_ex(k)
+    if int(info) == 0:
+        return torch.cholesky_solve(rhs, chol).squeeze(1).numpy()
+    return torch.linalg.solve(k, rhs).squeeze(1).numpy()
 
 
 def choose_kernel(x: np.ndarray, t: np.ndarray, grid=GP_GRID, folds: int = 5, seed: int = 0) -> tuple[dict, dict]:
