@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     for acc in args.accuracy:
         for lat in latencies:
             for algo in args.algo:
-                r = bench("nb201", args.csv, acc, lat, args.evals, strategy=algo, seed=args.first_seed, seeds=args.seeds,
-                          progress=False)
+                r = bench("nb201", args.csv, acc, lat, args.evals, strategy=algo, seed=args.first_seed,
+                          seeds=args.seeds, progress=False)
                 rows.append(r)
                 print(f"{acc} {lat} {algo}: hv_ratio {r['hv_ratio']:.3f} front_recall {r['front_recall']:.3f}",
                       file=sys.stderr)

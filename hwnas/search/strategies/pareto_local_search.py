@@ -71,8 +71,8 @@ class ParetoLocalSearch(Strategy):
     picked by the surrogate (0.7), `offspring_share` made by crossover and mutation (0.1),
     `focus` on the region that beats the random start's median (true), `selection` of the
     surrogate picks ("hypervolume": greedy predicted hypervolume gain with two objectives;
-    "crowding": predicted non-dominated, sparsest first), `ridge` penalty of the surrogate (30), `mutation_prob` per gene
-    for offspring and for neighbours of spaces without `neighbours` (1/n_var),
+    "crowding": predicted non-dominated, sparsest first), `ridge` penalty of the surrogate (30),
+    `mutation_prob` per gene for offspring and for neighbours of spaces without `neighbours` (1/n_var),
     `max_local_search_evaluations` (2,000: a larger evaluation budget, or none, runs NSGA-II
     instead; None: never)."""
 
