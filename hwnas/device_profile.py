@@ -48,6 +48,8 @@ BACKEND_OPTIONS: dict[str, dict[str, tuple[tuple[type, ...], tuple | None, Any]]
 }
 
 TIMING_METHODS = ("wallclock", "cuda_events", "cuda_graph")
+# protocol.anchor besides true (= "per-call") and false
+ANCHOR_MODES = ("per-call", "bracket")
 
 
 @dataclass
@@ -64,9 +66,11 @@ class MeasurementProtocol:
     timing: str = "wallclock"
     # profiling passes over all ops; each op keeps its least-disturbed pass (bursts of load last seconds)
     rounds: int = 3
-    # time every call against a call of a fixed reference network (hwnas.latency.anchor): for shared
-    # machines whose speed changes over seconds
-    anchor: bool = False
+    # time against a fixed reference network (hwnas.latency.anchor), for shared machines whose speed
+    # changes over seconds: true or "per-call" pairs every call with a call of it (one thread);
+    # "bracket" divides each measurement by the reference's measurements just before and after it
+    # (thread teams, whose spinning pools must not be interleaved call by call)
+    anchor: bool | str = False
 
     _RANGES = {
         "warmup": (0, 10_000),
@@ -205,8 +209,9 @@ def _protocol_from_dict(raw: Any, bad) -> MeasurementProtocol:
             if value not in TIMING_METHODS:
                 raise bad("protocol.timing", f"got {value!r}; allowed: {', '.join(TIMING_METHODS)}")
         elif key == "anchor":
-            if not isinstance(value, bool):
-                raise bad("protocol.anchor", f"expected true or false, got {value!r}")
+            if not isinstance(value, bool) and value not in ANCHOR_MODES:
+                raise bad("protocol.anchor", f"expected true, false or one of {', '.join(map(repr, ANCHOR_MODES))}, "
+                                             f"got {value!r}")
         else:
             lo, hi = MeasurementProtocol._RANGES[key]
             want_int = isinstance(getattr(proto, key), int)

@@ -9,8 +9,8 @@ import pytest
 from hwnas.cli import main
 from hwnas.device_profile import MeasurementProtocol, load_profile, profile_from_dict
 from hwnas.errors import InputError
-from hwnas.latency.anchor import AnchoredRunner, anchor_arch
-from hwnas.latency.measure import Runner, measure
+from hwnas.latency.anchor import AnchorBracket, AnchoredRunner, BracketedRunner, anchor_arch
+from hwnas.latency.measure import Runner, measure, measure_rounds
 from hwnas.latency.table import LatencyTable
 from hwnas.space import get_space
 
@@ -74,17 +74,72 @@ def test_the_anchor_is_a_fixed_valid_subnet_of_the_space():
     assert arch == anchor_arch(space) and space.validate(arch) == arch
 
 
-@pytest.mark.parametrize("value", ["yes", 1, None])
-def test_profile_anchor_setting_must_be_a_boolean(value):
+class _Drifting(_Machine):
+    """A machine that slows steadily, by `per_call` of its quiet speed with every call."""
+
+    def __init__(self, per_call: float):
+        super().__init__([1.0], 1)
+        self.per_call = per_call
+
+    def call(self, ms: float) -> float:
+        self.calls += 1
+        return ms * (1 + self.per_call * self.calls)
+
+
+class _Counted(_OnMachine):
+    def __init__(self, machine: _Machine, ms: float):
+        super().__init__(machine, ms)
+        self.measurements = 0
+
+    def warmup(self, n: int) -> None:  # once per measurement
+        self.measurements += 1
+        super().warmup(n)
+
+
+def test_a_bracketed_measurement_cancels_a_steady_drift():
+    # a drift over the measurement: the plain median is 11 % high; the anchor's medians just before and
+    # after it straddle the subnet's own by as much on either side, so their mean cancels it exactly
+    machine = _Drifting(per_call=0.005)
+    plain = measure(_OnMachine(machine, 0.2), _PROTO)
+    assert plain.median_ms > 0.22
+    machine.calls = 0
+    anchor = _Counted(machine, 0.25)
+    bracketed = BracketedRunner(_OnMachine(machine, 0.2), AnchorBracket(anchor, anchor_ms=0.25))
+    m = measure(bracketed, _PROTO)
+    assert m.median_ms == pytest.approx(0.2, rel=1e-9)
+    assert m.settings["anchor_after_ms"] > m.settings["anchor_before_ms"] > 0.25
+
+
+def test_bracketed_runners_of_one_run_share_the_anchor_measurement_between_them():
+    machine = _Machine([1.3], 1)  # 1.3x slower than when the table was profiled
+    anchor = _Counted(machine, 0.25)
+    bracket = AnchorBracket(anchor, anchor_ms=0.25)
+    runners = {ms: BracketedRunner(_OnMachine(machine, ms), bracket) for ms in (0.1, 0.2, 0.3)}
+    results = measure_rounds(runners, _PROTO, rounds=1)
+    assert [results[ms][0].median_ms for ms in (0.1, 0.2, 0.3)] == pytest.approx([0.1, 0.2, 0.3], rel=1e-9)
+    assert anchor.measurements == 4  # one before each subnet, the last after; not 2 per subnet
+    with pytest.raises(ValueError, match="positive"):
+        AnchorBracket(anchor, anchor_ms=-1.0)
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None, "per_call"])
+def test_profile_anchor_setting_must_be_a_boolean_or_a_mode(value):
     raw = load_profile("cpu-ort-1t").to_dict()
     raw["protocol"]["anchor"] = value
     with pytest.raises(InputError) as err:
         profile_from_dict(raw, source="p.yaml")
-    assert err.value.field == "protocol.anchor" and "true or false" in str(err.value)
+    assert err.value.field == "protocol.anchor" and "'per-call', 'bracket'" in str(err.value)
 
 
-@pytest.fixture
-def anchored_table(tmp_path, monkeypatch):
+@pytest.mark.parametrize("value", [True, False, "per-call", "bracket"])
+def test_profile_anchor_modes_are_accepted(value):
+    raw = load_profile("cpu-ort-1t").to_dict()
+    raw["protocol"]["anchor"] = value
+    assert profile_from_dict(raw, source="p.yaml").protocol.anchor == value
+
+
+@pytest.fixture(params=[True, "bracket"])
+def anchored_table(request, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     import hwnas.latency.anchor as anchor_module
     from hwnas.latency.profile import profile
@@ -92,7 +147,8 @@ def anchored_table(tmp_path, monkeypatch):
     monkeypatch.setattr(anchor_module, "ANCHOR_ROUND_INTERVAL_S", 0.0)  # the spacing only waits; not under test
 
     raw = load_profile("cpu-ort-1t").to_dict()
-    raw["protocol"].update(warmup=1, min_repeats=3, max_repeats=5, max_seconds=0.01, remeasure=0, anchor=True)
+    raw["protocol"].update(warmup=1, min_repeats=3, max_repeats=5, max_seconds=0.01, remeasure=0,
+                           anchor=request.param)
     path = tmp_path / "anchored.json"
     options = {"resolutions": [8], "width_mult": 0.25}
     result = profile(profile_from_dict(raw), "mbv3-small-input", path, quick=True, progress=False,
@@ -107,7 +163,8 @@ def test_an_anchored_table_records_its_anchor_and_resume_keeps_it(anchored_table
     raw, path, options = anchored_table
     table = LatencyTable.load(path)
     space = get_space("mbv3-small-input", **options)
-    assert table.protocol["anchor"] is True and table.protocol["anchor_arch"] == anchor_arch(space)
+    assert table.protocol["anchor"] == raw["protocol"]["anchor"] and table.protocol["anchor_arch"] == anchor_arch(space)
+    assert ("right before and right after" in table.protocol["anchored"]) == (table.protocol["anchor"] == "bracket")
     anchor_ms = table.protocol["anchor_ms"]
     assert anchor_ms > 0 and all(e["median_ms"] > 0 for e in table.entries.values())
     profile(profile_from_dict(raw), "mbv3-small-input", path, quick=True, progress=False, space_options=options,

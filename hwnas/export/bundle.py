@@ -158,7 +158,7 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
            tensorrt_precision: str | None = None, arch: dict | None = None, space: dict | None = None,
            accuracy: float | None = None, predicted_ms: float | None = None, source: dict | None = None,
            measure_latency: bool = True, progress: bool = True,
-           anchor: tuple[Any, Sequence[int], float] | None = None) -> ExportResult:
+           anchor: tuple[Any, Sequence[int], float, str] | None = None) -> ExportResult:
     """Export `module` (eval mode, BN recalibrated) as a bundle in `out_dir`.
 
     `input_shape` excludes the batch; the profile's batch is used. `profile` (a DeviceProfile
@@ -344,7 +344,7 @@ ANCHORED = "at_table_speed"
 
 def _measure(profile: DeviceProfile, module: Any, shape: list[int], onnx_data: bytes, compiled: Any, library: Any,
              tmp: Path, log: Any, notes: list[str],
-             anchor: tuple[Any, Sequence[int], float] | None = None) -> tuple[dict[str, Any], float | None]:
+             anchor: tuple[Any, Sequence[int], float, str] | None = None) -> tuple[dict[str, Any], float | None]:
     """Time the exported artifacts with the profile's protocol: on ONNX Runtime (this CPU), on TVM (this
     CPU or the RPC device) when a TVM library exists, and on the profile's own backend.
 
@@ -385,13 +385,13 @@ def _measure(profile: DeviceProfile, module: Any, shape: list[int], onnx_data: b
             raise NotAvailableError(f"the profile's backend {profile.backend} could not time the bundle here")
         speed = None
         if anchor is not None:
-            from hwnas.latency.anchor import AnchoredRunner, measure_anchor
+            from hwnas.latency.anchor import anchored, measure_anchor
 
-            anchor_module, anchor_input, anchor_ms = anchor
+            anchor_module, anchor_input, anchor_ms, mode = anchor
             own_backend = get_backend(profile)
             anchor_runner = stack.enter_context(own_backend.prepare(anchor_module, [profile.batch, *anchor_input]))
             # not entered in the stack: it wraps the own runner, which the stack closes
-            runners[ANCHORED] = AnchoredRunner(runners[own], anchor_runner, anchor_ms)
+            runners[ANCHORED] = anchored(runners[own], anchor_runner, anchor_ms, mode)
             where[ANCHORED] = where[own]
             anchor_now = measure_anchor(anchor_runner, profile.protocol)
             speed = {"anchor_table_ms": anchor_ms, "anchor_now_ms": round(anchor_now, 6),

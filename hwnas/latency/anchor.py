@@ -72,6 +72,101 @@ class AnchoredRunner(Runner):
         return {**self.runner.describe(), "anchor_ms": self.anchor_ms}
 
 
+class AnchorBracket:
+    """The anchor runner of a "bracket"-anchored run and its latest measurement, shared by every
+    BracketedRunner of the run: one anchor measurement closes the bracket of one entry and opens the
+    next one's, so a run of N entries takes N + 1 anchor measurements, not 2 N."""
+
+    # an anchor measurement older than this opens no bracket (something else may have run since)
+    FRESH_S = 2.0
+
+    def __init__(self, anchor: Runner, anchor_ms: float):
+        if not anchor_ms > 0:
+            raise ValueError(f"anchor_ms must be positive, got {anchor_ms!r}")
+        self.anchor, self.anchor_ms = anchor, float(anchor_ms)
+        self._last: tuple[float, float] | None = None  # (median ms, perf_counter when it ended)
+
+    def measure_anchor(self, protocol: Any, reuse: bool) -> float:
+        import time
+
+        from hwnas.latency.measure import measure
+
+        if reuse and self._last is not None and time.perf_counter() - self._last[1] < self.FRESH_S:
+            return self._last[0]
+        median = measure(self.anchor, protocol).median_ms
+        self._last = (median, time.perf_counter())
+        return median
+
+    def forget(self) -> None:
+        self._last = None
+
+
+class BracketedRunner(Runner):
+    """A runner measured between two measurements of the anchor; the measurement in anchor units.
+
+    Each measurement (the whole protocol: warm-up, timed runs until the median is stable, re-measures)
+    is scaled by anchor_ms / (mean of the anchor's medians measured right before and right after it).
+    Unlike AnchoredRunner, the two networks never alternate call by call: a backend with a team of
+    intra-op threads (onnxruntime with threads > 1) keeps its pool spinning after each call, and two
+    sessions' pools alternating on two vCPUs slow each other. On the 2-vCPU Xeon VM, 40 subnets timed
+    twice with 2 threads agreed at tau 0.53 anchored per call, 0.87 plain and 0.97 bracketed
+    (BENCHMARKS.md, "Bracketed anchor").
+    """
+
+    def __init__(self, runner: Runner, bracket: AnchorBracket):
+        self.runner, self.bracket = runner, bracket
+        self.timing = runner.timing
+
+    def run(self) -> None:
+        self.runner.run()
+
+    def warmup(self, n: int) -> None:
+        self.runner.warmup(n)
+
+    def time(self, n: int) -> list[float]:  # plain samples; `measure` uses measure_protocol instead
+        return self.runner.time(n)
+
+    def measure_protocol(self, protocol: Any) -> Any:
+        """The protocol's measurement of the wrapped runner, in anchor units (called by `measure`)."""
+        from hwnas.latency.measure import measure
+
+        before = self.bracket.measure_anchor(protocol, reuse=True)
+        own = measure(self.runner, protocol)
+        after = self.bracket.measure_anchor(protocol, reuse=False)
+        return scale_measurement(own, self.bracket.anchor_ms / ((before + after) / 2),
+                                 anchor_before_ms=round(before, 6), anchor_after_ms=round(after, 6))
+
+    def close(self) -> None:
+        self.runner.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.runner.describe(), "anchor_ms": self.bracket.anchor_ms, "anchor": "bracket"}
+
+
+def scale_measurement(m: Any, factor: float, **settings: Any) -> Any:
+    """A copy of Measurement `m` with every latency multiplied by `factor` (dispersion ratios unchanged)."""
+    import dataclasses
+
+    scaled = {f.name: getattr(m, f.name) * factor for f in dataclasses.fields(m) if f.name.endswith("_ms")}
+    return dataclasses.replace(m, **scaled, settings={**m.settings, **settings})
+
+
+def anchor_mode(value: Any) -> str | None:
+    """A protocol's anchor setting as a mode: None (not anchored), "per-call" (true) or "bracket"."""
+    if value is True:
+        return "per-call"
+    return value if value in ("per-call", "bracket") else None
+
+
+def anchored(runner: Runner, anchor: Runner, anchor_ms: float, mode: Any,
+             bracket: AnchorBracket | None = None) -> Runner:
+    """`runner` timed against `anchor` in the protocol's anchor `mode` (true, "per-call" or "bracket").
+    Runners of one run share one `bracket` (made here when not given)."""
+    if anchor_mode(mode) == "bracket":
+        return BracketedRunner(runner, bracket if bracket is not None else AnchorBracket(anchor, anchor_ms))
+    return AnchoredRunner(runner, anchor, anchor_ms)
+
+
 def prepare_anchor(backend: Any, space: Any, arch: dict, batch: int) -> Runner:
     """The anchor subnet compiled by `backend` for `batch` (the caller closes it)."""
     arch = space.validate(arch)
@@ -111,9 +206,9 @@ def read_anchor(protocol: dict, space: Any, source: str) -> tuple[dict, float] |
     return arch, float(anchor_ms)
 
 
-def table_anchor(table_path: Any) -> tuple[Any, tuple[int, ...], float] | None:
-    """(anchor subnet module, its input shape without the batch, anchor_ms) of an anchored latency table;
-    None for a table timed without an anchor."""
+def table_anchor(table_path: Any) -> tuple[Any, tuple[int, ...], float, str] | None:
+    """(anchor subnet module, its input shape without the batch, anchor_ms, anchor mode) of an anchored
+    latency table; None for a table timed without an anchor."""
     from hwnas.latency.predictor import LatencyPredictor
 
     predictor = LatencyPredictor.load(table_path)
@@ -122,4 +217,4 @@ def table_anchor(table_path: Any) -> tuple[Any, tuple[int, ...], float] | None:
     if anchor is None:
         return None
     arch, anchor_ms = anchor
-    return space.build(arch), tuple(space.input_shape(arch)), anchor_ms
+    return space.build(arch), tuple(space.input_shape(arch)), anchor_ms, anchor_mode(predictor.table.protocol["anchor"])

@@ -21,7 +21,7 @@ from typing import Any
 
 from hwnas.device_profile import DeviceProfile, MeasurementProtocol, load_profile
 from hwnas.errors import InputError
-from hwnas.latency.anchor import AnchoredRunner, anchor_arch, measure_anchor, prepare_anchor
+from hwnas.latency.anchor import AnchorBracket, anchor_arch, anchor_mode, anchored, measure_anchor, prepare_anchor
 from hwnas.latency.backends import Backend, get_backend, package_versions
 from hwnas.latency.fingerprint import device_fingerprint, same_device
 from hwnas.latency.measure import Measurement, measure
@@ -117,6 +117,15 @@ def _check_resumable(table: LatencyTable, expected: LatencyTable, path: Path) ->
         )
 
 
+ANCHORED_PROSE = {
+    "per-call": "each sample = time of one call / time of the anchor subnet's call right after it x anchor_ms (the "
+                "anchor's lowest round median when profiling began): latencies at the machine speed of that moment",
+    "bracket": "each measurement = its median / mean of the anchor subnet's medians measured right before and "
+               "right after it x anchor_ms (the anchor's lowest round median when profiling began): latencies at "
+               "the machine speed of that moment",
+}
+
+
 def new_table(prof: DeviceProfile, backend: Backend, space_obj: Any, space_name: str,
               protocol: MeasurementProtocol, *, quick: bool, expected_entries: int) -> LatencyTable:
     """An empty table carrying the provenance of this profiling run."""
@@ -137,9 +146,7 @@ def new_table(prof: DeviceProfile, backend: Backend, space_obj: Any, space_name:
             "input": INPUT_DESCRIPTION,
             "batch": prof.batch,
             **({"anchor_arch": anchor_arch(space_obj),
-                "anchored": "each sample = time of one call / time of the anchor subnet's call right after it "
-                            "x anchor_ms (the anchor's lowest round median when profiling began): latencies at "
-                            "the machine speed of that moment"} if protocol.anchor else {}),
+                "anchored": ANCHORED_PROSE[anchor_mode(protocol.anchor)]} if protocol.anchor else {}),
             **backend.describe(),
         })),
         expected_entries=expected_entries,
@@ -204,6 +211,7 @@ def profile(
         table.protocol.setdefault("anchor_ms", speed_now)
         table.conditions["runs"][-1]["anchor_ms_start"] = speed_now
         table.save(path)
+        bracket = AnchorBracket(anchor, table.protocol["anchor_ms"])  # shared by the ops in "bracket" mode
     bar = _progress_bar(len(wanted) * rounds, enabled=progress, desc=f"profile {prof.name} {space}")
     if bar is not None:
         bar.update(sum(min(rounds_done(table, k), rounds) for k in wanted))
@@ -225,7 +233,7 @@ def profile(
                 module, input_shape = space_obj.build_op(key)
                 runner = backend.prepare(module, (prof.batch, *input_shape))
                 if anchor is not None:
-                    runner = AnchoredRunner(runner, anchor, table.protocol["anchor_ms"])
+                    runner = anchored(runner, anchor, table.protocol["anchor_ms"], protocol.anchor, bracket)
                 with runner:
                     result = measure(runner, protocol)
                 table.entries[key] = merge_round(table.entries.get(key), result)

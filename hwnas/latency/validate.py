@@ -20,7 +20,7 @@ import numpy as np
 
 from hwnas.device_profile import MeasurementProtocol, profile_from_dict
 from hwnas.errors import InputError
-from hwnas.latency.anchor import AnchoredRunner, measure_anchor, prepare_anchor, read_anchor
+from hwnas.latency.anchor import AnchorBracket, anchored, measure_anchor, prepare_anchor, read_anchor
 from hwnas.latency.backends import get_backend
 from hwnas.latency.fingerprint import device_fingerprint, same_device
 from hwnas.latency.fit import latency_metrics
@@ -193,9 +193,11 @@ def measure_subnets(profile: Any, protocol: MeasurementProtocol, space: Any, arc
         if anchor is not None:
             anchor_runner = prepare_anchor(backend, space, anchor[0], profile.batch)
             anchor_now = round(measure_anchor(anchor_runner, protocol), 6)
+            bracket = AnchorBracket(anchor_runner, anchor[1])  # shared by the run's runners in "bracket" mode
         for i, arch in enumerate(archs):
             runner = backend.prepare(space.build(arch), (profile.batch, *space.input_shape(arch)))
-            runners[i] = runner if anchor_runner is None else AnchoredRunner(runner, anchor_runner, anchor[1])
+            runners[i] = runner if anchor_runner is None else anchored(runner, anchor_runner, anchor[1],
+                                                                        protocol.anchor, bracket)
         results = measure_rounds(runners, protocol, rounds, on_measured=bar.update if bar is not None else None)
     finally:
         for runner in runners.values():
