@@ -269,3 +269,28 @@ def test_quick_protocol_is_recorded(profile_path, tmp_path):
     result = profile(profile_path, TINY, tmp_path / "t.json", quick=True, progress=False, limit=1)
     table = LatencyTable.load(result["table"])
     assert table.protocol["quick"] is True and table.protocol["max_seconds"] <= 0.1
+
+
+def _round(median: float, n: int):
+    from hwnas.latency.measure import Measurement
+
+    return Measurement(median_ms=median, mean_ms=median, min_ms=median * 0.9, p10_ms=median * 0.95,
+                       p25_ms=median * 0.98, p75_ms=median * 1.02, p90_ms=median * 1.05, cv=0.04,
+                       std_over_mean=0.05, ci_low_ms=median * 0.99, ci_high_ms=median * 1.01, n=n,
+                       stop_reason="stable", attempts=1, seconds=0.1)
+
+
+def test_a_lone_fast_round_is_not_kept_once_two_others_agree():
+    from hwnas.latency.profile import lowest_confirmed, merge_round
+
+    # rounds seen on a 2-vCPU VM with 2 intra-op threads: one round at about half the op's usual time
+    entry = None
+    for i, median in enumerate([0.0126, 0.0235, 0.0229, 0.0236]):
+        entry = merge_round(entry, _round(median, n=10 + i))
+        if i == 1:  # nothing confirmed yet: the lowest round stands
+            assert entry["median_ms"] == 0.0126 and entry["n"] == 10
+    assert entry["median_ms"] == 0.0229 and entry["n"] == 12  # the kept round's own statistics
+    assert entry["rounds"] == 4 and entry["round_medians_ms"] == [0.0126, 0.0235, 0.0229, 0.0236]
+    # two rounds that agree with each other confirm the lowest
+    assert lowest_confirmed([0.020, 0.0101, 0.0100, 0.03]) == 0.0100
+    assert lowest_confirmed([0.03, 0.02, 0.01]) == 0.01  # none confirmed: the lowest

@@ -18,6 +18,7 @@ a team of threads over vCPUs slowed independently is not rescued by it.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from hwnas.latency.measure import Runner
@@ -72,6 +73,12 @@ class AnchoredRunner(Runner):
         return {**self.runner.describe(), "anchor_ms": self.anchor_ms}
 
 
+# the pause between a bracket's measurements: an onnxruntime session's intra-op threads spin on after its
+# last call, and an op of 10 us measured right after the anchor (warm-up and timed runs within a millisecond)
+# shared the two cores with them: its rounds disagreed by 34 % at the 90th percentile, against 3 % unanchored
+BRACKET_GAP_S = 0.02
+
+
 class AnchorBracket:
     """The anchor runner of a "bracket"-anchored run and its latest measurement, shared by every
     BracketedRunner of the run: one anchor measurement closes the bracket of one entry and opens the
@@ -87,8 +94,6 @@ class AnchorBracket:
         self._last: tuple[float, float] | None = None  # (median ms, perf_counter when it ended)
 
     def measure_anchor(self, protocol: Any, reuse: bool) -> float:
-        import time
-
         from hwnas.latency.measure import measure
 
         if reuse and self._last is not None and time.perf_counter() - self._last[1] < self.FRESH_S:
@@ -131,7 +136,9 @@ class BracketedRunner(Runner):
         from hwnas.latency.measure import measure
 
         before = self.bracket.measure_anchor(protocol, reuse=True)
+        time.sleep(BRACKET_GAP_S)  # the anchor's thread pool stops spinning before the next session runs
         own = measure(self.runner, protocol)
+        time.sleep(BRACKET_GAP_S)
         after = self.bracket.measure_anchor(protocol, reuse=False)
         return scale_measurement(own, self.bracket.anchor_ms / ((before + after) / 2),
                                  anchor_before_ms=round(before, 6), anchor_after_ms=round(after, 6))
