@@ -284,7 +284,8 @@ def merge_round(entry: dict[str, Any] | None, result: Measurement) -> dict[str, 
     six (0.0126 ms against 0.0229-0.0238 ms), and keeping such rounds cost the calibrated predictor
     0.04-0.06 Kendall tau on four validation draws (BENCHMARKS.md, "Bracketed anchor"). Without a
     confirmed round the lowest is kept. The kept round's median, quartiles, cv and sample count
-    describe the entry (of the kept and the new round, the one nearest the rule's choice); every
+    describe the entry (of the kept and the new round, the one nearest the rule's choice, which is
+    within ROUND_AGREEMENT of it: a round that changes the choice is the chosen one or confirms it); every
     round's median is listed in `round_medians_ms`, so the spread between rounds stays visible.
     """
     new = result.entry()
