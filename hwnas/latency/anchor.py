@@ -14,6 +14,9 @@ end-to-end measurement `hwnas validate` compares with it, is the latency at the 
 the profiling run; the anchor's latency now against `anchor_ms` says how fast the machine is at
 present. The slowdown must be common to both calls for the ratio to hold: with one thread it is;
 a team of threads over vCPUs slowed independently is not rescued by it.
+
+With `protocol.anchor: bracket` the two networks do not alternate call by call: each whole
+measurement is divided by the anchor's measurements just before and after it (BracketedRunner).
 """
 
 from __future__ import annotations
@@ -73,9 +76,9 @@ class AnchoredRunner(Runner):
         return {**self.runner.describe(), "anchor_ms": self.anchor_ms}
 
 
-# the pause between a bracket's measurements: an onnxruntime session's intra-op threads spin on after its
-# last call, and an op of 10 us measured right after the anchor (warm-up and timed runs within a millisecond)
-# shared the two cores with them: its rounds disagreed by 34 % at the 90th percentile, against 3 % unanchored
+# the pause between a bracket's measurements, so that one session's spinning intra-op threads have stopped
+# before the next session runs. A guard, not a measured fix: on the Xeon VM, tables profiled with and without
+# it had their ops' rounds disagree alike (34 % and 39 % at the 90th percentile; BENCHMARKS.md, "Bracketed anchor")
 BRACKET_GAP_S = 0.02
 
 
@@ -101,9 +104,6 @@ class AnchorBracket:
         median = measure(self.anchor, protocol).median_ms
         self._last = (median, time.perf_counter())
         return median
-
-    def forget(self) -> None:
-        self._last = None
 
 
 class BracketedRunner(Runner):
@@ -160,9 +160,11 @@ def scale_measurement(m: Any, factor: float, **settings: Any) -> Any:
 
 def anchor_mode(value: Any) -> str | None:
     """A protocol's anchor setting as a mode: None (not anchored), "per-call" (true) or "bracket"."""
+    from hwnas.device_profile import ANCHOR_MODES
+
     if value is True:
         return "per-call"
-    return value if value in ("per-call", "bracket") else None
+    return value if value in ANCHOR_MODES else None
 
 
 def anchored(runner: Runner, anchor: Runner, anchor_ms: float, mode: Any,
