@@ -212,3 +212,76 @@ def test_calibration_refuses_too_few_or_invalid_measurements(setup):
         pred.fit(archs[:3], [1.0, 2.0])
     with pytest.raises(InputError, match="positive finite"):
         pred.fit(archs[:3], [1.0, -2.0, 3.0])
+
+
+def test_op_attribute_calibration_learns_costs_the_table_does_not_see(setup):
+    """Ops cost more in the network than alone in ways no per-type scale captures: a 7x7 kernel
+    pays extra at every input size, and an expansion of 6 with squeeze-excitation pays extra too."""
+    space, table, archs = setup
+    rng = np.random.default_rng(1)
+    archs = archs + [space.sample(rng) for _ in range(120)]
+    pred = LatencyPredictor(table, space)
+    sums, n_ops = pred.op_sums(archs)
+    ops = [space.ops(a) for a in archs]
+    k7 = np.array([sum("|k7|" in k for k in o) for o in ops])
+    e6_se = np.array([sum("|e6|" in k and "|se1|" in k for k in o) for o in ops])
+    assert k7.std() > 0 and e6_se.std() > 0
+    truth = 0.05 + 0.8 * sums.sum(axis=1) + 0.03 * k7 + 0.05 * e6_se
+    fit_on, held = slice(0, 120), slice(120, None)
+    per_type = LatencyPredictor(table, space).fit(archs[fit_on], truth[fit_on], methods=["per-type"])
+    pred.fit(archs[fit_on], truth[fit_on])
+    assert pred.calibration.method == "op-attributes"
+    assert pred.calibration.provenance["ridge_alpha"] > 0
+    coef = dict(zip(pred.calibration.feature_names, pred.calibration.coef, strict=True))
+    assert "count[mbconv:k7]" in coef and "count[mbconv:e6&se1]" in coef
+    err = np.abs(pred.predict(archs[held]) / truth[held] - 1)
+    err_per_type = np.abs(per_type.predict(archs[held]) / truth[held] - 1)
+    assert err.max() < 0.01 and err.mean() < err_per_type.mean() / 3
+
+
+def test_op_attributes_of_a_key():
+    from hwnas.latency.predictor import op_attributes
+
+    attrs = op_attributes("mbconv|i8x14x14|o16x7x7|k5|e6|s2|se1|relu|res0")
+    assert attrs[:3] == ["mbconv", "mbconv:i8x14x14", "mbconv:o16x7x7"]
+    assert "mbconv:k5&e6" in attrs and "mbconv:e6&se1" in attrs and "mbconv:i8x14x14&k5" in attrs
+    assert len(attrs) == 1 + 8 + 8 * 7 // 2
+    assert op_attributes("linear|i256x1x1|o10") == ["linear", "linear:i256x1x1", "linear:o10",
+                                                    "linear:i256x1x1&o10"]
+
+
+def test_relative_ridge_is_the_penalised_least_squares_and_its_leave_one_out_error_is_exact():
+    from hwnas.latency.predictor import _relative_ridge
+
+    rng = np.random.default_rng(3)
+    n = 14
+    B = np.c_[np.ones(n), rng.uniform(1, 2, n)]
+    X = rng.integers(0, 3, (n, 30)).astype(float)  # more penalised columns than rows
+    y = B @ [0.1, 0.9] + X @ rng.normal(0, 0.01, 30) + rng.normal(0, 0.01, n)
+    alpha = 2.0
+    coef, err, chosen = _relative_ridge(B, X, y, alphas=[alpha], iterations=1)
+    assert chosen == alpha
+
+    def primal(rows):  # min |1 - (B a + X b) / y|^2 + alpha |b|^2 over the given rows
+        A = np.c_[B, X][rows] / y[rows, None]
+        pen = np.diag(np.r_[0.0, 0.0, np.full(X.shape[1], alpha)])
+        return np.linalg.solve(A.T @ A + pen, A.T @ np.ones(len(rows)))
+
+    np.testing.assert_allclose(coef, primal(np.arange(n)), rtol=1e-7, atol=1e-10)
+    loo = []
+    for i in range(n):
+        c = primal(np.delete(np.arange(n), i))
+        loo.append(abs(1 - np.c_[B, X][i] @ c / y[i]))
+    loo = np.sort(loo)[: int(np.ceil(0.9 * n))]
+    assert err == pytest.approx(np.sqrt(np.mean(loo**2)), rel=1e-6)
+
+
+def test_op_attribute_calibration_round_trips(setup, tmp_path):
+    space, table, archs = setup
+    pred = LatencyPredictor(table, space)
+    ops = [space.ops(a) for a in archs]
+    truth = 0.1 + pred.predict_raw(archs) + 0.02 * np.array([sum("|k7|" in k for k in o) for o in ops])
+    pred.fit(archs[:60], truth[:60], methods=["op-attributes"]).save()
+    loaded = LatencyPredictor.load(tmp_path / "t.json")
+    assert loaded.calibration.method == "op-attributes"
+    np.testing.assert_allclose(loaded.predict(archs), pred.predict(archs), rtol=1e-12)

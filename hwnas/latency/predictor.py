@@ -12,6 +12,11 @@ fitted and the one with the least leave-one-out relative error is kept:
 - ``affine``: a + c * sum (a fixed per-network cost, a global speed-up)
 - ``overhead``: a + c * sum + b * n_ops (b < 0 removes the per-call overhead in each entry)
 - ``per-type``: a + sum over op types t of c_t * sum_t + b * n_ops
+- ``op-attributes``: ``per-type`` plus an in-context cost d_j for every attribute j of an op
+  key and every pair of them (``mbconv:k7``, ``mbconv:i48x4x4&k7``, ``mbconv:e6&se1``), times
+  how often the subnet has it. The d_j are a ridge (penalty by leave-one-out error), so it
+  works with fewer timings than attributes; with two intra-op threads on a 2-vCPU VM it ranked
+  held-out subnets at tau 0.92-0.95 where ``per-type`` reached 0.84-0.87 (BENCHMARKS.md).
 
 The calibration is stored next to the table (``T.calibration.json``) with its provenance;
 `LatencyPredictor.load(T)` picks it up (and falls back to the raw sum without one).
@@ -38,7 +43,9 @@ from hwnas.latency.table import LatencyTable
 
 CALIBRATION_SCHEMA_VERSION = 1
 CALIBRATION_KIND = "hwnas-latency-calibration"
-METHODS = ("raw", "scale", "affine", "overhead", "per-type")
+METHODS = ("raw", "scale", "affine", "overhead", "per-type", "op-attributes")
+# ridge penalties tried by "op-attributes" (rows in units of relative error, columns op counts)
+_RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 13))
 # a candidate must beat a simpler one by this much (relative LOO error) to be chosen: fewer parameters win ties
 _SIMPLER_MARGIN = 0.02
 _OPS_CACHE_LIMIT = 200_000
@@ -159,6 +166,7 @@ class LatencyPredictor:
             self.op_types = sorted({k.split("|", 1)[0] for k in keys})
             type_of = {t: i for i, t in enumerate(self.op_types)}
             self._type_id = np.array([type_of[k.split("|", 1)[0]] for k in keys], dtype=np.int64)
+            self.attribute_names, self._key_attributes = _attribute_matrix(keys)
         return self._index
 
     def _op_indices(self, arch: dict) -> np.ndarray:
@@ -180,6 +188,14 @@ class LatencyPredictor:
             self._ops_cache.clear()
         self._ops_cache[cache_key] = idx
         return idx
+
+    def op_counts(self, archs: Sequence[dict]) -> np.ndarray:
+        """Per arch, how many times each table entry occurs in it (n, n_entries)."""
+        self._key_index()
+        counts = np.zeros((len(archs), len(self._median)))
+        for row, arch in enumerate(archs):
+            np.add.at(counts[row], self._op_indices(arch), 1.0)
+        return counts
 
     def op_sums(self, archs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
         """Per arch: table sum per op type (n, n_types) and number of ops (n,)."""
@@ -203,8 +219,12 @@ class LatencyPredictor:
             return np.c_[one, total], ["intercept_ms", "sum_ms"]
         if method == "overhead":
             return np.c_[one, total, n_ops], ["intercept_ms", "sum_ms", "n_ops"]
-        if method == "per-type":
-            return np.c_[one, sums, n_ops], ["intercept_ms", *[f"sum_ms[{t}]" for t in self.op_types], "n_ops"]
+        if method in ("per-type", "op-attributes"):
+            X, names = np.c_[one, sums, n_ops], ["intercept_ms", *[f"sum_ms[{t}]" for t in self.op_types], "n_ops"]
+            if method == "per-type":
+                return X, names
+            attrs = self.op_counts(archs) @ self._key_attributes
+            return np.c_[X, attrs], [*names, *(f"count[{a}]" for a in self.attribute_names)]
         raise InputError(f"unknown calibration method {method!r}; expected one of {list(METHODS)}", field="method")
 
     # --- estimator -----------------------------------------------------------------------
@@ -235,12 +255,19 @@ class LatencyPredictor:
             raise InputError(f"methods must be a non-empty subset of {list(METHODS)}, got {list(methods)}",
                              field="methods")
         fits: dict[str, tuple[np.ndarray, list[str], float]] = {}
+        ridge_alpha = None
         for method in methods:
             X, names = self.features(archs, method)
             if method == "raw":
                 coef = np.ones(1)
                 rel = np.sort(np.abs(X[:, 0] / y - 1))
                 err = float(np.sqrt(np.mean(rel[: max(1, int(np.ceil(0.9 * rel.size)))] ** 2)))
+            elif method == "op-attributes":
+                free = len(self.op_types) + 2  # the per-type columns; the attribute counts are penalised
+                if free >= y.size - 1:
+                    continue
+                coef, err, alpha = _relative_ridge(X[:, :free], X[:, free:], y)
+                ridge_alpha = alpha
             elif X.shape[1] >= y.size - 1:
                 continue  # too few measurements for this many parameters
             else:
@@ -264,6 +291,7 @@ class LatencyPredictor:
                 "table_space": self.table.space,
                 "selection": "least leave-one-out relative RMSE (worst tenth left out) of a robust fit; "
                              f"a simpler candidate within {int(_SIMPLER_MARGIN * 100)} % of the best is preferred",
+                **({"ridge_alpha": ridge_alpha} if chosen == "op-attributes" else {}),
                 **(provenance or {}),
             },
         )
@@ -312,3 +340,75 @@ def _relative_least_squares(X: np.ndarray, y: np.ndarray, *, tukey_c: float = 4.
     # the worst tenth is left out of the score: outlying timings should not choose the method
     kept = np.sort(loo)[: max(1, int(np.ceil(0.9 * loo.size)))]
     return coef, float(np.sqrt(np.mean(kept**2)))
+
+
+def op_attributes(key: str) -> list[str]:
+    """What an op key says of its op, as features: its type, each field, and each pair of fields.
+
+    `mbconv|i8x14x14|o16x7x7|k5|e6|s2|se1|relu|res0` gives `mbconv`, `mbconv:k5`, `mbconv:i8x14x14`, ...,
+    and `mbconv:k5&e6`, `mbconv:i8x14x14&k5`, ...: a kernel size at one input shape, an expansion with
+    squeeze-excitation, and so on.
+    """
+    op_type, *fields = key.split("|")
+    out = [op_type, *(f"{op_type}:{f}" for f in fields)]
+    out += [f"{op_type}:{a}&{b}" for i, a in enumerate(fields) for b in fields[i + 1:]]
+    return out
+
+
+def _attribute_matrix(keys: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The attribute vocabulary of a table's keys and each key's 0/1 row over it."""
+    per_key = [op_attributes(k) for k in keys]
+    names = sorted({a for attrs in per_key for a in attrs})
+    col = {a: j for j, a in enumerate(names)}
+    M = np.zeros((len(keys), len(names)))
+    for i, attrs in enumerate(per_key):
+        M[i, [col[a] for a in attrs]] = 1.0
+    return names, M
+
+
+def _relative_ridge(B: np.ndarray, X: np.ndarray, y: np.ndarray, *, alphas: Sequence[float] = _RIDGE_ALPHAS,
+                    tukey_c: float = 4.685, iterations: int = 10) -> tuple[np.ndarray, float, float]:
+    """Robust least squares of relative error with `B`'s coefficients free and a ridge on `X`'s.
+
+    Solved in the dual (n x n, however many attribute columns): with row weights s and
+    C = s X X' s / alpha + I, the free part is generalised least squares under C and the
+    penalised part is X' s C^-1 r / alpha. The penalty is chosen by the trimmed leave-one-out
+    relative error (exact for a linear smoother: e_i / (1 - H_ii)). Returns the coefficients
+    of [B, X], that error and the penalty.
+    """
+    A_B, A_X = B / y[:, None], X / y[:, None]
+    n = y.size
+    best: tuple[float, float, np.ndarray] | None = None
+    for alpha in alphas:
+        w = np.ones(n)
+        for it in range(iterations):
+            s = np.sqrt(w)
+            Bw, Xw = A_B * s[:, None], A_X * s[:, None]
+            C_inv = _spd_inverse(Xw @ Xw.T / alpha + np.eye(n))
+            M = np.linalg.pinv(Bw.T @ C_inv @ Bw)
+            a = M @ (Bw.T @ (C_inv @ s))
+            v = C_inv @ (s - Bw @ a)  # the weighted residual
+            b = Xw.T @ v / alpha
+            resid = 1.0 - A_B @ a - A_X @ b
+            if it == iterations - 1:
+                break
+            spread = max(1.4826 * float(np.median(np.abs(resid - np.median(resid)))), 0.005)
+            u = resid / (tukey_c * spread)
+            w = np.where(np.abs(u) < 1, (1 - u**2) ** 2, 0.0) + 1e-6
+        CB = C_inv @ Bw
+        one_minus_h = np.diag(C_inv) - np.einsum("ij,jk,ik->i", CB, M, CB)
+        loo = np.abs(v) / np.maximum(one_minus_h, 1e-12) / s
+        err = float(np.sqrt(np.mean(np.sort(loo)[: max(1, int(np.ceil(0.9 * n)))] ** 2)))
+        if best is None or err < best[0]:
+            best = (err, float(alpha), np.r_[a, b])
+    assert best is not None
+    return best[2], best[0], best[1]
+
+
+def _spd_inverse(C: np.ndarray) -> np.ndarray:
+    try:
+        L = np.linalg.cholesky(C)
+        L_inv = np.linalg.solve(L, np.eye(len(C)))
+        return L_inv.T @ L_inv
+    except np.linalg.LinAlgError:
+        return np.linalg.inv(C)
