@@ -118,7 +118,7 @@ def main() -> None:
             print(f"  {name:10s} within10 {m['within_10pct']:.3f}  tau {m['kendall_tau']:.3f}  "
                   f"MAPE {m['mape']:.2f} %  mean ratio {m['mean_ratio']:.3f}")
         for method, m in f["per_method"].items():
-            print(f"    only {method:9s} within10 {m['within_10pct']:.3f}  tau {m['kendall_tau']:.3f}  "
+            print(f"    only {method:13s} within10 {m['within_10pct']:.3f}  tau {m['kendall_tau']:.3f}  "
                   f"MAPE {m['mape']:.2f} %")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
