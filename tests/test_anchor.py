@@ -224,3 +224,30 @@ def test_export_times_the_artifact_in_the_anchored_tables_units(anchored_table, 
     assert anchored["speed_now_vs_profiling"] == pytest.approx(
         anchored["anchor_table_ms"] / anchored["anchor_now_ms"], rel=1e-3)
     assert latency["measured"]["onnxruntime"]["median_ms"] > 0  # the plain wall-clock figure stays beside it
+
+
+def test_validate_keeps_the_median_of_bracketed_rounds_and_the_lowest_otherwise(anchored_table, monkeypatch):
+    """A bracketed round is a ratio to the anchor: a spell moves it up or down, so the median round is kept."""
+    import numpy as np
+
+    import hwnas.latency.validate as validate_module
+    from hwnas.latency.validate import measure_subnets, table_protocol
+
+    raw, path, options = anchored_table
+    table = LatencyTable.load(path)
+    space = get_space("mbv3-small-input", **options)
+    rounds = {0: [0.30, 0.24, 0.27], 1: [0.50, 0.56, 0.52]}
+
+    def fake_rounds(runners, protocol, n_rounds, **_):
+        return {i: (type("M", (), {"median_ms": min(rounds[i])})(), rounds[i]) for i in runners}
+
+    monkeypatch.setattr(validate_module, "measure_rounds", fake_rounds)
+    archs = [space.sample(np.random.default_rng(s)) for s in (1, 2)]
+    anchor = (table.protocol["anchor_arch"], table.protocol["anchor_ms"])
+    ms, now = measure_subnets(profile_from_dict(raw), table_protocol(table), space, archs, rounds=3, anchor=anchor)
+    assert now > 0
+    expected = [0.27, 0.52] if raw["protocol"]["anchor"] == "bracket" else [0.24, 0.50]
+    assert ms.tolist() == expected
+    # without an anchor the lowest round is kept in every mode
+    plain, _ = measure_subnets(profile_from_dict(raw), table_protocol(table), space, archs, rounds=3)
+    assert plain.tolist() == [0.24, 0.50]

@@ -285,3 +285,8 @@ def test_op_attribute_calibration_round_trips(setup, tmp_path):
     loaded = LatencyPredictor.load(tmp_path / "t.json")
     assert loaded.calibration.method == "op-attributes"
     np.testing.assert_allclose(loaded.predict(archs), pred.predict(archs), rtol=1e-12)
+    # predict folds the attribute costs into one per table entry: the same as the design matrix times the coef
+    X, names = pred.features(archs, "op-attributes")
+    assert names == pred.calibration.feature_names
+    folded = np.maximum(X @ pred.calibration.coef, 0.1 * pred.predict_raw(archs))
+    np.testing.assert_allclose(pred.predict(archs), folded, rtol=1e-12)

@@ -189,28 +189,34 @@ class LatencyPredictor:
         self._ops_cache[cache_key] = idx
         return idx
 
+    def _flat_ops(self, archs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every op of every arch as (row of its arch, its table entry), and each arch's number of ops."""
+        self._key_index()
+        idx = [self._op_indices(a) for a in archs]
+        n_ops = np.array([len(i) for i in idx], dtype=np.int64)
+        flat = np.concatenate(idx) if idx else np.zeros(0, dtype=np.int64)
+        return np.repeat(np.arange(len(archs)), n_ops), flat, n_ops
+
     def op_counts(self, archs: Sequence[dict]) -> np.ndarray:
         """Per arch, how many times each table entry occurs in it (n, n_entries)."""
-        self._key_index()
+        row, flat, _ = self._flat_ops(archs)
         counts = np.zeros((len(archs), len(self._median)))
-        for row, arch in enumerate(archs):
-            np.add.at(counts[row], self._op_indices(arch), 1.0)
+        np.add.at(counts, (row, flat), 1.0)
         return counts
 
     def op_sums(self, archs: Sequence[dict]) -> tuple[np.ndarray, np.ndarray]:
         """Per arch: table sum per op type (n, n_types) and number of ops (n,)."""
-        self._key_index()
-        idx = [self._op_indices(a) for a in archs]
-        counts = np.array([len(i) for i in idx], dtype=np.int64)
-        flat = np.concatenate(idx) if idx else np.zeros(0, dtype=np.int64)
-        row = np.repeat(np.arange(len(archs)), counts)
+        row, flat, n_ops = self._flat_ops(archs)
         sums = np.zeros((len(archs), len(self.op_types)))
         np.add.at(sums, (row, self._type_id[flat]), self._median[flat])
-        return sums, counts.astype(float)
+        return sums, n_ops.astype(float)
 
     def features(self, archs: Sequence[dict], method: str) -> tuple[np.ndarray, list[str]]:
         """Design matrix of one calibration method (columns named)."""
-        sums, n_ops = self.op_sums(archs)
+        return self._design(archs, *self.op_sums(archs), method)
+
+    def _design(self, archs: Sequence[dict], sums: np.ndarray, n_ops: np.ndarray,
+                method: str) -> tuple[np.ndarray, list[str]]:
         total = sums.sum(axis=1)
         one = np.ones(len(archs))
         if method == "raw" or method == "scale":
@@ -224,8 +230,12 @@ class LatencyPredictor:
             if method == "per-type":
                 return X, names
             attrs = self.op_counts(archs) @ self._key_attributes
-            return np.c_[X, attrs], [*names, *(f"count[{a}]" for a in self.attribute_names)]
+            return np.c_[X, attrs], [*names, *self._attribute_columns()]
         raise InputError(f"unknown calibration method {method!r}; expected one of {list(METHODS)}", field="method")
+
+    def _attribute_columns(self) -> list[str]:
+        self._key_index()
+        return [f"count[{a}]" for a in self.attribute_names]
 
     # --- estimator -----------------------------------------------------------------------
     def predict_raw(self, archs: Sequence[dict]) -> np.ndarray:
@@ -237,14 +247,27 @@ class LatencyPredictor:
         if len(archs) == 0:
             return np.zeros(0)
         cal = self.calibration
+        sums, n_ops = self.op_sums(archs)
+        raw = sums.sum(axis=1)
         if cal is None or cal.method == "raw":
-            return self.predict_raw(archs)
-        X, names = self.features(archs, cal.method)
+            return raw
+        by_attributes = cal.method == "op-attributes"
+        # "op-attributes": the attribute part is folded into one cost per table entry (attribute matrix @
+        # its coefficients), so a search population costs about what its raw sum costs
+        X, names = self._design(archs, sums, n_ops, "per-type" if by_attributes else cal.method)
+        if by_attributes:
+            names = names + self._attribute_columns()
         if names != cal.feature_names:
             raise InputError(f"calibration features {cal.feature_names} do not match this table's {names}",
                              path=self.table.path, field="calibration")
+        coef = np.asarray(cal.coef)
+        out = X @ coef[: X.shape[1]]
+        if by_attributes:
+            row, flat, _ = self._flat_ops(archs)
+            per_entry = self._key_attributes @ coef[X.shape[1]:]
+            out += np.bincount(row, weights=per_entry[flat], minlength=len(archs))
         # a correction can never make a subnet faster than a tenth of its table sum
-        return np.maximum(X @ np.asarray(cal.coef), 0.1 * self.predict_raw(archs))
+        return np.maximum(out, 0.1 * raw)
 
     def fit(self, archs: Sequence[dict], measured_ms: Iterable[float], *, methods: Sequence[str] = METHODS,
             provenance: dict[str, Any] | None = None) -> LatencyPredictor:
@@ -260,8 +283,7 @@ class LatencyPredictor:
             X, names = self.features(archs, method)
             if method == "raw":
                 coef = np.ones(1)
-                rel = np.sort(np.abs(X[:, 0] / y - 1))
-                err = float(np.sqrt(np.mean(rel[: max(1, int(np.ceil(0.9 * rel.size)))] ** 2)))
+                err = _trimmed_rms(np.abs(X[:, 0] / y - 1))
             elif method == "op-attributes":
                 free = len(self.op_types) + 2  # the per-type columns; the attribute counts are penalised
                 if free >= y.size - 1:
@@ -329,17 +351,25 @@ def _relative_least_squares(X: np.ndarray, y: np.ndarray, *, tukey_c: float = 4.
     for _ in range(iterations):
         sw = np.sqrt(w)
         coef, *_ = np.linalg.lstsq(A * sw[:, None], b * sw, rcond=None)
-        resid = b - A @ coef
-        spread = max(1.4826 * float(np.median(np.abs(resid - np.median(resid)))), 0.005)
-        u = resid / (tukey_c * spread)
-        w = np.where(np.abs(u) < 1, (1 - u**2) ** 2, 0.0) + 1e-6
+        w = _tukey_weights(b - A @ coef, tukey_c)
     # leave-one-out residuals of the weighted fit: e_i / (1 - h_ii)
     Aw = A * np.sqrt(w)[:, None]
     leverage = np.einsum("ij,ji->i", Aw, np.linalg.pinv(Aw))
     loo = np.abs(b - A @ coef) / np.maximum(1.0 - leverage, 1e-9)
-    # the worst tenth is left out of the score: outlying timings should not choose the method
-    kept = np.sort(loo)[: max(1, int(np.ceil(0.9 * loo.size)))]
-    return coef, float(np.sqrt(np.mean(kept**2)))
+    return coef, _trimmed_rms(loo)
+
+
+def _tukey_weights(resid: np.ndarray, tukey_c: float) -> np.ndarray:
+    """Tukey's biweight of relative residuals, scaled by their MAD (at least 0.5 %); never exactly 0."""
+    spread = max(1.4826 * float(np.median(np.abs(resid - np.median(resid)))), 0.005)
+    u = resid / (tukey_c * spread)
+    return np.where(np.abs(u) < 1, (1 - u**2) ** 2, 0.0) + 1e-6
+
+
+def _trimmed_rms(errors: np.ndarray) -> float:
+    """RMS of the best nine tenths of `errors`: outlying timings should not choose the method."""
+    kept = np.sort(np.abs(errors))[: max(1, int(np.ceil(0.9 * errors.size)))]
+    return float(np.sqrt(np.mean(kept**2)))
 
 
 def op_attributes(key: str) -> list[str]:
@@ -389,16 +419,11 @@ def _relative_ridge(B: np.ndarray, X: np.ndarray, y: np.ndarray, *, alphas: Sequ
             a = M @ (Bw.T @ (C_inv @ s))
             v = C_inv @ (s - Bw @ a)  # the weighted residual
             b = Xw.T @ v / alpha
-            resid = 1.0 - A_B @ a - A_X @ b
-            if it == iterations - 1:
-                break
-            spread = max(1.4826 * float(np.median(np.abs(resid - np.median(resid)))), 0.005)
-            u = resid / (tukey_c * spread)
-            w = np.where(np.abs(u) < 1, (1 - u**2) ** 2, 0.0) + 1e-6
+            if it < iterations - 1:
+                w = _tukey_weights(1.0 - A_B @ a - A_X @ b, tukey_c)
         CB = C_inv @ Bw
         one_minus_h = np.diag(C_inv) - np.einsum("ij,jk,ik->i", CB, M, CB)
-        loo = np.abs(v) / np.maximum(one_minus_h, 1e-12) / s
-        err = float(np.sqrt(np.mean(np.sort(loo)[: max(1, int(np.ceil(0.9 * n)))] ** 2)))
+        err = _trimmed_rms(v / np.maximum(one_minus_h, 1e-12) / s)
         if best is None or err < best[0]:
             best = (err, float(alpha), np.r_[a, b])
     assert best is not None
