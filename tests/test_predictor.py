@@ -185,6 +185,43 @@ def test_validate_measures_real_subnets_end_to_end(tmp_path, capsys):
     assert LatencyPredictor.load(table_path).calibration.method == out["method"]
 
 
+def test_validate_scores_against_the_geometric_mean_of_independent_passes(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    import hwnas.latency.validate as validate_module
+    from hwnas.latency.profile import profile
+
+    raw = load_profile("cpu-ort-1t").to_dict()
+    raw["protocol"].update(warmup=1, min_repeats=3, max_repeats=5, max_seconds=0.01, remeasure=0)
+    table_path = tmp_path / "tiny.json"
+    profile(profile_from_dict(raw), "mbv3-small-input", table_path, quick=True, progress=False,
+            space_options={"resolutions": [8], "width_mult": 0.25})
+    calls = []
+
+    def fake_measure(profile, protocol, space, archs, **kwargs):
+        # each pass: a latency known per subnet, scaled by a factor of its own (pass 1: x1, pass 2: x4, ...)
+        calls.append(len(archs))
+        factor = [1.0, 4.0, 2.0, 8.0][len(calls) - 1]
+        return factor * (0.1 + 0.01 * np.arange(len(archs), dtype=float)), 0.15  # the anchor now (ms)
+
+    monkeypatch.setattr(validate_module, "measure_subnets", fake_measure)
+    assert main(["validate", str(table_path), "--n", "4", "--calib-n", "6", "--passes", "2", "--retest",
+                 "--json", "--no-progress"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    # one pass over calibration and held-out subnets, one more over the held-out, then the retest's two
+    assert calls == [10, 4, 4, 4] and out["passes"] == 2
+    first = 0.1 + 0.01 * np.arange(6, 10)
+    second = 4.0 * (0.1 + 0.01 * np.arange(4))
+    held = json.loads((tmp_path / "tiny.calibration.json").read_text())["provenance"]["measurements"]["held_out"]
+    np.testing.assert_allclose([h["ms"] for h in held], np.sqrt(first * second), rtol=1e-5)
+    assert [h["pass_ms"] for h in held] == [[round(a, 6), round(b, 6)] for a, b in zip(first, second, strict=True)]
+    # pass 2 against pass 1: ranked alike, 4x apart; the retest (2x and 8x: geometric mean 4x) ranks alike too
+    assert out["pass_agreement"]["kendall_tau"] == 1.0 and out["pass_agreement"]["within_10pct"] == 0.0
+    assert out["retest"]["kendall_tau"] == 1.0 and out["retest"]["mean_ratio"] == pytest.approx(
+        float(np.mean(4.0 * (0.1 + 0.01 * np.arange(4)) / np.sqrt(first * second))), rel=1e-4)
+    assert main(["validate", str(table_path), "--n", "4", "--passes", "0", "--json", "--no-progress"]) == 2
+    assert "passes" in json.loads(capsys.readouterr().out)["error"]
+
+
 def test_calibration_survives_a_small_re_measurement_of_the_table(setup, tmp_path):
     space, table, archs = setup
     pred = LatencyPredictor(table, space)

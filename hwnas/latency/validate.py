@@ -64,15 +64,21 @@ def validate(
     rounds: int = 2,
     retest: bool = False,
     progress: bool = True,
+    passes: int = 1,
 ) -> dict[str, Any]:
     """Measure `calib_n` + `n` random subnets end to end; fit on the first, score on the others.
 
-    `retest` measures the held-out subnets a second time, afresh, and scores the first measurement
-    against the second like a predictor: a bound on what any predictor can reach on this device.
+    The held-out subnets are timed in `passes` independent passes (sessions compiled afresh for each,
+    the first shared with the calibration subnets); their latency is the geometric mean of the
+    passes. Part of a pass's error stays with its sessions and its minutes whatever the rounds, so
+    on a noisy machine more passes make a steadier ground truth; with two or more, how well the
+    first two agree is reported (`pass_agreement`). `retest` measures the held-out subnets again
+    the same way (another `passes` passes) and scores the first measurement against the second like
+    a predictor: a bound on what any predictor can reach on this device.
     """
     began = time.perf_counter()
     calib_n = n if calib_n is None else calib_n
-    for name, value, low in (("n", n, 2), ("calib-n", calib_n, 3), ("rounds", rounds, 1)):
+    for name, value, low in (("n", n, 2), ("calib-n", calib_n, 3), ("rounds", rounds, 1), ("passes", passes, 1)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise InputError(f"expected an integer >= {low}, got {value!r}", field=name)
     table_path = Path(table_path)
@@ -112,6 +118,12 @@ def validate(
                                            desc=f"validate {table.profile_name}", anchor=anchor)
     calib, held_out = archs[:calib_n], archs[calib_n:]
     y_calib, y_test = measured[:calib_n], measured[calib_n:]
+    pass_ms = [y_test]
+    for p in range(1, passes):
+        pass_ms.append(measure_subnets(profile, protocol, space, held_out, rounds=rounds, progress=progress,
+                                       desc=f"pass {p + 1} {table.profile_name}", anchor=anchor)[0])
+    y_test = _geometric_mean(pass_ms)
+    pass_agreement = _rounded(latency_metrics(pass_ms[1], pass_ms[0])) if passes > 1 else None
 
     raw_test = predictor.predict_raw(held_out)
     predictor.fit(calib, y_calib, provenance={
@@ -126,14 +138,16 @@ def validate(
                     + ("; every call timed against the table's anchor network, in units of its anchor_ms"
                        if anchor_ms is not None else ""),
         "rounds": rounds,
+        "held_out_passes": passes,
         **({"anchor": {"table_ms": anchor_ms, "now_ms": anchor_now}} if anchor_ms is not None else {}),
     })
     calibrated_test = predictor.predict(held_out)
     repeat = None
     if retest:
         # compiled afresh and timed again: how well the measurement agrees with itself
-        y_again, _ = measure_subnets(profile, protocol, space, held_out, rounds=rounds, progress=progress,
-                                     desc=f"retest {table.profile_name}", anchor=anchor)
+        y_again = _geometric_mean([measure_subnets(profile, protocol, space, held_out, rounds=rounds,
+                                                   progress=progress, desc=f"retest {table.profile_name}",
+                                                   anchor=anchor)[0] for _ in range(passes)])
         repeat = _rounded(latency_metrics(y_again, y_test))
         predictor.calibration.provenance["retest"] = {
             **repeat, "ms": [round(float(v), 6) for v in y_again]}
@@ -144,8 +158,12 @@ def validate(
     predictor.calibration.provenance["measurements"] = {
         "calibration": [{"arch": a, "ms": round(float(v), 6), "raw_ms": round(float(r), 6)}
                         for a, v, r in zip(calib, y_calib, predictor.predict_raw(calib), strict=True)],
-        "held_out": [{"arch": a, "ms": round(float(v), 6)} for a, v in zip(held_out, y_test, strict=True)],
+        "held_out": [{"arch": a, "ms": round(float(v), 6),
+                      **({"pass_ms": [round(float(m[i]), 6) for m in pass_ms]} if passes > 1 else {})}
+                     for i, (a, v) in enumerate(zip(held_out, y_test, strict=True))],
     }
+    if pass_agreement is not None:
+        predictor.calibration.provenance["held_out"]["pass_agreement"] = pass_agreement
     cal_path = predictor.save(calibration_out if calibration_out is not None else calibration_path(table_path))
 
     if plot is not None:
@@ -172,12 +190,19 @@ def validate(
         "measured_ms": {"min": float(y_test.min()), "median": float(np.median(y_test)), "max": float(y_test.max())},
         "seed": seed,
         "rounds": rounds,
+        "passes": passes,
+        # the second pass of the held-out subnets scored against the first: what one pass repeats to
+        "pass_agreement": pass_agreement,
         "retest": repeat,
         # the anchor network's latency now against the table's: how fast the machine runs at present
         "anchor": ({"table_ms": anchor_ms, "now_ms": anchor_now,
                     "speed_now_vs_profiling": round(anchor_ms / anchor_now, 4)} if anchor_ms is not None else None),
         "seconds": round(time.perf_counter() - began, 2),
     }
+
+
+def _geometric_mean(values: list[np.ndarray]) -> np.ndarray:
+    return np.exp(np.mean(np.log(np.vstack(values)), axis=0))
 
 
 def measure_subnets(profile: Any, protocol: MeasurementProtocol, space: Any, archs: list[dict], *,
