@@ -69,3 +69,16 @@ def test_rounds_are_timed_on_the_tables_backend_with_its_anchor(tmp_path, monkey
     archs = [space.sample(np.random.default_rng(s)) for s in range(3)]
     ms = tool.time_rounds(str(path), archs, sessions=2, rounds=2)
     assert ms.shape == (3, 2, 2) and np.all(ms > 0)
+    # each session's rounds land at (subnet, session, round); rounds beyond the asked ones are dropped
+    seen = {}
+
+    def fake(profile, protocol, space, runs, *, rounds, anchor, **_):
+        seen.update(runs=runs, anchor=anchor)
+        return [[100.0 * (j // 3) + 10.0 * (j % 3) + r for r in range(rounds + (j == 0))]
+                for j in range(len(runs))], 0.1
+
+    monkeypatch.setattr(tool, "time_subnet_rounds", fake)
+    ms = tool.time_rounds(str(path), archs, sessions=2, rounds=2)
+    assert seen["runs"] == archs * 2 and seen["anchor"][1] == LatencyPredictor.load(path).table.protocol["anchor_ms"]
+    expected = [[[100.0 * sess + 10.0 * i + r for r in range(2)] for sess in range(2)] for i in range(3)]
+    assert ms.tolist() == expected

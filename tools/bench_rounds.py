@@ -28,42 +28,25 @@ import numpy as np
 from hwnas.device_profile import profile_from_dict
 from hwnas.errors import InputError
 from hwnas.estimate import kendall_tau
-from hwnas.latency.anchor import AnchorBracket, anchored, prepare_anchor, read_anchor
+from hwnas.latency.anchor import read_anchor
 from hwnas.latency.backends import get_backend
-from hwnas.latency.measure import measure
+from hwnas.latency.fingerprint import cpu_model
 from hwnas.latency.predictor import LatencyPredictor, calibration_path
-from hwnas.latency.validate import sample_distinct, table_protocol
+from hwnas.latency.validate import sample_distinct, table_protocol, time_subnet_rounds
 
 
 def time_rounds(table_path: str, archs: list[dict], sessions: int, rounds: int) -> np.ndarray:
-    """Medians (ms), shape (subnets, sessions, rounds), timed like `hwnas validate`."""
+    """Medians (ms), shape (subnets, sessions, rounds), timed as `hwnas validate` times them: every
+    session compiled once, all timed in interleaved rounds (the first `rounds` of each are kept)."""
     predictor = LatencyPredictor.load(table_path)
     table, space = predictor.table, predictor.space
     profile = profile_from_dict(table.profile, source=table_path)
-    protocol = table_protocol(table)
-    anchor = read_anchor(table.protocol, space, table_path)
-    backend = get_backend(profile)
-    backend.check_available()
-    anchor_runner = prepare_anchor(backend, space, anchor[0], profile.batch) if anchor is not None else None
-    bracket = AnchorBracket(anchor_runner, anchor[1]) if anchor is not None else None
-    runners = {}
-    try:
-        for i, arch in enumerate(archs):
-            for s in range(sessions):
-                runner = backend.prepare(space.build(arch), (profile.batch, *space.input_shape(arch)))
-                runners[i, s] = runner if anchor is None else anchored(runner, anchor_runner, anchor[1],
-                                                                        table.protocol.get("anchor"), bracket)
-        ms = np.zeros((len(archs), sessions, rounds))
-        for r in range(rounds):
-            for key in (list(runners) if r % 2 == 0 else list(reversed(list(runners)))):
-                ms[key[0], key[1], r] = measure(runners[key], protocol).median_ms
-            print(f"round {r + 1}/{rounds}", file=sys.stderr, flush=True)
-    finally:
-        for runner in runners.values():
-            runner.close()
-        if anchor_runner is not None:
-            anchor_runner.close()
-    return ms
+    get_backend(profile).check_available()
+    medians, _ = time_subnet_rounds(profile, table_protocol(table), space, archs * sessions, rounds=rounds,
+                                    progress=True, desc="rounds",
+                                    anchor=read_anchor(table.protocol, space, table_path))
+    ms = np.array([m[:rounds] for m in medians])  # (sessions * subnets, rounds), session-major
+    return ms.reshape(sessions, len(archs), rounds).transpose(1, 0, 2)
 
 
 def analyse(ms: np.ndarray, predicted: np.ndarray | None, draws: int = 200, seed: int = 0) -> dict:
@@ -130,12 +113,11 @@ def main() -> None:
         "calibration": str(calibration_path(args.table)) if predicted is not None else None,
         **analyse(ms, predicted),
         "seconds": round(time.perf_counter() - started, 1),
-        "machine": {"cpu": next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                                 if ln.startswith("model name")), "?"), "cores": os.cpu_count(),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
                     "load_avg_start": load_start, "load_avg_end": os.getloadavg(),
                     "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")},
     }
-    print(json.dumps({k: v for k, v in result.items()}, indent=1))
+    print(json.dumps(result, indent=1))
     if args.out:
         with open(args.out, "w") as f:
             json.dump({**result, "archs": archs, "ms": np.round(ms, 6).tolist()}, f)

@@ -118,10 +118,12 @@ def validate(
                                            desc=f"validate {table.profile_name}", anchor=anchor)
     calib, held_out = archs[:calib_n], archs[calib_n:]
     y_calib, y_test = measured[:calib_n], measured[calib_n:]
-    pass_ms = [y_test]
-    for p in range(1, passes):
-        pass_ms.append(measure_subnets(profile, protocol, space, held_out, rounds=rounds, progress=progress,
-                                       desc=f"pass {p + 1} {table.profile_name}", anchor=anchor)[0])
+
+    def held_out_pass(desc: str) -> np.ndarray:  # the held-out subnets compiled afresh and timed
+        return measure_subnets(profile, protocol, space, held_out, rounds=rounds, progress=progress,
+                               desc=f"{desc} {table.profile_name}", anchor=anchor)[0]
+
+    pass_ms = [y_test, *(held_out_pass(f"pass {p + 1}") for p in range(1, passes))]
     y_test = _geometric_mean(pass_ms)
     pass_agreement = _rounded(latency_metrics(pass_ms[1], pass_ms[0])) if passes > 1 else None
 
@@ -145,9 +147,7 @@ def validate(
     repeat = None
     if retest:
         # compiled afresh and timed again: how well the measurement agrees with itself
-        y_again = _geometric_mean([measure_subnets(profile, protocol, space, held_out, rounds=rounds,
-                                                   progress=progress, desc=f"retest {table.profile_name}",
-                                                   anchor=anchor)[0] for _ in range(passes)])
+        y_again = _geometric_mean([held_out_pass("retest") for _ in range(passes)])
         repeat = _rounded(latency_metrics(y_again, y_test))
         predictor.calibration.provenance["retest"] = {
             **repeat, "ms": [round(float(v), 6) for v in y_again]}
@@ -220,6 +220,17 @@ def measure_subnets(profile: Any, protocol: MeasurementProtocol, space: Any, arc
     lowest round is no longer the undisturbed one (200 subnets timed in three passes on a 2-vCPU VM:
     the mean of two passes agreed with the third at tau 0.903, the lower of the two at 0.893).
     """
+    medians, anchor_now = time_subnet_rounds(profile, protocol, space, archs, rounds=rounds, progress=progress,
+                                             desc=desc, anchor=anchor)
+    keep = np.median if anchor is not None and anchor_mode(protocol.anchor) == "bracket" else min
+    return np.array([float(keep(m)) for m in medians]), anchor_now
+
+
+def time_subnet_rounds(profile: Any, protocol: MeasurementProtocol, space: Any, archs: list[dict], *,
+                       rounds: int = 2, progress: bool = False, desc: str = "measure",
+                       anchor: tuple[dict, float] | None = None) -> tuple[list[list[float]], float | None]:
+    """Every round's median (ms) of each subnet, timed as `measure_subnets` times them (at least
+    `rounds` rounds; a subnet whose rounds disagree gets more), and the anchor's latency now."""
     backend = get_backend(profile)
     runners: dict[int, Any] = {}
     anchor_runner, anchor_now = None, None
@@ -241,9 +252,7 @@ def measure_subnets(profile: Any, protocol: MeasurementProtocol, space: Any, arc
             anchor_runner.close()
         if bar is not None:
             bar.close()
-    if anchor is not None and anchor_mode(protocol.anchor) == "bracket":
-        return np.array([float(np.median(results[i][1])) for i in range(len(archs))]), anchor_now
-    return np.array([results[i][0].median_ms for i in range(len(archs))]), anchor_now
+    return [list(results[i][1]) for i in range(len(archs))], anchor_now
 
 
 def scatter_plot(path: str | os.PathLike, measured: np.ndarray, raw: np.ndarray, calibrated: np.ndarray,
