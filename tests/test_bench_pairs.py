@@ -113,3 +113,18 @@ def test_exported_pairs_of_the_same_checkpoint_are_not_measured_again(tmp_path):
     assert refused.returncode == 2
     assert "measured on a supernet" in refused.stderr and "a.json.gz" in refused.stderr
     assert not (tmp_path / "c.json").exists()
+
+
+def test_kernel_grid_flags_restrict_what_the_cross_validation_chooses_from(tmp_path):
+    path = _pairs_file(tmp_path / "pairs.json.gz", n_train=60, n_test=30, extra=20)
+    proc = _run("--from-pairs", str(path), "--kernel-ell", "0.7,1.0", "--kernel-lin", "1")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    # 2 length scales x the default grid's 4 noises x 1 linear weight, every one scored by the CV
+    assert sorted(result["kernel_cv_kendall_tau"]) == sorted(
+        f"{ell},{noise},1.0" for ell in (0.7, 1.0) for noise in (0.03, 0.1, 0.3, 1.0))
+    assert result["predictor_kernel"]["ell"] in (0.7, 1.0) and result["predictor_kernel"]["lin"] == 1.0
+    assert result["predictor_held_out"]["kendall_tau"] > 0.6
+
+    bad = _run("--from-pairs", str(path), "--kernel-noise", "0.1,-1")
+    assert bad.returncode == 2 and "--kernel-noise" in bad.stderr and "> 0" in bad.stderr

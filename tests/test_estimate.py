@@ -283,6 +283,14 @@ def test_gp_predictor_chooses_its_kernel_by_cross_validation_and_round_trips(spa
         np.testing.assert_allclose(again.predict(held_out), pred.predict(held_out), rtol=1e-9)
     with pytest.raises(InputError, match="kind"):
         AccuracyPredictor(space, kind="forest").fit(train, synthetic_accuracy(space, train))
+    # a grid of its own: the CV scores those triples only
+    mine = AccuracyPredictor(space, kind="gp", kernel_grid=((0.7, 0.1, 1.0), (1.0, 0.3, 0.0))).fit(
+        train, synthetic_accuracy(space, train))
+    assert set(mine.metrics["kernel_cv_kendall_tau"]) == {"0.7,0.1,1.0", "1.0,0.3,0.0"}
+    assert (mine.metrics["kernel"]["ell"], mine.metrics["kernel"]["noise"]) in {(0.7, 0.1), (1.0, 0.3)}
+    for grid in ((), ((0.7, 0.0, 1.0),), ((0.7, 0.1),)):
+        with pytest.raises(InputError, match="kernel grid"):
+            AccuracyPredictor(space, kind="gp", kernel_grid=grid).fit(train, synthetic_accuracy(space, train))
 
 
 def test_by_resolution_features_repeat_the_code_at_its_resolution_only(space):

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import os
 import sys
@@ -50,6 +51,7 @@ from tqdm import tqdm
 
 from hwnas.errors import InputError
 from hwnas.estimate import AccuracyPredictor, SupernetEstimator, ZeroCostEstimator, kendall_tau
+from hwnas.estimate.predictor import GP_GRID
 from hwnas.io import atomic_write_bytes, atomic_write_json
 from hwnas.train import load_checkpoint
 
@@ -96,6 +98,11 @@ def main() -> None:
                         "parameters, the choices as numbers and the closeness to the smallest and largest subnet "
                         "per resolution, kernel chosen by 5-fold CV on the training pairs; mlp: the MLP on the "
                         "one-hot code, log MACs and parameters")
+    p.add_argument("--kernel-ell", default=None, metavar="LIST",
+                   help="with --predictor gp: the length scales the CV chooses from, a comma list (default: "
+                        "those of hwnas.estimate.predictor.GP_GRID); the grid is every (ell, noise, lin) combination")
+    p.add_argument("--kernel-noise", default=None, metavar="LIST", help="the noises, likewise")
+    p.add_argument("--kernel-lin", default=None, metavar="LIST", help="the linear weights, likewise")
     p.add_argument("--curve", default="",
                    help="also fit on the first N training subnets for each N of this comma list (the held-out "
                         "subnets stay the same): tau against the training set's size")
@@ -113,6 +120,7 @@ def main() -> None:
                         "(the subnet list is drawn again from the file's seed and space)")
     p.add_argument("--result", default=None)
     args = p.parse_args()
+    args.kernel_grid = kernel_grid(args, p)
     if args.from_pairs:
         fit_from_pairs(args)
         return
@@ -241,7 +249,7 @@ def main() -> None:
     if args.repeat:
         repeat = repeatability(args, supernet, meta, space, test_a[: args.repeat], pairs, store)
 
-    options = predictor_options(args.predictor)
+    options = predictor_options(args)
     t1 = time.perf_counter()
     predictor = AccuracyPredictor(space, seed=args.seed, **options).fit(train_a, train_y)
     fit_seconds = time.perf_counter() - t1
@@ -385,7 +393,7 @@ def fit_from_pairs(args) -> None:
     test_y = np.array([held_pairs[k] for k in keys[n_train:n_train + n_test]])
     order = [i for i in range(len(archs)) if not n_train <= i < n_train + n_test and keys[i] in pairs]
     train_a, train_y = [archs[i] for i in order], np.array([pairs[keys[i]] for i in order])
-    options = predictor_options(args.predictor)
+    options = predictor_options(args)
     t = time.perf_counter()
     predictor = AccuracyPredictor(space, seed=args.seed, **options).fit(train_a, train_y)
     fit_seconds = time.perf_counter() - t
@@ -397,7 +405,8 @@ def fit_from_pairs(args) -> None:
             curve[n] = AccuracyPredictor(space, seed=args.seed, **options).fit(
                 train_a[:n], train_y[:n]).score(test_a, test_y)
     result = {"pairs_file": path, "n_train": len(train_a), "n_test": n_test, "predictor": args.predictor,
-              "predictor_held_out": held_out, "predictor_kernel": predictor.metrics.get("kernel"), "curve": curve,
+              "predictor_held_out": held_out, "predictor_kernel": predictor.metrics.get("kernel"),
+              "kernel_cv_kendall_tau": predictor.metrics.get("kernel_cv_kendall_tau"), "curve": curve,
               "measured": {k: d[k] for k in ("split", "val_images", "recal_images", "checkpoint", "measured_on")},
               "seconds": {"fit": round(fit_seconds, 2)},
               "machine": {"cpu": _cpu_name(), "threads": torch.get_num_threads(),
@@ -416,8 +425,30 @@ def distinct_subnets(space, rng: np.random.Generator):
             yield a
 
 
-def predictor_options(kind: str) -> dict:
-    return {"kind": "gp", "ordinal": True, "extreme": True, "by_resolution": True} if kind == "gp" else {}
+def kernel_grid(args, p: argparse.ArgumentParser) -> tuple | None:
+    """The (ell, noise, lin) grid of --kernel-ell/-noise/-lin (None: GP_GRID); an axis not given keeps GP_GRID's."""
+    lists = (args.kernel_ell, args.kernel_noise, args.kernel_lin)
+    if all(v is None for v in lists):
+        return None
+    axes = []
+    for i, (flag, value) in enumerate(zip(("--kernel-ell", "--kernel-noise", "--kernel-lin"), lists, strict=True)):
+        try:
+            axis = sorted({g[i] for g in GP_GRID}) if value is None else [float(v) for v in value.split(",")]
+        except ValueError:
+            p.error(f"{flag}: expected a comma list of numbers, got {value!r}")
+        if not all(v > 0 if i < 2 else v >= 0 for v in axis):
+            p.error(f"{flag}: expected numbers {'> 0' if i < 2 else '>= 0'}, got {value!r}")
+        axes.append(axis)
+    return tuple(itertools.product(*axes))
+
+
+def predictor_options(args) -> dict:
+    if args.predictor != "gp":
+        return {}
+    options = {"kind": "gp", "ordinal": True, "extreme": True, "by_resolution": True}
+    if args.kernel_grid is not None:  # a smaller grid: the CV costs 5 solves per grid point
+        options["kernel_grid"] = args.kernel_grid
+    return options
 
 
 def bootstrap_tau_se(pred: np.ndarray, y: np.ndarray, resamples: int = 1000) -> float:
