@@ -10,8 +10,9 @@ from hwnas.cli import main
 from hwnas.device_profile import MeasurementProtocol, load_profile, profile_from_dict
 from hwnas.errors import InputError
 from hwnas.latency.anchor import AnchorBracket, AnchoredRunner, BracketedRunner, anchor_arch
-from hwnas.latency.measure import Runner, measure, measure_rounds
 from hwnas.latency.table import LatencyTable
+from hwnas.runtime.measure import measure, measure_rounds
+from hwnas.runtime.runner import Runner
 from hwnas.space import get_space
 
 

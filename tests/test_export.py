@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from hwnas.cli import main
 from hwnas.errors import InputError
-from hwnas.latency.measure import rounds_settled
+from hwnas.runtime.measure import rounds_settled
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is needed for ONNX parity")
 torch.set_num_threads(1)
@@ -56,7 +56,7 @@ def test_subnet_exports_to_onnx_and_tvm_with_parity(tmp_path):
 
     # the library runs here and reproduces torch on a fresh input that makes a difference to the output
     from hwnas.export.onnx import random_inputs
-    from hwnas.export.tvm import run_library
+    from hwnas.runtime.tvm import run_library
 
     xs = random_inputs([1, *space.input_shape(arch)], 2, seed=7)
     tvm_out = run_library(tmp_path / "bundle" / "model.so", xs)

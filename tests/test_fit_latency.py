@@ -9,15 +9,8 @@ import pytest
 
 from hwnas.cli import main
 from hwnas.errors import InputError
-from hwnas.latency.fit import (
-    WholeNetworkLatencyRegressor,
-    fit_latency,
-    grouped_ridge_loo,
-    latency_metrics,
-    mbv3_blocks,
-    read_arch_latency_csv,
-    weighted_ridge_loo,
-)
+from hwnas.latency.fit import WholeNetworkLatencyRegressor, fit_latency, mbv3_blocks, read_arch_latency_csv
+from hwnas.stats import grouped_ridge_loo, latency_metrics, weighted_ridge_loo
 
 HEADER = "idx,r,d,ks,e,lat_ms_a,lat_ms_b\n"
 

@@ -11,8 +11,8 @@ from torch import nn
 
 from hwnas.device_profile import DeviceProfile, profile_from_dict
 from hwnas.errors import InputError, NotAvailableError
-from hwnas.latency.backends import backend_names, get_backend, random_input
-from hwnas.latency.measure import measure, measure_module
+from hwnas.runtime.backends import backend_names, get_backend, random_input
+from hwnas.runtime.measure import measure, measure_module
 
 FAST = {"warmup": 2, "min_repeats": 5, "max_repeats": 40, "max_seconds": 0.2, "rel_ci": 0.1, "remeasure": 0}
 HAS_CUDA = torch.cuda.is_available()

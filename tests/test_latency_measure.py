@@ -9,10 +9,8 @@ import numpy as np
 import pytest
 
 from hwnas.device_profile import MeasurementProtocol
-from hwnas.latency.measure import (
+from hwnas.runtime.measure import (
     MIN_SAMPLES,
-    CallableRunner,
-    Runner,
     measure,
     measure_once,
     measure_rounds,
@@ -20,6 +18,7 @@ from hwnas.latency.measure import (
     rounds_settled,
     summarize,
 )
+from hwnas.runtime.runner import CallableRunner, Runner
 
 
 def sleeper(durations_s):

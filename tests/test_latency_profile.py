@@ -18,7 +18,8 @@ import hwnas.latency.profile as profile_module
 from hwnas.cli import main as cli_main
 from hwnas.errors import InputError
 from hwnas.latency.profile import lowest_confirmed, profile
-from hwnas.latency.table import ROUND_AGREEMENT, LatencyTable, rounds_needed
+from hwnas.latency.table import LatencyTable
+from hwnas.runtime.measure import ROUND_AGREEMENT, rounds_needed
 from hwnas.space.base import SearchSpace, register_space
 
 TESTS = Path(__file__).resolve().parent
@@ -275,7 +276,7 @@ def test_quick_protocol_is_recorded(profile_path, tmp_path):
 
 
 def _round(median: float, n: int):
-    from hwnas.latency.measure import Measurement
+    from hwnas.runtime.measure import Measurement
 
     return Measurement(median_ms=median, mean_ms=median, min_ms=median * 0.9, p10_ms=median * 0.95,
                        p25_ms=median * 0.98, p75_ms=median * 1.02, p90_ms=median * 1.05, cv=0.04,

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from hwnas.errors import InputError
-from hwnas.latency.table import KIND, SCHEMA_VERSION, LatencyTable, rounds_needed
+from hwnas.latency.table import KIND, SCHEMA_VERSION, LatencyTable
+from hwnas.runtime.measure import rounds_needed
 
 
 def make_table(**entries) -> LatencyTable:

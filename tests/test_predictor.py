@@ -288,7 +288,7 @@ def test_op_attributes_of_a_key():
 
 
 def test_relative_ridge_is_the_penalised_least_squares_and_its_leave_one_out_error_is_exact():
-    from hwnas.latency.predictor import _relative_ridge
+    from hwnas.stats import relative_ridge as _relative_ridge
 
     rng = np.random.default_rng(3)
     n = 14

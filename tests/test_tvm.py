@@ -53,7 +53,7 @@ SHAPE = (1, 8, 12, 12)
 
 
 def test_parse_target_reads_the_command_line_form():
-    from hwnas.export.tvm import is_cross_target, parse_target
+    from hwnas.runtime.tvm import is_cross_target, parse_target
 
     target = parse_target(AARCH64)
     assert target == {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
@@ -65,7 +65,7 @@ def test_parse_target_reads_the_command_line_form():
 
 def test_cross_compiles_for_aarch64(tmp_path):
     from hwnas.export.onnx import onnx_bytes
-    from hwnas.export.tvm import compile_model, export_library, import_onnx
+    from hwnas.runtime.tvm import compile_model, export_library, import_onnx
 
     mod = import_onnx(onnx_bytes(TinyMBConv(), SHAPE), SHAPE)
     files = export_library(compile_model(mod, AARCH64), tmp_path / "model")
@@ -84,8 +84,8 @@ def _profile(**options):
 
 
 def test_tvm_backend_times_locally_and_matches_torch():
-    from hwnas.latency.backends import get_backend
-    from hwnas.latency.measure import measure
+    from hwnas.runtime.backends import get_backend
+    from hwnas.runtime.measure import measure
 
     module = TinyMBConv()
     with get_backend(_profile(threads=1)).prepare(module, SHAPE) as runner:
@@ -103,7 +103,7 @@ def runner_protocol():
 
 
 def test_cross_target_without_rpc_is_not_available_here():
-    from hwnas.latency.backends import get_backend
+    from hwnas.runtime.backends import get_backend
 
     if platform.machine() == "aarch64":
         pytest.skip("aarch64 is this machine's own architecture")
@@ -141,8 +141,8 @@ def rpc_server():
 
 
 def test_rpc_loopback_uploads_and_times_with_time_evaluator(rpc_server):
-    from hwnas.latency.backends import get_backend
-    from hwnas.latency.measure import measure
+    from hwnas.runtime.backends import get_backend
+    from hwnas.runtime.measure import measure
 
     module = TinyMBConv()
     backend = get_backend(_profile(threads=1, rpc_host="127.0.0.1", rpc_port=rpc_server))
@@ -157,7 +157,7 @@ def test_rpc_loopback_uploads_and_times_with_time_evaluator(rpc_server):
 
 
 def test_unreachable_rpc_device_is_an_input_error():
-    from hwnas.export.tvm import RpcAddress, connect
+    from hwnas.runtime.tvm import RpcAddress, connect
 
     with pytest.raises(InputError, match="rpc_server"):
         connect(RpcAddress("127.0.0.1", _free_port()))
@@ -166,7 +166,7 @@ def test_unreachable_rpc_device_is_an_input_error():
 @pytest.mark.slow
 def test_tuned_library_matches_onnxruntime_or_tuning_is_reported_unavailable(tmp_path):
     from hwnas.export.onnx import onnx_bytes, random_inputs, run_ort
-    from hwnas.export.tvm import compile_model, export_library, import_onnx, run_library
+    from hwnas.runtime.tvm import compile_model, export_library, import_onnx, run_library
 
     pytest.importorskip("psutil", reason="MetaSchedule needs psutil")
     data = onnx_bytes(TinyMBConv(), SHAPE)

@@ -27,7 +27,7 @@ from hwnas.data import load_dataset
 from hwnas.device_profile import load_profile
 from hwnas.io import read_json
 from hwnas.latency.fingerprint import cpu_model
-from hwnas.latency.measure import measure_module
+from hwnas.runtime.measure import measure_module
 from hwnas.space import get_space
 from hwnas.train import load_checkpoint
 from hwnas.train.standalone import train_subnet_alone

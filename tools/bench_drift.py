@@ -27,9 +27,9 @@ from hwnas.device_profile import load_profile
 from hwnas.errors import InputError
 from hwnas.estimate import kendall_tau
 from hwnas.latency.anchor import AnchoredRunner, anchor_arch
-from hwnas.latency.backends import get_backend
-from hwnas.latency.measure import measure
 from hwnas.latency.validate import sample_distinct
+from hwnas.runtime.backends import get_backend
+from hwnas.runtime.measure import measure
 from hwnas.space import get_space
 
 

@@ -29,9 +29,9 @@ from hwnas.latency.fingerprint import cpu_model  # noqa: E402
 from hwnas.latency.fit import (  # noqa: E402
     WholeNetworkLatencyRegressor,
     fit_latency,
-    latency_metrics,
     read_arch_latency_csv,
 )
+from hwnas.stats import latency_metrics  # noqa: E402
 
 DEFAULT_CSV = REPO.parent / "shared" / "benchmarks" / "ofa_mbv3_gpu_latency.csv"
 

@@ -35,7 +35,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from hwnas.device_profile import load_profile
-    from hwnas.latency.backends import get_backend
+    from hwnas.runtime.backends import get_backend
     from hwnas.space import get_space
 
     profile = load_profile(args.profile)

@@ -28,17 +28,10 @@ from hwnas.estimate.features import (
     ordinal_names,
 )
 from hwnas.io import atomic_write_bytes, atomic_write_json, read_json
+from hwnas.stats import kendall_tau
 
 PREDICTOR_FORMAT = "hwnas-accuracy-predictor"
 SCHEMA_VERSION = 1
-
-
-def kendall_tau(a, b) -> float:
-    """Kendall rank correlation (tau-b)."""
-    from scipy.stats import kendalltau
-
-    tau = kendalltau(np.asarray(a), np.asarray(b)).statistic
-    return float(tau) if np.isfinite(tau) else 0.0
 
 
 class Ensemble(nn.Module):

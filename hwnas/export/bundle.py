@@ -93,7 +93,7 @@ def sha256(path: str | os.PathLike) -> str:
 
 def library_versions() -> dict[str, str]:
     from hwnas import __version__
-    from hwnas.latency.backends import package_versions
+    from hwnas.runtime.backends import package_versions
 
     return {"hwnas": __version__, "python": platform.python_version(),
             **package_versions(("torch", "onnx", "onnxruntime", "onnxruntime-gpu", "apache-tvm", "tensorrt",
@@ -301,8 +301,8 @@ def _step(what: str, fn: Any) -> Any:
 
 def _export_tvm(onnx_data: bytes, shape: list[int], tmp: Path, target: str | dict, tune_trials: int,
                 profile: DeviceProfile, parity_inputs: list, ort_outputs: list, log: Any):
-    from hwnas.export import tvm as tvm_export
     from hwnas.export.onnx import compare_outputs
+    from hwnas.runtime import tvm as tvm_export
 
     tvm_export.import_tvm()
     target_dict = tvm_export.parse_target(target)
@@ -320,7 +320,7 @@ def _export_tvm(onnx_data: bytes, shape: list[int], tmp: Path, target: str | dic
         outputs = _step("TVM run", lambda: tvm_export.run_library(library.so, parity_inputs))
         tvm_parity = compare_outputs(ort_outputs, outputs, reference_name="onnxruntime", runtime="tvm")
     elif profile.backend == "tvm" and profile.options.get("rpc_host"):
-        from hwnas.latency.backends import get_backend
+        from hwnas.runtime.backends import get_backend
 
         backend = get_backend(profile)
         outputs = []
@@ -354,9 +354,8 @@ def _measure(profile: DeviceProfile, module: Any, shape: list[int], onnx_data: b
     medians disagree; a runner that never settles is flagged in the record and in `notes`. With `anchor`
     the profile's own runner is timed once more, each call against the anchor subnet (ANCHORED).
     """
-    from hwnas.latency.backends import get_backend
-    from hwnas.latency.measure import measure_rounds, rounds_settled
-    from hwnas.latency.table import ROUND_AGREEMENT
+    from hwnas.runtime.backends import get_backend
+    from hwnas.runtime.measure import ROUND_AGREEMENT, measure_rounds, rounds_settled
 
     where: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
@@ -365,7 +364,7 @@ def _measure(profile: DeviceProfile, module: Any, shape: list[int], onnx_data: b
         where["onnxruntime"] = "this machine"
         if compiled is not None:
             tvm_profile = _tvm_profile(profile, compiled.target, compiled.tune_trials)
-            from hwnas.export.tvm import is_cross_target
+            from hwnas.runtime.tvm import is_cross_target
 
             if not is_cross_target(compiled.target) or tvm_profile.options.get("rpc_host"):
                 tvm_backend = get_backend(tvm_profile)

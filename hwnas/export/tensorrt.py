@@ -41,8 +41,8 @@ class EngineExport:
 def check_available() -> None:
     """NotAvailableError unless the tensorrt package and a CUDA GPU are both present."""
     from hwnas.errors import NotAvailableError
-    from hwnas.latency.backends import require_cuda
-    from hwnas.latency.backends.tensorrt import _NOT_AVAILABLE, _import_tensorrt
+    from hwnas.runtime.backends import require_cuda
+    from hwnas.runtime.backends.tensorrt import _NOT_AVAILABLE, _import_tensorrt
 
     _import_tensorrt()
     try:
@@ -56,7 +56,7 @@ def export_engine(onnx_model: bytes, input_shape: Sequence[int], path: str | os.
     """Build a serialized engine from ONNX bytes (fixed shape), check it against ONNX Runtime, write it."""
     import torch
 
-    from hwnas.latency.backends.tensorrt import TensorRTRunner, _import_tensorrt, build_engine
+    from hwnas.runtime.backends.tensorrt import TensorRTRunner, _import_tensorrt, build_engine
 
     check_available()
     trt = _import_tensorrt()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from hwnas.latency.measure import Runner
+from hwnas.runtime.runner import Runner
 
 # the anchor is this draw of the table's own search space: a network made of the same kinds of ops is
 # slowed like them (a fixed MobileNet-like stack of other ops, tried first, agreed with itself at tau 0.69
@@ -97,7 +97,7 @@ class AnchorBracket:
         self._last: tuple[float, float] | None = None  # (median ms, perf_counter when it ended)
 
     def measure_anchor(self, protocol: Any, reuse: bool) -> float:
-        from hwnas.latency.measure import measure
+        from hwnas.runtime.measure import measure
 
         if reuse and self._last is not None and time.perf_counter() - self._last[1] < self.FRESH_S:
             return self._last[0]
@@ -133,7 +133,7 @@ class BracketedRunner(Runner):
 
     def measure_protocol(self, protocol: Any) -> Any:
         """The protocol's measurement of the wrapped runner, in anchor units (called by `measure`)."""
-        from hwnas.latency.measure import measure
+        from hwnas.runtime.measure import measure
 
         before = self.bracket.measure_anchor(protocol, reuse=True)
         time.sleep(BRACKET_GAP_S)  # the anchor's thread pool stops spinning before the next session runs
@@ -190,7 +190,7 @@ ANCHOR_ROUND_INTERVAL_S = 0.5
 
 def measure_anchor(anchor: Runner, protocol: Any) -> float:
     """The anchor's own latency (ms): the lowest of ANCHOR_ROUNDS round medians under `protocol`."""
-    from hwnas.latency.measure import measure_rounds
+    from hwnas.runtime.measure import measure_rounds
 
     results = measure_rounds({"anchor": anchor}, protocol, ANCHOR_ROUNDS, min_round_interval_s=ANCHOR_ROUND_INTERVAL_S)
     return float(results["anchor"][0].median_ms)

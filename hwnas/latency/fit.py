@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import itertools
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -28,6 +27,9 @@ import numpy as np
 
 from hwnas.errors import InputError
 from hwnas.io import atomic_write_json, read_json
+from hwnas.space import get_space
+from hwnas.space.layers import conv_out_size, make_divisible
+from hwnas.stats import RidgeFit, grouped_ridge_loo, latency_metrics, tukey_weights, weighted_ridge_loo
 
 
 def measured_latencies(archs: Sequence[dict], values: Iterable[float], *, minimum: int, field: str,
@@ -44,28 +46,16 @@ def measured_latencies(archs: Sequence[dict], values: Iterable[float], *, minimu
 
 SCHEMA_VERSION = 1
 
-# OFA MobileNetV3-Large (width 1.0): what every subnet shares, from the once-for-all paper.
-MBV3_STEM_WIDTH = 16
-MBV3_STAGE_WIDTHS = (24, 40, 80, 112, 160)
-MBV3_STAGE_STRIDES = (2, 2, 2, 1, 2)
-MBV3_STAGE_SE = (False, True, False, True, True)
-MBV3_FINAL_EXPAND = 960
-MBV3_FEATURE_MIX = 1280
-MBV3_CLASSES = 1000
-MBV3_MAX_DEPTH = 4
-MBV3_SLOTS = len(MBV3_STAGE_WIDTHS) * MBV3_MAX_DEPTH
+# the OFA MobileNetV3-Large subnets (width 1.0) a whole-network CSV describes: the `mbv3` space's geometry
+_MBV3 = None
 
 
-def _make_divisible(value: float, divisor: int = 8) -> int:
-    """Channel rounding used by MobileNet / once-for-all (never below 90 % of the value)."""
-    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    if new < 0.9 * value:
-        new += divisor
-    return new
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
+def mbv3_space() -> Any:
+    """The `mbv3` space at its defaults, whose stages, widths, strides and choices the features follow."""
+    global _MBV3
+    if _MBV3 is None:
+        _MBV3 = get_space("mbv3")
+    return _MBV3
 
 
 @dataclass(frozen=True)
@@ -92,7 +82,7 @@ class BlockCost:
 
     @property
     def se_macs(self) -> float:
-        return float(2 * self.c_mid * _make_divisible(self.c_mid // 4)) if self.se else 0.0
+        return float(2 * self.c_mid * make_divisible(self.c_mid // 4)) if self.se else 0.0
 
     @property
     def activation_volume(self) -> float:
@@ -101,36 +91,39 @@ class BlockCost:
 
 
 def check_mbv3_arch(arch: dict, *, where: str = "architecture") -> None:
-    """Raise InputError unless `arch` is an OFA MobileNetV3 dict {"r", "d"[5], "k"[20], "e"[20]}."""
+    """Raise InputError unless `arch` is an OFA MobileNetV3 dict {"r", "d"[5], "k"[20], "e"[20]}
+    whose choices the `mbv3` space allows (any resolution >= 32)."""
+    space = mbv3_space()
     if not isinstance(arch, dict):
         raise InputError(f"expected a dict with keys r, d, k, e, got {type(arch).__name__}", path=where)
-    for key, length in (("d", len(MBV3_STAGE_WIDTHS)), ("k", MBV3_SLOTS), ("e", MBV3_SLOTS)):
+    for key, length in (("d", space.n_stages), ("k", space.n_slots), ("e", space.n_slots)):
         value = arch.get(key)
         if not isinstance(value, (list, tuple)) or len(value) != length:
             raise InputError(f"expected a list of {length} integers, got {value!r}", path=where, field=key)
     r = arch.get("r")
     if not isinstance(r, (int, np.integer)) or r < 32:
         raise InputError(f"expected an integer resolution >= 32, got {r!r}", path=where, field="r")
-    if any(not 1 <= int(d) <= MBV3_MAX_DEPTH for d in arch["d"]):
-        raise InputError(f"each depth must be in 1..{MBV3_MAX_DEPTH}, got {arch['d']!r}", path=where, field="d")
-    if any(int(k) not in (3, 5, 7) for k in arch["k"]):
-        raise InputError(f"each kernel must be 3, 5 or 7, got {arch['k']!r}", path=where, field="k")
-    if any(not 1 <= int(e) <= 8 for e in arch["e"]):
-        raise InputError(f"each expand ratio must be in 1..8, got {arch['e']!r}", path=where, field="e")
+    for key, what, allowed in (("d", "depth", space.depths), ("k", "kernel", space.kernels),
+                               ("e", "expand ratio", space.expands)):
+        if any(int(v) not in allowed for v in arch[key]):
+            raise InputError(f"each {what} must be one of {', '.join(map(str, allowed))}, got {arch[key]!r}",
+                             path=where, field=key)
 
 
 def mbv3_blocks(arch: dict) -> list[BlockCost]:
     """The active inverted-residual blocks of an OFA MobileNetV3 subnet, with their shapes."""
-    h = _ceil_div(int(arch["r"]), 2)  # after the stride-2 stem
-    c_in = MBV3_STEM_WIDTH
+    space = mbv3_space()
+    max_depth = max(space.depths)
+    h = conv_out_size(int(arch["r"]), space.layout.stem_stride)
+    c_in = space.first_block_width  # the first block keeps the stem's size and width
     blocks = []
-    for stage, (width, stride, se) in enumerate(zip(MBV3_STAGE_WIDTHS, MBV3_STAGE_STRIDES, MBV3_STAGE_SE, strict=True)):
+    for stage, (layout, width) in enumerate(zip(space.layout.stages, space.stage_widths, strict=True)):
         for j in range(int(arch["d"][stage])):
-            slot = stage * MBV3_MAX_DEPTH + j
-            h_out = _ceil_div(h, stride) if j == 0 else h
-            c_mid = _make_divisible(c_in * int(arch["e"][slot]))
+            slot = stage * max_depth + j
+            h_out = conv_out_size(h, layout.stride) if j == 0 else h
+            c_mid = make_divisible(c_in * int(arch["e"][slot]))
             blocks.append(
-                BlockCost(stage, int(arch["k"][slot]), int(arch["e"][slot]), h, h_out, c_in, c_mid, width, se)
+                BlockCost(stage, int(arch["k"][slot]), int(arch["e"][slot]), h, h_out, c_in, c_mid, width, layout.se)
             )
             h, c_in = h_out, width
     return blocks
@@ -152,7 +145,7 @@ def mbv3_reference_features(arch: dict) -> np.ndarray:
 
 def mbv3_stage_feature_names() -> list[str]:
     names = ["r2", "r"]
-    for s in range(len(MBV3_STAGE_WIDTHS)):
+    for s in range(mbv3_space().n_stages):
         names += [f"s{s}_depth", f"s{s}_pw_macs", f"s{s}_dw_macs", f"s{s}_act", f"s{s}_mid_channels"]
     return names
 
@@ -161,7 +154,7 @@ def mbv3_stage_features(arch: dict) -> np.ndarray:
     """Per-stage depth, MACs and activation volume of one subnet, plus the resolution."""
     r = int(arch["r"])
     feats = [float(r * r), float(r)]
-    per_stage: list[list[BlockCost]] = [[] for _ in MBV3_STAGE_WIDTHS]
+    per_stage: list[list[BlockCost]] = [[] for _ in range(mbv3_space().n_stages)]
     for b in mbv3_blocks(arch):
         per_stage[b.stage].append(b)
     for blocks in per_stage:
@@ -181,9 +174,9 @@ def mbv3_reference_depth_features(arch: dict) -> np.ndarray:
 
 
 def mbv3_grouped_feature_names() -> list[str]:
-    names = [f"s{s}_depth" for s in range(len(MBV3_STAGE_WIDTHS))]
+    names = [f"s{s}_depth" for s in range(mbv3_space().n_stages)]
     names += ["pw_macs", "dw_macs", "se_macs", "activation_volume", "total_macs", "r2", "r"]
-    for s in range(len(MBV3_STAGE_WIDTHS)):
+    for s in range(mbv3_space().n_stages):
         names += [f"s{s}_pw_macs", f"s{s}_dw_macs", f"s{s}_act", f"s{s}_mid_channels"]
     return names
 
@@ -192,26 +185,28 @@ def mbv3_grouped_features(arch: dict) -> np.ndarray:
     """Per-stage depth, whole-network MACs / activation volume / resolution, per-stage MACs."""
     ref = mbv3_reference_features(arch)
     stage = mbv3_stage_features(arch).reshape(-1)
-    per_stage = stage[2:].reshape(len(MBV3_STAGE_WIDTHS), 5)[:, 1:]  # drop each stage's depth (in group 0)
+    per_stage = stage[2:].reshape(mbv3_space().n_stages, 5)[:, 1:]  # drop each stage's depth (in group 0)
     return np.concatenate([np.asarray(arch["d"], dtype=float), ref[[0, 1, 2, 3, 6, 5]], [float(arch["r"])],
                            per_stage.reshape(-1)])
 
 
 # group of each mbv3-grouped feature: 0 depth (kernel launches), 1 whole network, 2 per stage
-MBV3_GROUPED_GROUPS = np.array([0] * len(MBV3_STAGE_WIDTHS) + [1] * 7 + [2] * (4 * len(MBV3_STAGE_WIDTHS)))
+def mbv3_grouped_groups() -> np.ndarray:
+    n = mbv3_space().n_stages
+    return np.array([0] * n + [1] * 7 + [2] * (4 * n))
 
 # name -> (features of one arch, feature names)
 FEATURE_SETS = {
     "mbv3-reference": (mbv3_reference_features, lambda: list(REFERENCE_FEATURES)),
     "mbv3-reference-depth": (
         mbv3_reference_depth_features,
-        lambda: list(REFERENCE_FEATURES) + [f"s{s}_depth" for s in range(len(MBV3_STAGE_WIDTHS))],
+        lambda: list(REFERENCE_FEATURES) + [f"s{s}_depth" for s in range(mbv3_space().n_stages)],
     ),
     "mbv3-stage": (mbv3_stage_features, mbv3_stage_feature_names),
     "mbv3-grouped": (mbv3_grouped_features, mbv3_grouped_feature_names),
 }
 # feature sets whose columns fall into groups with a penalty each (the others: one penalty)
-FEATURE_GROUPS = {"mbv3-grouped": MBV3_GROUPED_GROUPS}
+FEATURE_GROUPS = {"mbv3-grouped": mbv3_grouped_groups}
 DEFAULT_FEATURE_SETS = ("mbv3-grouped",)
 
 
@@ -224,146 +219,12 @@ def feature_matrix(archs: Sequence[dict], feature_set: str) -> np.ndarray:
     return np.array([fn(a) for a in archs], dtype=float).reshape(len(archs), -1)
 
 
-# --- metrics ---------------------------------------------------------------------------------
-def latency_metrics(predicted_ms: Iterable[float], measured_ms: Iterable[float]) -> dict[str, float]:
-    """MAPE (%), share within +-10 % of the measurement, Kendall tau, and the mean ratio predicted/measured."""
-    from scipy.stats import kendalltau
-
-    p = np.asarray(list(predicted_ms), dtype=float)
-    y = np.asarray(list(measured_ms), dtype=float)
-    if p.shape != y.shape or p.size == 0:
-        raise ValueError(f"need equally long non-empty predictions and measurements, got {p.shape} and {y.shape}")
-    rel = p / y - 1.0
-    tau = float(kendalltau(p, y).statistic) if p.size > 1 else float("nan")
-    return {
-        "n": int(p.size),
-        "mape": float(100.0 * np.mean(np.abs(rel))),
-        "within_10pct": float(np.mean(np.abs(rel) <= 0.1)),
-        "kendall_tau": tau,
-        "mean_ratio": float(np.mean(p / y)),
-    }
-
-
 # --- the estimator ---------------------------------------------------------------------------
-_ALPHAS = np.logspace(-6, 3, 28)
 _LOG_LO, _LOG_HI = math.log(0.9), math.log(1.1)
 
 
-@dataclass
-class _RidgeFit:
-    """One fitted ridge member: standardisation, coefficients and the chosen penalty."""
-
-    feature_set: str
-    mean: np.ndarray
-    scale: np.ndarray
-    coef: np.ndarray
-    intercept: float
-    alpha: float
-    group_penalties: tuple[float, ...] | None = None  # per feature group; inf: the group is left out
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return ((X - self.mean) / self.scale) @ self.coef + self.intercept
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {"feature_set": self.feature_set, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
-             "coef": self.coef.tolist(), "intercept": self.intercept, "alpha": self.alpha}
-        if self.group_penalties is not None:  # JSON has no infinity: a left-out group is null
-            d["group_penalties"] = [p if math.isfinite(p) else None for p in self.group_penalties]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> _RidgeFit:
-        groups = d.get("group_penalties")
-        penalties = None if groups is None else tuple(math.inf if p is None else float(p) for p in groups)
-        return cls(str(d["feature_set"]), np.asarray(d["mean"], float), np.asarray(d["scale"], float),
-                   np.asarray(d["coef"], float), float(d["intercept"]), float(d["alpha"]), penalties)
-
-
-def _weighted_standardise(X: np.ndarray, y: np.ndarray, w: np.ndarray):
-    """Centre (weighted) and scale the features, centre the target; both multiplied by sqrt(w).
-
-    Returns (feature means, feature scales, target mean, sqrt(w), weighted Z, weighted y).
-    """
-    mean = np.average(X, axis=0, weights=w)
-    scale = X.std(axis=0)
-    scale[scale == 0] = 1.0
-    y_mean = float(np.average(y, weights=w))
-    sw = np.sqrt(w)
-    return mean, scale, y_mean, sw, (X - mean) / scale * sw[:, None], (y - y_mean) * sw
-
-
-def weighted_ridge_loo(X: np.ndarray, y: np.ndarray, w: np.ndarray, alphas: np.ndarray = _ALPHAS,
-                       feature_set: str = "") -> tuple[_RidgeFit, np.ndarray]:
-    """Weighted ridge (intercept unpenalised) with the penalty of least leave-one-out error.
-
-    Returns the fit and its leave-one-out residuals y - yhat_(-i) (closed form via the SVD).
-    """
-    mean, scale, y_mean, sw, Zw, yw = _weighted_standardise(X, y, w)
-    U, s, Vt = np.linalg.svd(Zw, full_matrices=False)
-    Uty = U.T @ yw
-    best: tuple[float, float, np.ndarray] | None = None
-    for alpha in alphas:
-        shrink = s**2 / (s**2 + alpha)
-        leverage = (U**2) @ shrink + w / w.sum()
-        loo = (yw - U @ (shrink * Uty)) / np.maximum(1.0 - leverage, 1e-9)
-        err = float(np.mean(loo**2))
-        if best is None or err < best[0]:
-            best = (err, float(alpha), loo / sw)
-    assert best is not None
-    _, alpha, loo_res = best
-    coef = Vt.T @ ((s / (s**2 + alpha)) * Uty)
-    return _RidgeFit(feature_set, mean, scale, coef, y_mean, alpha), loo_res
-
-
-# per-group penalties tried (standardised features); inf drops the group. The smallest lets
-# near-collinear MAC totals combine freely when the timings are that clean.
-GROUP_PENALTIES = (1e-6, 1e-3, 1e-1, 1e1, math.inf)
-
-
-def grouped_ridge_loo(X: np.ndarray, y: np.ndarray, w: np.ndarray, groups: np.ndarray,
-                      penalties: Sequence[float] = GROUP_PENALTIES,
-                      feature_set: str = "") -> tuple[_RidgeFit, np.ndarray]:
-    """Weighted ridge with one penalty per feature group, the combination of least leave-one-out error.
-
-    Group g's columns carry penalty `penalties[i_g]` (inf leaves the group out), every
-    combination is tried. A penalty per group lets few rows keep the groups that matter
-    and drop the others (per-stage MACs are noise for a launch-bound batch-1 device,
-    signal for a compute-bound large batch), which one shared penalty cannot.
-    Returns the fit and its leave-one-out residuals y - yhat_(-i).
-    """
-    groups = np.asarray(groups, dtype=int)
-    if groups.shape != (X.shape[1],):
-        raise ValueError(f"need one group per feature column, got {groups.shape} for {X.shape[1]} columns")
-    mean, scale, y_mean, sw, Zw, yw = _weighted_standardise(X, y, w)
-    # everything per combination goes through the p x p Gram matrix, so many rows stay cheap
-    gram, zty = Zw.T @ Zw, Zw.T @ yw
-    n_groups = int(groups.max()) + 1
-    best: tuple[float, tuple[float, ...], np.ndarray, np.ndarray] | None = None
-    for combo in itertools.product(penalties, repeat=n_groups):
-        per_column = np.asarray(combo, dtype=float)[groups]
-        keep = np.isfinite(per_column)
-        coef = np.zeros(X.shape[1])
-        if not keep.any():
-            loo = yw / np.maximum(1.0 - w / w.sum(), 1e-9)
-        else:
-            # penalty a on column j == unit penalty on column j / sqrt(a)
-            d = 1.0 / np.sqrt(per_column[keep])
-            Zs = Zw[:, keep] * d
-            inverse = np.linalg.inv(gram[np.ix_(keep, keep)] * np.outer(d, d) + np.eye(int(keep.sum())))
-            coef_s = inverse @ (zty[keep] * d)
-            leverage = np.einsum("ij,ij->i", Zs @ inverse, Zs) + w / w.sum()
-            loo = (yw - Zs @ coef_s) / np.maximum(1.0 - leverage, 1e-9)
-            coef[keep] = coef_s * d
-        err = float(np.mean(loo**2))
-        if best is None or err < best[0]:
-            best = (err, tuple(float(p) for p in combo), coef, loo / sw)
-    assert best is not None
-    _, combo, coef, loo_res = best
-    return _RidgeFit(feature_set, mean, scale, coef, y_mean, 1.0, combo), loo_res
-
-
 def _robust_relative_ridge(X: np.ndarray, y: np.ndarray, feature_set: str, tukey_c: float,
-                           iterations: int = 10) -> tuple[_RidgeFit, np.ndarray]:
+                           iterations: int = 10) -> tuple[RidgeFit, np.ndarray]:
     """Ridge on latency weighted for relative error, refitted with Tukey weights on log residuals.
 
     Returns the fit and the leave-one-out log residuals log(y) - log(yhat_(-i)).
@@ -372,15 +233,12 @@ def _robust_relative_ridge(X: np.ndarray, y: np.ndarray, feature_set: str, tukey
     w = base.copy()
     for _ in range(iterations):
         if feature_set in FEATURE_GROUPS:
-            fit, loo = grouped_ridge_loo(X, y, w, FEATURE_GROUPS[feature_set], feature_set=feature_set)
+            fit, loo = grouped_ridge_loo(X, y, w, FEATURE_GROUPS[feature_set](), feature_set=feature_set)
         else:
             fit, loo = weighted_ridge_loo(X, y, w, feature_set=feature_set)
         log_res = np.log(y) - np.log(np.maximum(fit.predict(X), 1e-9))
-        centre = np.median(log_res)
-        spread = max(1.4826 * float(np.median(np.abs(log_res - centre))), 0.01)
-        u = (log_res - centre) / (tukey_c * spread)
         # timings far off the bulk (a slow GPU clock state, a noisy run) stop pulling the fit
-        w = base * (np.where(np.abs(u) < 1, (1 - u**2) ** 2, 0.0) + 1e-3)
+        w = base * tukey_weights(log_res, tukey_c, centred=True, min_spread=0.01, floor=1e-3)
     loo_log = np.log(y) - np.log(np.maximum(y - loo, 1e-9))
     return fit, loo_log
 
@@ -432,7 +290,7 @@ class WholeNetworkLatencyRegressor:
         self.bags = bags
         self.subsample = subsample
         self.seed = seed
-        self.members_: list[_RidgeFit] = []
+        self.members_: list[RidgeFit] = []
         self.offset_: float = 0.0
         self.provenance: dict[str, Any] = {}
 
@@ -449,7 +307,7 @@ class WholeNetworkLatencyRegressor:
             raise InputError(f"subsample must be a fraction in (0, 1), got {self.subsample!r}", field="subsample")
 
     def _fit_members(self, features: dict[str, np.ndarray], y: np.ndarray,
-                     iterations: int) -> tuple[list[_RidgeFit], np.ndarray]:
+                     iterations: int) -> tuple[list[RidgeFit], np.ndarray]:
         """One robust ridge per feature set on rows `y`; their mean leave-one-out log residuals."""
         members, loo_logs = [], []
         for fs, X in features.items():
@@ -470,7 +328,7 @@ class WholeNetworkLatencyRegressor:
         else:
             rng = np.random.default_rng(self.seed)
             size = min(n - 1, max(2, int(round(self.subsample * n))))
-            members: list[_RidgeFit] = []
+            members: list[RidgeFit] = []
             oob_sum, oob_count = np.zeros(n), np.zeros(n)
             for _ in range(self.bags):
                 rows = np.sort(rng.choice(n, size, replace=False))
@@ -531,7 +389,7 @@ class WholeNetworkLatencyRegressor:
                              path=source, field="schema_version")
         try:
             model = cls(**d["params"])
-            model.members_ = [_RidgeFit.from_dict(m) for m in d["members"]]
+            model.members_ = [RidgeFit.from_dict(m) for m in d["members"]]
             model.offset_ = float(d["offset"])
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"malformed model ({type(exc).__name__}: {exc})", path=source) from exc

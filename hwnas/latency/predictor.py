@@ -40,12 +40,12 @@ from hwnas.errors import InputError
 from hwnas.io import atomic_write_json, read_json
 from hwnas.latency.fit import measured_latencies
 from hwnas.latency.table import LatencyTable
+from hwnas.stats import latency_metrics, relative_least_squares, relative_ridge, trimmed_rms
 
 CALIBRATION_SCHEMA_VERSION = 1
 CALIBRATION_KIND = "hwnas-latency-calibration"
 METHODS = ("raw", "scale", "affine", "overhead", "per-type", "op-attributes")
 # ridge penalties tried by "op-attributes" (rows in units of relative error, columns op counts)
-_RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 13))
 # a candidate must beat a simpler one by this much (relative LOO error) to be chosen: fewer parameters win ties
 _SIMPLER_MARGIN = 0.02
 _OPS_CACHE_LIMIT = 200_000
@@ -283,17 +283,17 @@ class LatencyPredictor:
             X, names = self.features(archs, method)
             if method == "raw":
                 coef = np.ones(1)
-                err = _trimmed_rms(np.abs(X[:, 0] / y - 1))
+                err = trimmed_rms(np.abs(X[:, 0] / y - 1))
             elif method == "op-attributes":
                 free = len(self.op_types) + 2  # the per-type columns; the attribute counts are penalised
                 if free >= y.size - 1:
                     continue
-                coef, err, alpha = _relative_ridge(X[:, :free], X[:, free:], y)
+                coef, err, alpha = relative_ridge(X[:, :free], X[:, free:], y)
                 ridge_alpha = alpha
             elif X.shape[1] >= y.size - 1:
                 continue  # too few measurements for this many parameters
             else:
-                coef, err = _relative_least_squares(X, y)
+                coef, err = relative_least_squares(X, y)
             fits[method] = (coef, names, err)
         chosen = min(fits, key=lambda m: fits[m][2])
         for method in fits:  # prefer the simplest candidate that is about as good
@@ -321,8 +321,6 @@ class LatencyPredictor:
 
     def score(self, archs: Sequence[dict], measured_ms: Iterable[float]) -> float:
         """Share of `archs` predicted within +-10 % of the measured latency."""
-        from hwnas.latency.fit import latency_metrics
-
         return latency_metrics(self.predict(archs), measured_ms)["within_10pct"]
 
     # --- persistence -----------------------------------------------------------------------
@@ -336,40 +334,6 @@ class LatencyPredictor:
             path = calibration_path(self.table.path)
         atomic_write_json(path, self.calibration.to_dict())
         return Path(path)
-
-
-def _relative_least_squares(X: np.ndarray, y: np.ndarray, *, tukey_c: float = 4.685,
-                            iterations: int = 10) -> tuple[np.ndarray, float]:
-    """Robust least squares of relative error; returns coef and the trimmed leave-one-out relative RMSE.
-
-    Rows are weighted by 1/y (relative error) and reweighted by Tukey's biweight of their
-    relative residual, so a subnet timed while something else ran cannot pull the fit.
-    """
-    A = X / y[:, None]
-    b = np.ones_like(y)
-    w = np.ones_like(y)
-    for _ in range(iterations):
-        sw = np.sqrt(w)
-        coef, *_ = np.linalg.lstsq(A * sw[:, None], b * sw, rcond=None)
-        w = _tukey_weights(b - A @ coef, tukey_c)
-    # leave-one-out residuals of the weighted fit: e_i / (1 - h_ii)
-    Aw = A * np.sqrt(w)[:, None]
-    leverage = np.einsum("ij,ji->i", Aw, np.linalg.pinv(Aw))
-    loo = np.abs(b - A @ coef) / np.maximum(1.0 - leverage, 1e-9)
-    return coef, _trimmed_rms(loo)
-
-
-def _tukey_weights(resid: np.ndarray, tukey_c: float) -> np.ndarray:
-    """Tukey's biweight of relative residuals, scaled by their MAD (at least 0.5 %); never exactly 0."""
-    spread = max(1.4826 * float(np.median(np.abs(resid - np.median(resid)))), 0.005)
-    u = resid / (tukey_c * spread)
-    return np.where(np.abs(u) < 1, (1 - u**2) ** 2, 0.0) + 1e-6
-
-
-def _trimmed_rms(errors: np.ndarray) -> float:
-    """RMS of the best nine tenths of `errors`: outlying timings should not choose the method."""
-    kept = np.sort(np.abs(errors))[: max(1, int(np.ceil(0.9 * errors.size)))]
-    return float(np.sqrt(np.mean(kept**2)))
 
 
 def op_attributes(key: str) -> list[str]:
@@ -394,46 +358,3 @@ def _attribute_matrix(keys: Sequence[str]) -> tuple[list[str], np.ndarray]:
     for i, attrs in enumerate(per_key):
         M[i, [col[a] for a in attrs]] = 1.0
     return names, M
-
-
-def _relative_ridge(B: np.ndarray, X: np.ndarray, y: np.ndarray, *, alphas: Sequence[float] = _RIDGE_ALPHAS,
-                    tukey_c: float = 4.685, iterations: int = 10) -> tuple[np.ndarray, float, float]:
-    """Robust least squares of relative error with `B`'s coefficients free and a ridge on `X`'s.
-
-    Solved in the dual (n x n, however many attribute columns): with row weights s and
-    C = s X X' s / alpha + I, the free part is generalised least squares under C and the
-    penalised part is X' s C^-1 r / alpha. The penalty is chosen by the trimmed leave-one-out
-    relative error (exact for a linear smoother: e_i / (1 - H_ii)). Returns the coefficients
-    of [B, X], that error and the penalty.
-    """
-    A_B, A_X = B / y[:, None], X / y[:, None]
-    n = y.size
-    best: tuple[float, float, np.ndarray] | None = None
-    for alpha in alphas:
-        w = np.ones(n)
-        for it in range(iterations):
-            s = np.sqrt(w)
-            Bw, Xw = A_B * s[:, None], A_X * s[:, None]
-            C_inv = _spd_inverse(Xw @ Xw.T / alpha + np.eye(n))
-            M = np.linalg.pinv(Bw.T @ C_inv @ Bw)
-            a = M @ (Bw.T @ (C_inv @ s))
-            v = C_inv @ (s - Bw @ a)  # the weighted residual
-            b = Xw.T @ v / alpha
-            if it < iterations - 1:
-                w = _tukey_weights(1.0 - A_B @ a - A_X @ b, tukey_c)
-        CB = C_inv @ Bw
-        one_minus_h = np.diag(C_inv) - np.einsum("ij,jk,ik->i", CB, M, CB)
-        err = _trimmed_rms(v / np.maximum(one_minus_h, 1e-12) / s)
-        if best is None or err < best[0]:
-            best = (err, float(alpha), np.r_[a, b])
-    assert best is not None
-    return best[2], best[0], best[1]
-
-
-def _spd_inverse(C: np.ndarray) -> np.ndarray:
-    try:
-        L = np.linalg.cholesky(C)
-        L_inv = np.linalg.solve(L, np.eye(len(C)))
-        return L_inv.T @ L_inv
-    except np.linalg.LinAlgError:
-        return np.linalg.inv(C)

@@ -22,10 +22,10 @@ from typing import Any
 from hwnas.device_profile import DeviceProfile, MeasurementProtocol, load_profile
 from hwnas.errors import InputError
 from hwnas.latency.anchor import AnchorBracket, anchor_arch, anchor_mode, anchored, measure_anchor, prepare_anchor
-from hwnas.latency.backends import Backend, get_backend, package_versions
 from hwnas.latency.fingerprint import device_fingerprint, same_device
-from hwnas.latency.measure import Measurement, measure
-from hwnas.latency.table import ENTRY_FIELDS, ROUND_AGREEMENT, LatencyTable, now_iso, rounds_needed
+from hwnas.latency.table import ENTRY_FIELDS, LatencyTable, now_iso
+from hwnas.runtime.backends import Backend, get_backend, package_versions
+from hwnas.runtime.measure import ROUND_AGREEMENT, Measurement, measure, rounds_needed
 from hwnas.space import get_space
 
 DEFAULT_TABLE_DIR = Path("latency_tables")

@@ -27,6 +27,7 @@ from typing import Any
 
 from hwnas.errors import InputError
 from hwnas.io import atomic_write_json, read_json
+from hwnas.runtime.measure import rounds_needed
 
 SCHEMA_VERSION = 1
 KIND = "hwnas-latency-table"
@@ -39,28 +40,6 @@ _TOP_FIELDS = {
     "protocol": dict,
     "entries": dict,
 }
-
-
-# an op measured in several rounds is settled once its two lowest round medians agree this closely
-ROUND_AGREEMENT = 0.05
-
-
-def rounds_needed(entry: dict[str, Any] | None, rounds: int) -> int:
-    """How many more profiling rounds an op key needs (0: its entry is settled).
-
-    At least `rounds` rounds; with two or more, extra rounds (up to twice `rounds` in all) until
-    the two lowest round medians agree within ROUND_AGREEMENT, so the kept median is confirmed
-    by a second, independent pass rather than resting on one.
-    """
-    done = 0 if entry is None else int(entry.get("rounds", 1))
-    if done < rounds:
-        return rounds - done
-    if rounds < 2 or done >= 2 * rounds:
-        return 0
-    lowest = sorted(entry.get("round_medians_ms", [entry["median_ms"]]))[:2]
-    if len(lowest) < 2 or (lowest[1] - lowest[0]) <= ROUND_AGREEMENT * lowest[0]:
-        return 0
-    return 1
 
 
 def now_iso() -> str:

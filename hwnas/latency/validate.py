@@ -21,12 +21,12 @@ import numpy as np
 from hwnas.device_profile import MeasurementProtocol, profile_from_dict
 from hwnas.errors import InputError
 from hwnas.latency.anchor import AnchorBracket, anchor_mode, anchored, measure_anchor, prepare_anchor, read_anchor
-from hwnas.latency.backends import get_backend
 from hwnas.latency.fingerprint import device_fingerprint, same_device
-from hwnas.latency.fit import latency_metrics
-from hwnas.latency.measure import measure_rounds
 from hwnas.latency.predictor import LatencyPredictor, calibration_path
 from hwnas.latency.table import LatencyTable
+from hwnas.runtime.backends import get_backend
+from hwnas.runtime.measure import measure_rounds
+from hwnas.stats import latency_metrics
 
 
 def table_protocol(table: LatencyTable) -> MeasurementProtocol:

@@ -3,7 +3,7 @@
 A backend compiles once and is then timed: `backend.prepare(module, input_shape)` turns a
 torch module and the input shape *with* batch into a `Runner` (an ONNX Runtime session, a
 TensorRT engine, a TVM library, a torch module on its device) bound to a random-normal
-input of that shape; `hwnas.latency.measure.measure(runner, protocol)` times it. Per-op
+input of that shape; `hwnas.runtime.measure.measure(runner, protocol)` times it. Per-op
 profiling and end-to-end measurement of a whole subnet go through this same path.
 
 A new backend is one file in this folder named after the backend, whose class is
@@ -25,7 +25,7 @@ from typing import Any
 
 from hwnas.device_profile import DeviceProfile
 from hwnas.errors import InputError, NotAvailableError
-from hwnas.latency.measure import Runner
+from hwnas.runtime.runner import Runner
 
 ONNX_OPSET = 17
 INPUT_SEED = 0

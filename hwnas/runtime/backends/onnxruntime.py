@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from hwnas.errors import NotAvailableError
-from hwnas.latency.backends import Backend, export_onnx_bytes, random_input, register_backend
-from hwnas.latency.measure import Runner
+from hwnas.runtime.backends import Backend, export_onnx_bytes, random_input, register_backend
+from hwnas.runtime.runner import Runner
 
 _GRAPH_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
                  "all": "ORT_ENABLE_ALL"}

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import NotAvailableError
-from hwnas.latency.backends import Backend, export_onnx_bytes, random_input, register_backend, require_cuda
-from hwnas.latency.measure import CudaRunner, Runner
+from hwnas.runtime.backends import Backend, export_onnx_bytes, random_input, register_backend, require_cuda
+from hwnas.runtime.runner import CudaRunner, Runner
 
 _NOT_AVAILABLE = "tensorrt not installed / no GPU"
 GRAPH_RUNS = 10

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from hwnas.errors import InputError
-from hwnas.latency.backends import Backend, random_input, register_backend, require_cuda
-from hwnas.latency.measure import CudaRunner, Runner
-from hwnas.latency.measure import time_calls as _time_calls
+from hwnas.runtime.backends import Backend, random_input, register_backend, require_cuda
+from hwnas.runtime.runner import CudaRunner, Runner
+from hwnas.runtime.runner import time_calls as _time_calls
 
 GRAPH_RUNS = 10  # inferences captured in one CUDA graph when timing "cuda_graph"
 

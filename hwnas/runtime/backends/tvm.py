@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import InputError, NotAvailableError
-from hwnas.latency.backends import Backend, export_onnx_bytes, random_input, register_backend
-from hwnas.latency.measure import Runner
+from hwnas.runtime.backends import Backend, export_onnx_bytes, random_input, register_backend
+from hwnas.runtime.runner import Runner
 
 
 class TvmRunner(Runner):
@@ -86,7 +86,7 @@ class TvmBackend(Backend):
     packages = ("apache-tvm", "onnx", "torch")
 
     def check_available(self) -> None:
-        from hwnas.export.tvm import import_tvm, is_cross_target, parse_target
+        from hwnas.runtime.tvm import import_tvm, is_cross_target, parse_target
 
         import_tvm()
         target = parse_target(self.options.get("target", "llvm"))
@@ -103,7 +103,7 @@ class TvmBackend(Backend):
         return d
 
     def rpc_address(self) -> Any:
-        from hwnas.export.tvm import RpcAddress
+        from hwnas.runtime.tvm import RpcAddress
 
         return RpcAddress(host=self.options["rpc_host"], port=int(self.options.get("rpc_port") or 9090),
                           key=self.options.get("rpc_key"))
@@ -114,7 +114,7 @@ class TvmBackend(Backend):
 
     def prepare_onnx(self, onnx_model: bytes | str | Path, input_shape: Sequence[int]) -> TvmRunner:
         """Compile an ONNX model (bytes or a path) and bind a random input of `input_shape`."""
-        from hwnas.export.tvm import compile_model, import_onnx
+        from hwnas.runtime.tvm import compile_model, import_onnx
 
         mod = import_onnx(onnx_model, input_shape)
         compiled = compile_model(mod, self.options.get("target", "llvm"),
@@ -127,7 +127,7 @@ class TvmBackend(Backend):
         """A runner for an already compiled model (`library`: its exported LibraryFiles, if any)."""
         import tvm
 
-        from hwnas.export.tvm import export_library, load_vm, set_threads, upload_library
+        from hwnas.runtime.tvm import export_library, load_vm, set_threads, upload_library
 
         threads = self.profile.threads()
         settings = {"target": compiled.target, "threads": threads, "tune_trials": compiled.tune_trials}
@@ -140,7 +140,7 @@ class TvmBackend(Backend):
         if library is None:
             workdir = tempfile.TemporaryDirectory(prefix="hwnas-tvm-")
             library = export_library(compiled, Path(workdir.name) / "model")
-        from hwnas.export.tvm import connect
+        from hwnas.runtime.tvm import connect
 
         address = self.rpc_address()
         session = connect(address)
