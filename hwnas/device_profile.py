@@ -8,6 +8,7 @@ the field and the allowed values.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,37 +16,32 @@ from typing import Any
 import yaml
 
 from hwnas.errors import InputError
+from hwnas.registry import BACKENDS
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "device_profiles"
 
-# backend -> option name -> (allowed types, allowed values or None, default)
-BACKEND_OPTIONS: dict[str, dict[str, tuple[tuple[type, ...], tuple | None, Any]]] = {
-    "onnxruntime": {
-        "threads": ((int, str), None, 1),  # an int >= 1, or "all" for every core
-        "execution_provider": ((str,), ("CPUExecutionProvider", "CUDAExecutionProvider"), "CPUExecutionProvider"),
-        "graph_optimization": ((str,), ("disable", "basic", "extended", "all"), "all"),
-        "precision": ((str,), ("fp32",), "fp32"),
-    },
-    "torch": {
-        "device": ((str,), ("cpu", "cuda"), "cpu"),
-        "mode": ((str,), ("eager", "graph"), "eager"),
-        "precision": ((str,), ("fp32", "fp16"), "fp32"),
-        "threads": ((int, str), None, 1),
-    },
-    "tvm": {
-        "target": ((str,), None, "llvm"),
-        "threads": ((int, str), None, 1),
-        "opt_level": ((int,), (0, 1, 2, 3), 3),
-        "rpc_host": ((str,), None, None),
-        "rpc_port": ((int,), None, 9090),
-        "rpc_key": ((str,), None, None),
-        "tuning_trials": ((int,), None, 0),
-    },
-    "tensorrt": {
-        "precision": ((str,), ("fp32", "fp16"), "fp16"),
-        "workspace_mb": ((int,), None, 1024),
-    },
-}
+@dataclass(frozen=True)
+class Option:
+    """One backend option a profile may set: its types, allowed values (None: any) and default.
+
+    Each backend declares its own (`Backend.options_schema`); `profile_from_dict` validates against it.
+    """
+
+    types: tuple[type, ...]
+    allowed: tuple | None
+    default: Any
+    # an extra rule: returns what was expected when the value breaks it, else None
+    check: Callable[[Any], str | None] | None = None
+
+
+def _threads_rule(value: Any) -> str | None:
+    if value == "all" or (isinstance(value, int) and value >= 1):
+        return None
+    return "an integer >= 1 or 'all'"
+
+
+# an int >= 1, or "all" for every core
+THREADS = Option((int, str), None, 1, check=_threads_rule)
 
 TIMING_METHODS = ("wallclock", "cuda_events", "cuda_graph")
 # protocol.anchor besides true (= "per-call") and false
@@ -142,27 +138,29 @@ def profile_from_dict(raw: Any, source: str = "<profile>") -> DeviceProfile:
     if not isinstance(name, str) or not name.strip():
         raise bad("name", f"expected a non-empty string, got {name!r}")
     backend = raw["backend"]
-    if backend not in BACKEND_OPTIONS:
-        raise bad("backend", f"unknown backend {backend!r}; allowed: {', '.join(BACKEND_OPTIONS)}")
+    if not isinstance(backend, str):
+        raise bad("backend", f"expected a backend name, got {backend!r}; known: {', '.join(BACKENDS.names())}")
+    backend_class = BACKENDS.get(backend, path=source)  # built-in or from a plugin
 
     options_raw = raw.get("options") or {}
     if not isinstance(options_raw, dict):
         raise bad("options", f"expected a mapping of backend options, got {type(options_raw).__name__}")
-    schema = BACKEND_OPTIONS[backend]
+    schema: dict[str, Option] = getattr(backend_class, "options_schema", {})
     options: dict[str, Any] = {}
     for key, value in options_raw.items():
         if key not in schema:
             raise bad(f"options.{key}", f"unknown option for backend {backend!r}; allowed: {', '.join(schema)}")
-        types, allowed, _ = schema[key]
-        if isinstance(value, bool) or not isinstance(value, types):
-            raise bad(f"options.{key}", f"expected {' or '.join(t.__name__ for t in types)}, got {value!r}")
-        if allowed is not None and value not in allowed:
-            raise bad(f"options.{key}", f"got {value!r}; allowed: {', '.join(map(str, allowed))}")
-        if key == "threads" and not (value == "all" or (isinstance(value, int) and value >= 1)):
-            raise bad("options.threads", f"expected an integer >= 1 or 'all', got {value!r}")
+        option = schema[key]
+        if isinstance(value, bool) or not isinstance(value, option.types):
+            raise bad(f"options.{key}", f"expected {' or '.join(t.__name__ for t in option.types)}, got {value!r}")
+        if option.allowed is not None and value not in option.allowed:
+            raise bad(f"options.{key}", f"got {value!r}; allowed: {', '.join(map(str, option.allowed))}")
+        expected = option.check(value) if option.check is not None else None
+        if expected is not None:
+            raise bad(f"options.{key}", f"expected {expected}, got {value!r}")
         options[key] = value
-    for key, (_, _, default) in schema.items():
-        options.setdefault(key, default)
+    for key, option in schema.items():
+        options.setdefault(key, option.default)
 
     batch = raw.get("batch", 1)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
@@ -178,10 +176,10 @@ def profile_from_dict(raw: Any, source: str = "<profile>") -> DeviceProfile:
             raise bad("resolutions", f"expected a non-empty list of integers >= 8, got {resolutions!r}")
 
     protocol = _protocol_from_dict(raw.get("protocol") or {}, bad)
-    if backend == "torch" and options["device"] == "cpu" and options["mode"] == "graph":
-        raise bad("options.mode", "CUDA-graph mode needs options.device: cuda")
-    if protocol.timing != "wallclock" and not (backend == "tensorrt" or options.get("device") == "cuda"):
-        raise bad("protocol.timing", f"{protocol.timing!r} needs a CUDA device; use 'wallclock' on a CPU")
+    check = getattr(backend_class, "check_settings", None)
+    problem = check(options, protocol) if check is not None else None
+    if problem is not None:
+        raise bad(*problem)
     description = raw.get("description", "")
     if not isinstance(description, str):
         raise bad("description", f"expected a string, got {description!r}")

@@ -8,10 +8,11 @@ import torch
 
 from hwnas.data import Dataset, load_dataset
 from hwnas.errors import InputError
-from hwnas.estimate import AccuracyPredictor, ZeroCostEstimator, arch_features, get_estimator, kendall_tau
+from hwnas.estimate import AccuracyPredictor, ZeroCostEstimator, arch_features, get_estimator
 from hwnas.estimate.features import cost_features
 from hwnas.estimate.predictor import GP_GRID
 from hwnas.space.base import get_space
+from hwnas.stats import kendall_tau
 from hwnas.supernet import build_supernet
 from hwnas.train.checkpoint import save_checkpoint
 from hwnas.train.trainer import TrainSettings

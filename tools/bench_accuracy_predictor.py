@@ -50,9 +50,10 @@ import torch
 from tqdm import tqdm
 
 from hwnas.errors import InputError
-from hwnas.estimate import AccuracyPredictor, SupernetEstimator, ZeroCostEstimator, kendall_tau
+from hwnas.estimate import AccuracyPredictor, SupernetEstimator, ZeroCostEstimator
 from hwnas.estimate.predictor import GP_GRID
 from hwnas.io import atomic_write_bytes, atomic_write_json
+from hwnas.stats import kendall_tau
 from hwnas.train import load_checkpoint
 
 

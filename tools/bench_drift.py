@@ -25,12 +25,12 @@ import numpy as np
 
 from hwnas.device_profile import load_profile
 from hwnas.errors import InputError
-from hwnas.estimate import kendall_tau
 from hwnas.latency.anchor import AnchoredRunner, anchor_arch
 from hwnas.latency.validate import sample_distinct
 from hwnas.runtime.backends import get_backend
 from hwnas.runtime.measure import measure
 from hwnas.space import get_space
+from hwnas.stats import kendall_tau
 
 
 def one_pass(backend, profile, space, archs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

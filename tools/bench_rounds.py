@@ -27,12 +27,12 @@ import numpy as np
 
 from hwnas.device_profile import profile_from_dict
 from hwnas.errors import InputError
-from hwnas.estimate import kendall_tau
 from hwnas.latency.anchor import read_anchor
 from hwnas.latency.fingerprint import cpu_model
 from hwnas.latency.predictor import LatencyPredictor, calibration_path
 from hwnas.latency.validate import sample_distinct, table_protocol, time_subnet_rounds
 from hwnas.runtime.backends import get_backend
+from hwnas.stats import kendall_tau
 
 
 def time_rounds(table_path: str, archs: list[dict], sessions: int, rounds: int) -> np.ndarray:

@@ -13,42 +13,62 @@ from pathlib import Path
 
 from hwnas.errors import InputError
 from hwnas.estimate.features import arch_features
-from hwnas.estimate.predictor import AccuracyPredictor, kendall_tau
+from hwnas.estimate.predictor import AccuracyPredictor
 from hwnas.estimate.supernet import SupernetEstimator
 from hwnas.estimate.zero_cost import ZeroCostEstimator, naswot_score, synflow_score
+from hwnas.protocols import EstimatorLike, check_protocol
+from hwnas.registry import ESTIMATORS
 
-ESTIMATORS = ("supernet", "predictor", "zero-cost")
+
+def register_estimator(name: str):
+    """Decorator: register an estimator factory `factory(supernet_checkpoint, space, **options)` under `name`."""
+    return ESTIMATORS.register(name)
+
+
+def estimator_names() -> list[str]:
+    return ESTIMATORS.names()
 
 
 def get_estimator(name: str, supernet_checkpoint: str | os.PathLike | None = None, space=None, **kw):
-    """An estimator by name; unknown names and missing inputs are InputErrors."""
-    if name not in ESTIMATORS:
-        raise InputError(f"unknown accuracy estimator {name!r}; known: {', '.join(ESTIMATORS)}", field="estimator")
+    """An estimator by name (built-in or from a plugin), checked against `EstimatorLike`; unknown
+    names and missing inputs are InputErrors."""
+    factory = ESTIMATORS.get(name)
     if supernet_checkpoint is not None and space is not None:
         _check_same_space(supernet_checkpoint, space)
-    if name == "supernet":
-        return SupernetEstimator(supernet_checkpoint, **kw)
-    if name == "predictor":
-        path = kw.pop("predictor_path", None)
-        if path is None and supernet_checkpoint is not None:
-            path = default_predictor_path(supernet_checkpoint)  # fitted once, then reused
-        if path is not None and Path(path).exists():
-            return AccuracyPredictor.load(path, space=space)
-        if supernet_checkpoint is None:
-            raise InputError("the predictor estimator needs predictor_path (a saved predictor) or a "
-                             "supernet_checkpoint to fit one on", field="predictor_path")
-        predictor = fit_predictor(supernet_checkpoint, **kw)
-        predictor.save(path)
-        return predictor
-    if name == "zero-cost":
-        if space is None and supernet_checkpoint is not None:
-            from hwnas.train import read_checkpoint, space_from_meta
+    estimator = factory(supernet_checkpoint, space, **kw)
+    check_protocol(estimator, EstimatorLike, what=f"accuracy estimator {name!r}", field="estimator")
+    return estimator
 
-            space = space_from_meta(read_checkpoint(supernet_checkpoint), path=supernet_checkpoint)
-        if space is None:
-            raise InputError("the zero-cost estimator needs a space (or a supernet checkpoint)", field="space")
-        return ZeroCostEstimator(space, **kw)
-    raise AssertionError(name)
+
+@register_estimator("supernet")
+def _supernet_estimator(supernet_checkpoint, space, **kw):
+    return SupernetEstimator(supernet_checkpoint, **kw)
+
+
+@register_estimator("predictor")
+def _predictor_estimator(supernet_checkpoint, space, **kw):
+    path = kw.pop("predictor_path", None)
+    if path is None and supernet_checkpoint is not None:
+        path = default_predictor_path(supernet_checkpoint)  # fitted once, then reused
+    if path is not None and Path(path).exists():
+        return AccuracyPredictor.load(path, space=space)
+    if supernet_checkpoint is None:
+        raise InputError("the predictor estimator needs predictor_path (a saved predictor) or a "
+                         "supernet_checkpoint to fit one on", field="predictor_path")
+    predictor = fit_predictor(supernet_checkpoint, **kw)
+    predictor.save(path)
+    return predictor
+
+
+@register_estimator("zero-cost")
+def _zero_cost_estimator(supernet_checkpoint, space, **kw):
+    if space is None and supernet_checkpoint is not None:
+        from hwnas.train import read_checkpoint, space_from_meta
+
+        space = space_from_meta(read_checkpoint(supernet_checkpoint), path=supernet_checkpoint)
+    if space is None:
+        raise InputError("the zero-cost estimator needs a space (or a supernet checkpoint)", field="space")
+    return ZeroCostEstimator(space, **kw)
 
 
 def default_predictor_path(supernet_checkpoint: str | os.PathLike) -> Path:
@@ -99,15 +119,15 @@ def fit_predictor(supernet_checkpoint: str | os.PathLike, n_train: int = 300, se
 
 
 __all__ = [
-    "ESTIMATORS",
     "AccuracyPredictor",
     "SupernetEstimator",
     "ZeroCostEstimator",
     "arch_features",
     "default_predictor_options",
     "fit_predictor",
+    "estimator_names",
     "get_estimator",
-    "kendall_tau",
+    "register_estimator",
     "naswot_score",
     "synflow_score",
 ]

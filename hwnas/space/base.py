@@ -7,11 +7,11 @@ integer encoding (for pymoo), and names the measurable units ("op keys") it is m
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 
 import numpy as np
 
 from hwnas.errors import InputError
+from hwnas.registry import SPACES
 
 Arch = dict
 OpKey = str  # canonical, e.g. "mbconv|i24x56x56|o40x28x28|k5|e4|s2|se1|relu|res0"
@@ -62,37 +62,16 @@ class SearchSpace(ABC):
         raise NotImplementedError(f"space '{self.name}' has no op keys")
 
 
-_REGISTRY: dict[str, Callable[..., SearchSpace]] = {}
-
-
 def register_space(name: str):
-    def deco(factory):
-        _REGISTRY[name] = factory
-        return factory
-
-    return deco
+    """Decorator: register a space factory (`factory(**options) -> SearchSpace`) under `name`."""
+    return SPACES.register(name)
 
 
 def space_names() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return SPACES.names()
 
 
 def get_space(name: str, **options) -> SearchSpace:
-    """Build a registered space; an unknown name is an InputError listing the known ones."""
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise InputError(f"unknown search space '{name}'; known: {', '.join(sorted(_REGISTRY))}", field="space")
-    return _REGISTRY[name](**options)
-
-
-def _load_builtin() -> None:
-    # importing the modules runs their @register_space decorators
-    import importlib
-    import pkgutil
-
-    import hwnas.space as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name != "base":
-            importlib.import_module(f"hwnas.space.{mod.name}")
+    """Build a registered space (built-in or from a plugin), checked against `SearchSpaceLike`;
+    an unknown name is an InputError listing the known ones."""
+    return SPACES.create(name, **options)

@@ -7,24 +7,25 @@ input of that shape; `hwnas.runtime.measure.measure(runner, protocol)` times it.
 profiling and end-to-end measurement of a whole subnet go through this same path.
 
 A new backend is one file in this folder named after the backend, whose class is
-decorated with `@register_backend("<name>")`; it is imported when a profile names it.
+decorated with `@register_backend("<name>")` and declares `options_schema` (what a profile may
+set); it is imported when a profile names it. A plugin package adds one through the entry-point
+group `hwnas.backends` (see `hwnas.registry`).
 Packages a backend needs are imported inside it, so an absent one raises
 NotAvailableError only when that backend is asked for.
 """
 
 from __future__ import annotations
 
-import importlib
 import io
-import pkgutil
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from typing import Any
 
-from hwnas.device_profile import DeviceProfile
+from hwnas.device_profile import DeviceProfile, MeasurementProtocol, Option
 from hwnas.errors import InputError, NotAvailableError
+from hwnas.registry import BACKENDS
 from hwnas.runtime.runner import Runner
 
 ONNX_OPSET = 17
@@ -37,6 +38,10 @@ class Backend(ABC):
     name: str = ""
     # distributions whose versions are recorded with every table this backend measures
     packages: tuple[str, ...] = ()
+    # the options a device profile may set for this backend (validated on load)
+    options_schema: dict[str, Option] = {}
+    # whether this backend times on a CUDA device whatever its options (else: options["device"] says)
+    cuda_always: bool = False
 
     def __init__(self, profile: DeviceProfile):
         self.profile = profile
@@ -50,6 +55,13 @@ class Backend(ABC):
     def prepare(self, module: Any, input_shape: Sequence[int]) -> Runner:
         """Compile `module` for an input of `input_shape` (batch included) and bind a random input."""
 
+    @classmethod
+    def check_settings(cls, options: dict[str, Any], protocol: MeasurementProtocol) -> tuple[str, str] | None:
+        """(field, what is wrong) when a profile's options and protocol do not go together, else None."""
+        if protocol.timing != "wallclock" and not (cls.cuda_always or options.get("device") == "cuda"):
+            return "protocol.timing", f"{protocol.timing!r} needs a CUDA device; use 'wallclock' on a CPU"
+        return None
+
     def versions(self) -> dict[str, str]:
         return package_versions(self.packages)
 
@@ -58,35 +70,20 @@ class Backend(ABC):
         return {"backend": self.name, "options": self.options, "threads": self.profile.threads()}
 
 
-_REGISTRY: dict[str, type[Backend]] = {}
-
-
 def register_backend(name: str) -> Callable[[type[Backend]], type[Backend]]:
-    def deco(cls: type[Backend]) -> type[Backend]:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
+    """Decorator: register a Backend class under `name` (it gets `cls.name = name`)."""
+    return BACKENDS.register(name)
 
 
 def backend_names() -> list[str]:
-    """Every backend with a file in this folder (importing none of their packages)."""
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    """Every backend: a module of this folder (none of their packages imported) or a plugin's."""
+    return BACKENDS.names()
 
 
 def get_backend(profile: DeviceProfile) -> Backend:
-    """The profile's backend, ready to prepare models; NotAvailableError if it cannot run here."""
-    name = profile.backend
-    if name not in _REGISTRY:
-        if name not in backend_names():
-            raise InputError(
-                f"unknown backend {name!r}; known: {', '.join(backend_names())}", path=profile.path, field="backend"
-            )
-        importlib.import_module(f"{__name__}.{name}")
-    if name not in _REGISTRY:
-        raise InputError(f"backend module {name!r} registers no backend", path=profile.path, field="backend")
-    backend = _REGISTRY[name](profile)
+    """The profile's backend, checked against `BackendLike`, ready to prepare models;
+    NotAvailableError if it cannot run here."""
+    backend = BACKENDS.create(profile.backend, profile, path=profile.path)
     backend.check_available()
     return backend
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from hwnas.device_profile import THREADS, Option
 from hwnas.errors import NotAvailableError
 from hwnas.runtime.backends import Backend, export_onnx_bytes, random_input, register_backend
 from hwnas.runtime.runner import Runner
@@ -51,6 +52,13 @@ class OrtRunner(Runner):
 @register_backend("onnxruntime")
 class OnnxRuntimeBackend(Backend):
     packages = ("onnxruntime", "onnxruntime-gpu", "onnx", "torch")
+    options_schema = {
+        "threads": THREADS,
+        "execution_provider": Option((str,), ("CPUExecutionProvider", "CUDAExecutionProvider"),
+                                     "CPUExecutionProvider"),
+        "graph_optimization": Option((str,), ("disable", "basic", "extended", "all"), "all"),
+        "precision": Option((str,), ("fp32",), "fp32"),
+    }
 
     def check_available(self) -> None:
         try:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from hwnas.device_profile import Option
 from hwnas.errors import NotAvailableError
 from hwnas.runtime.backends import Backend, export_onnx_bytes, random_input, register_backend, require_cuda
 from hwnas.runtime.runner import CudaRunner, Runner
@@ -100,6 +101,11 @@ class TensorRTRunner(CudaRunner):
 @register_backend("tensorrt")
 class TensorRTBackend(Backend):
     packages = ("tensorrt", "torch", "onnx")
+    options_schema = {
+        "precision": Option((str,), ("fp32", "fp16"), "fp16"),
+        "workspace_mb": Option((int,), None, 1024),
+    }
+    cuda_always = True
 
     def check_available(self) -> None:
         _import_tensorrt()

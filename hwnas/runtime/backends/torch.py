@@ -13,6 +13,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
+from hwnas.device_profile import THREADS, Option
 from hwnas.errors import InputError
 from hwnas.runtime.backends import Backend, random_input, register_backend, require_cuda
 from hwnas.runtime.runner import CudaRunner, Runner
@@ -62,6 +63,18 @@ class TorchCpuRunner(Runner):
 @register_backend("torch")
 class TorchBackend(Backend):
     packages = ("torch",)
+    options_schema = {
+        "device": Option((str,), ("cpu", "cuda"), "cpu"),
+        "mode": Option((str,), ("eager", "graph"), "eager"),
+        "precision": Option((str,), ("fp32", "fp16"), "fp32"),
+        "threads": THREADS,
+    }
+
+    @classmethod
+    def check_settings(cls, options: dict[str, Any], protocol: Any) -> tuple[str, str] | None:
+        if options["device"] == "cpu" and options["mode"] == "graph":
+            return "options.mode", "CUDA-graph mode needs options.device: cuda"
+        return super().check_settings(options, protocol)
 
     def check_available(self) -> None:
         device = self.options.get("device", "cpu")

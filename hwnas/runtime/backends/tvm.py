@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from hwnas.device_profile import THREADS, Option
 from hwnas.errors import InputError, NotAvailableError
 from hwnas.runtime.backends import Backend, export_onnx_bytes, random_input, register_backend
 from hwnas.runtime.runner import Runner
@@ -84,6 +85,15 @@ class TvmRunner(Runner):
 @register_backend("tvm")
 class TvmBackend(Backend):
     packages = ("apache-tvm", "onnx", "torch")
+    options_schema = {
+        "target": Option((str,), None, "llvm"),
+        "threads": THREADS,
+        "opt_level": Option((int,), (0, 1, 2, 3), 3),
+        "rpc_host": Option((str,), None, None),
+        "rpc_port": Option((int,), None, 9090),
+        "rpc_key": Option((str,), None, None),
+        "tuning_trials": Option((int,), None, 0),
+    }
 
     def check_available(self) -> None:
         from hwnas.runtime.tvm import import_tvm, is_cross_target, parse_target

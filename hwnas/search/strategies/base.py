@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.errors import InputError
+from hwnas.registry import STRATEGIES
 from hwnas.search.problem import ArchProblem
 from hwnas.space.base import Arch
 
@@ -73,40 +73,20 @@ def best_first(keys: np.ndarray) -> np.ndarray:
     return np.lexsort((keys[:, 1], keys[:, 0]))
 
 
-_REGISTRY: dict[str, type[Strategy]] = {}
 # the strategy `hwnas search`, `hwnas bench` and `search(...)` use unless told otherwise
 DEFAULT_STRATEGY = "pareto-local-search"
 
 
 def register_strategy(name: str):
-    def deco(cls: type[Strategy]) -> type[Strategy]:
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
+    """Decorator: register a Strategy class under `name` (it gets `cls.name = name`)."""
+    return STRATEGIES.register(name)
 
 
 def strategy_names() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return STRATEGIES.names()
 
 
 def get_strategy(name: str, **options: Any) -> Strategy:
-    """Build a registered strategy; an unknown name is an InputError listing the known ones."""
-    _load_builtin()
-    if name not in _REGISTRY:
-        raise InputError(f"unknown search strategy '{name}'; known: {', '.join(sorted(_REGISTRY))}",
-                         field="algo")
-    return _REGISTRY[name](**options)
-
-
-def _load_builtin() -> None:
-    import importlib
-    import pkgutil
-
-    import hwnas.search.strategies as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        if mod.name != "base":
-            importlib.import_module(f"hwnas.search.strategies.{mod.name}")
+    """Build a registered strategy (built-in or from a plugin), checked against `StrategyLike`;
+    an unknown name is an InputError listing the known ones."""
+    return STRATEGIES.create(name, **options)
