@@ -1,6 +1,8 @@
 """`hwnas` command line: a thin shell over the library.
 
-Each verb lives in `hwnas/commands/<verb>.py` with `configure(parser)` and `run(args) -> dict`.
+Each verb lives in `hwnas/commands/<verb>.py` with `configure(parser)`, `run(args)` (one library
+call; its result's `to_dict()` is what `--json` prints) and `FLAGS`, the flag that sets each library
+field, so an InputError from the library names the flag.
 `--json` prints exactly one JSON object on stdout; progress and logs go to stderr.
 Exit status: 0 success, 2 bad input, 1 anything else.
 """
@@ -62,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = args._module.run(args)
+        if hasattr(result, "to_dict"):
+            result = result.to_dict()
     except InputError as exc:
+        # the library names its fields; say which flag of this verb sets each
+        exc = exc.renamed(getattr(args._module, "FLAGS", {}))
         _emit_error(args, str(exc), status=2)
         return 2
     except KeyboardInterrupt:

@@ -35,7 +35,8 @@ def run_verb(argv: list[str]) -> dict[str, Any]:
     from hwnas.cli import build_parser
 
     args = build_parser().parse_args(argv)
-    return args._module.run(args)
+    result = args._module.run(args)
+    return result.to_dict() if hasattr(result, "to_dict") else result
 
 
 def _step(title: str) -> None:
@@ -206,3 +207,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-ms", type=float, default=None,
                         help="latency budget (default: median predicted latency of random subnets)")
     parser.add_argument("--seed", type=int, default=0)
+
+
+from hwnas.verb_module import make_verb  # noqa: E402
+
+make_verb(__name__, "hwnas.demo:demo")  # hwnas.demo(...) runs the demo

@@ -10,6 +10,7 @@ class InputError(Exception):
     """
 
     def __init__(self, message: str, *, path: str | None = None, field: str | None = None):
+        self.message = message
         self.path = path
         self.field = field
         parts = []
@@ -19,6 +20,18 @@ class InputError(Exception):
             parts.append(f"field '{field}'")
         prefix = ": ".join(parts)
         super().__init__(f"{prefix}: {message}" if prefix else message)
+
+    def renamed(self, names: dict[str, str]) -> InputError:
+        """The same error with its field renamed by `names` (the CLI shows its flags, the library its
+        fields): a dotted field is renamed by its first part."""
+        if not self.field:
+            return self
+        head, dot, rest = self.field.partition(".")
+        if head not in names:
+            return self
+        new = type(self).__new__(type(self))
+        InputError.__init__(new, self.message, path=self.path, field=names[head] + dot + rest)
+        return new
 
 
 class NotAvailableError(InputError):

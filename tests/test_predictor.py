@@ -244,7 +244,7 @@ def test_calibration_refuses_too_few_or_invalid_measurements(setup):
     pred = LatencyPredictor(table, space)
     with pytest.raises(InputError, match="at least 3") as err:
         pred.fit(archs[:2], [1.0, 2.0])
-    assert err.value.field == "calib-n"
+    assert err.value.field == "calib_n"
     with pytest.raises(InputError, match="3 architectures but 2 latencies"):
         pred.fit(archs[:3], [1.0, 2.0])
     with pytest.raises(InputError, match="positive finite"):

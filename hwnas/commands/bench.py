@@ -17,6 +17,10 @@ example:
       --accuracy acc_cifar10_test_200ep --latency lat_ms_pixel3 --evals 500 --algo nsga2 --seeds 10 --json
 """
 
+# library field -> the flag that sets it
+FLAGS = {"csv": "--csv", "accuracy": "--accuracy", "latency": "--latency", "evaluations": "--evals",
+         "strategy": "--algo", "evals": "--evals", "seeds": "--seeds", "pop_size": "--pop"}
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from hwnas.search.tabular import BENCHMARKS
@@ -36,8 +40,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="population size (default: the strategy's own)")
 
 
-def run(args: argparse.Namespace) -> dict:
-    from hwnas.search.tabular import bench
+def run(args: argparse.Namespace):
+    from hwnas.pipeline import bench
 
     return bench(args.benchmark, args.csv, args.accuracy, args.latency, args.evals, strategy=args.algo,
                  seed=args.seed, seeds=args.seeds, pop_size=args.pop)
+

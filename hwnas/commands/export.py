@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from hwnas.errors import InputError
 
 HELP = "export a subnet as a deployable bundle (ONNX, TVM library, TensorRT engine, manifest)"
 DESCRIPTION = """\
@@ -23,6 +20,11 @@ examples:
   hwnas export --arch '{"r": 128, "d": [2,2,2,2,2], "k": [...], "e": [...]}' \\
       --supernet runs/supernet.pt --space mbv3-small-input --out deploy/D
 """
+
+# library field -> the flag that sets it
+FLAGS = {"run": "R/pareto.json", "pick": "--pick", "arch": "--arch", "supernet": "--supernet", "space": "--space",
+         "table": "--table", "formats": "--format", "out": "--out", "profile": "--profile", "target": "--target",
+         "tune_trials": "--tune-trials"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -52,38 +54,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-measure", action="store_true", help="skip the latency measurement")
 
 
-def run(args: argparse.Namespace) -> dict:
-    from hwnas.export import export_selection, parse_arch, parse_formats, select_from_run
-    from hwnas.export.source import Selection
+def run(args: argparse.Namespace):
+    from hwnas.pipeline import export
 
-    formats = parse_formats(args.format)  # a bad format fails before anything is loaded
-    if args.tune_trials < 0:
-        raise InputError(f"expected a number of trials >= 0, got {args.tune_trials}", field="--tune-trials")
-    if args.run and args.arch:
-        raise InputError("give a run's pareto.json or --arch, not both", field="--arch")
-    if args.run:
-        selection = select_from_run(args.run, args.pick)
-        if args.supernet:
-            selection.supernet = args.supernet
-        if args.space and args.space != selection.space_name:
-            raise InputError(f"the run searched space '{selection.space_name}', not '{args.space}'", field="--space")
-    elif args.arch:
-        if not args.space and not args.supernet:
-            raise InputError("with --arch, name the space (--space) or give its supernet (--supernet)", field="--space")
-        space_name, options = args.space, {}
-        if args.supernet and not space_name:
-            from hwnas.train import read_checkpoint
-
-            ckpt = read_checkpoint(args.supernet)
-            space_name, options = ckpt["space"], ckpt["space_config"]
-        selection = Selection(arch=parse_arch(args.arch), space_name=space_name, space_options=options,
-                              supernet=args.supernet, table=args.table,
-                              source={"pick": "arch given", "run": None})
-    else:
-        raise InputError("give a search run's pareto.json, or --arch with --supernet/--space", field="run")
-    if selection.supernet and not Path(selection.supernet).is_file():
-        raise InputError("supernet checkpoint not found", path=str(selection.supernet), field="--supernet")
-    result = export_selection(selection, args.out, formats=formats, profile=args.profile, tvm_target=args.target,
-                              tune_trials=args.tune_trials, dynamic_batch=args.dynamic_batch,
-                              untrained=args.untrained, measure_latency=not args.no_measure)
-    return result.summary()
+    return export(args.run, out=args.out, pick=args.pick, arch=args.arch, supernet=args.supernet, space=args.space,
+                  table=args.table, formats=args.format, profile=args.profile, target=args.target,
+                  tune_trials=args.tune_trials, dynamic_batch=args.dynamic_batch, untrained=args.untrained,
+                  measure=not args.no_measure)

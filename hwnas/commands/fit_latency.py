@@ -16,6 +16,9 @@ example:
       --target lat_ms_titan_xp_1 --train-size 100 --splits 3 --json
 """
 
+# library field -> the flag that sets it
+FLAGS = {"csv": "--csv", "target": "--target", "train_size": "--train-size", "splits": "--splits", "space": "--space"}
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", required=True, help="CSV with columns r, d, ks, e and latency columns")
@@ -27,8 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=None, help="save the first split's model here (JSON)")
 
 
-def run(args: argparse.Namespace) -> dict:
-    from hwnas.latency.fit import fit_latency
+def run(args: argparse.Namespace):
+    from hwnas.pipeline import fit_latency
 
     return fit_latency(args.csv, args.target, args.train_size, seed=args.seed, splits=args.splits,
                        space=args.space, out=args.out)
+

@@ -17,6 +17,9 @@ example:
   hwnas profile cpu-ort-all --space mbv3-small-input --out latency_tables/mine.json --resume --json
 """
 
+# library field -> the flag that sets it
+FLAGS = {"device_profile": "PROFILE", "space": "--space", "out": "--out", "resume": "--resume", "limit": "--limit"}
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("device_profile", metavar="PROFILE",
@@ -35,16 +38,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help=argparse.SUPPRESS)
 
 
-def run(args: argparse.Namespace) -> dict:
-    from hwnas.latency.profile import profile
+def run(args: argparse.Namespace):
+    from hwnas.pipeline import profile
 
-    return profile(
-        args.device_profile,
-        args.space,
-        args.out,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        quick=args.quick,
-        limit=args.limit,
-        progress=not args.no_progress,
-    )
+    return profile(args.device_profile, args.space, args.out, resume=args.resume, overwrite=args.overwrite,
+                   quick=args.quick, limit=args.limit, progress=not args.no_progress)
+

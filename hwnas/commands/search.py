@@ -3,40 +3,48 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-from hwnas.errors import InputError, NotAvailableError
 
 HELP = "search subnets that are Pareto-optimal in accuracy and latency under a budget"
 DESCRIPTION = """\
 Search the subnets of a weight-sharing supernet for the Pareto front of accuracy (from an
-estimator) and latency (predicted from a device's latency table), keeping latency within
-the budget. Writes R/pareto.json (every non-dominated subnet, settings, seed, the table
-and checkpoint paths, best_under_budget), R/pareto.png and R/hypervolume.png.
+estimator) and latency (predicted from a device's latency table, or from a whole-network
+latency model), keeping latency within the budget; a table without a calibration yet is
+said so (a note on stderr and in the result). Writes R/pareto.json (every non-dominated
+subnet, settings, seed, the table and checkpoint paths, best_under_budget), R/pareto.png
+and R/hypervolume.png.
 
 example:
   hwnas search --space mbv3 --table latency_tables/cpu.json --supernet runs/supernet.pt \\
       --budget-ms 20 --algo nsga2 --pop 100 --gens 100 --out runs/search-cpu-20ms
 """
 
-OBJECTIVES = ("accuracy", "latency_ms", "params", "flops")
-ESTIMATORS = ("supernet", "predictor", "zero-cost")
+# library field -> the flag that sets it
+FLAGS = {"space": "--space", "table": "--table", "latency_model": "--latency-model", "supernet": "--supernet",
+         "budget_ms": "--budget-ms", "strategy": "--algo", "objectives": "--objectives", "estimator": "--estimator",
+         "pop_size": "--pop", "generations": "--gens", "evaluations": "--evals", "max_params": "--max-params",
+         "out": "--out"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from hwnas.pipeline import OBJECTIVES
+    from hwnas.search.strategies import DEFAULT_STRATEGY, strategy_names
+
     parser.add_argument("--space", required=True, help="search space name (e.g. mbv3)")
-    parser.add_argument("--table", required=True, metavar="T.json", help="latency table of the target device")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--table", metavar="T.json", help="latency table of the target device")
+    model.add_argument("--latency-model", metavar="M.json",
+                       help="instead of a table: a whole-network latency model (hwnas fit-latency --out), for a "
+                            "device that can only be timed whole")
     parser.add_argument("--supernet", default=None, metavar="C.pt",
                         help="supernet checkpoint (needed when accuracy is an objective)")
     parser.add_argument("--budget-ms", type=float, required=True, metavar="B", help="latency budget (ms)")
-    from hwnas.search.strategies.base import DEFAULT_STRATEGY
-
     parser.add_argument("--algo", default=DEFAULT_STRATEGY,
                         help=f"strategy: {DEFAULT_STRATEGY} (default; NSGA-II unless --evals is at most 2000), "
-                             "nsga2, random, evolution, regularized-evolution")
+                             f"or one of {', '.join(n for n in strategy_names() if n != DEFAULT_STRATEGY)}")
     parser.add_argument("--objectives", default="accuracy,latency_ms",
                         help=f"comma-separated, from {', '.join(OBJECTIVES)} (default accuracy,latency_ms)")
-    parser.add_argument("--estimator", default="supernet", choices=ESTIMATORS, help="accuracy estimator")
+    parser.add_argument("--estimator", default="supernet", help="accuracy estimator: supernet (default), "
+                        "predictor, zero-cost, or a plugin's")
     parser.add_argument("--pop", type=int, default=100, metavar="N", help="population size (default 100)")
     parser.add_argument("--gens", type=int, default=100, metavar="G", help="generations (default 100)")
     parser.add_argument("--evals", type=int, default=None, metavar="K",
@@ -47,87 +55,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="R/", help="output folder")
 
 
-def _parse_objectives(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in OBJECTIVES]
-    if not names or unknown:
-        raise InputError(f"unknown objective(s) {unknown or text!r}; choose from {', '.join(OBJECTIVES)}",
-                         field="--objectives")
-    return names
+def run(args: argparse.Namespace):
+    from hwnas.pipeline import search
 
-
-def run(args: argparse.Namespace) -> dict:
-    import numpy as np
-
-    from hwnas.search import best_under_budget, get_strategy, search
-    from hwnas.search.artifact import fastest_latency, write_search_outputs
-    from hwnas.space import get_space
-
-    if not np.isfinite(args.budget_ms) or args.budget_ms <= 0:
-        raise InputError(f"must be a positive number of milliseconds, got {args.budget_ms}", field="--budget-ms")
-    for flag, value in (("--pop", args.pop), ("--gens", args.gens), ("--evals", args.evals)):
-        if value is not None and value < 1:
-            raise InputError(f"must be a positive integer, got {value}", field=flag)
-    objectives = _parse_objectives(args.objectives)
-    get_strategy(args.algo)  # an unknown strategy fails before anything is loaded
-    get_space(args.space)  # an unknown space too
-    if "accuracy" in objectives and not args.supernet:
-        raise InputError("accuracy is an objective, so a supernet checkpoint is needed", field="--supernet")
-    for flag, path in (("--table", args.table), ("--supernet", args.supernet)):
-        if path is not None and not Path(path).is_file():
-            raise InputError("file not found", path=str(path), field=flag)
-
-    try:
-        from hwnas.latency.predictor import LatencyPredictor
-    except ModuleNotFoundError as exc:
-        raise NotAvailableError(f"the latency predictor is not available in this installation ({exc})") from exc
-    predictor = LatencyPredictor.load(args.table)
-    if predictor.table.space_name != args.space:
-        raise InputError(f"the table was measured for space '{predictor.table.space_name}', not '{args.space}'",
-                         path=str(args.table), field="space")
-    space = predictor.space  # built with the table's space options (resolutions, width)
-    metrics = {"latency_ms": lambda archs: np.asarray(predictor.predict(list(archs)), dtype=float)}
-    if "params" in objectives or args.max_params is not None:
-        metrics["params"] = lambda archs: np.array([space.params(a) / 1e6 for a in archs])  # millions
-    if "flops" in objectives:
-        metrics["flops"] = lambda archs: np.array([space.flops(a) / 1e6 for a in archs])  # MFLOPs
-
-    fastest_arch, fastest_ms = fastest_latency(space, metrics["latency_ms"], seed=args.seed)
-    if args.budget_ms < fastest_ms:
-        raise InputError(f"budget {args.budget_ms:g} ms is below the fastest subnet's predicted latency "
-                         f"({fastest_ms:.4g} ms on this table); no subnet can meet it", field="--budget-ms")
-
-    if "accuracy" in objectives:
-        try:
-            from hwnas.estimate import get_estimator
-        except ImportError as exc:
-            raise NotAvailableError(f"accuracy estimators are not available in this installation ({exc})") from exc
-        estimator = get_estimator(args.estimator, supernet_checkpoint=args.supernet, space=space)
-        metrics["accuracy"] = lambda archs: np.asarray(estimator.predict(list(archs)), dtype=float)
-
-    constraints = {"latency_ms": float(args.budget_ms)}
-    if args.max_params is not None:
-        constraints["params"] = float(args.max_params)
-    result = search(space, metrics, objectives, constraints, args.algo, evaluations=args.evals,
-                    generations=args.gens, pop_size=args.pop, seed=args.seed)
-    files = write_search_outputs(args.out, result, budget_ms=float(args.budget_ms), metadata={
-        "space": args.space,
-        "table": str(Path(args.table).resolve()),
-        "space_options": predictor.table.space.get("config", {}),
-        "supernet": str(Path(args.supernet).resolve()) if args.supernet else None,
-        "estimator": args.estimator if "accuracy" in objectives else None,
-        "fastest_ms": fastest_ms,
-        "fastest_arch": fastest_arch,
-    })
-    return {
-        "pareto": files["pareto"],
-        "budget_ms": float(args.budget_ms),
-        "n_pareto": len(result.pareto),
-        "hypervolume": result.hypervolume,
-        "evaluations": result.evaluations,
-        "seconds": result.seconds,
-        "best_under_budget": best_under_budget(result, float(args.budget_ms)),
-        "plots": [files["pareto_plot"], files["hypervolume_plot"]],
-        "fastest_ms": fastest_ms,
-        "seed": args.seed,
-    }
+    return search(args.space, table=args.table, latency_model=args.latency_model, supernet=args.supernet,
+                  budget_ms=args.budget_ms, strategy=args.algo, objectives=args.objectives, estimator=args.estimator,
+                  pop_size=args.pop, generations=args.gens, evaluations=args.evals, max_params=args.max_params,
+                  seed=args.seed, out=args.out)

@@ -19,6 +19,12 @@ examples:
   torchrun --nproc-per-node 4 -m hwnas train --space mbv3 --data cifar10:DIR --epochs 100 --out c.pt
 """
 
+# library field -> the flag that sets it
+FLAGS = {"space": "--space", "data": "--data", "epochs": "--epochs", "out": "--out", "batch_size": "--batch-size",
+         "lr": "--lr", "optimizer": "--optimizer", "device": "--device", "num_random": "--num-random",
+         "width_mult": "--width-mult", "resolutions": "--resolutions", "val_size": "--val-size",
+         "limit_train": "--limit-train", "space_options": "--space-options"}
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--space", default="mbv3-small-input", help="search space (default: mbv3-small-input)")
@@ -51,26 +57,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def run(args: argparse.Namespace) -> dict:
-    import torch
+def run(args: argparse.Namespace):
+    from hwnas.pipeline import train
 
-    from hwnas.train import TrainSettings, train
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    chosen = dict(
-        space=args.space, space_options=space_options(args), data=args.data, optimizer=args.optimizer,
-        lr=args.lr, progressive=args.progressive, seed=args.seed, distill=not args.no_distill,
-    )
-    # explicit flags win over the short schedule's values
-    for name in ("epochs", "limit_train", "num_random", "batch_size", "val_size"):
-        if getattr(args, name) is not None:
-            chosen[name] = getattr(args, name)
-    if args.no_augment:
-        chosen["augment"] = False
-    settings = TrainSettings.short_schedule(**chosen) if args.quick else TrainSettings(**chosen)
-    result = train(settings, args.out, resume=args.resume, device=args.device, progress=not args.no_progress)
-    if result.get("rank", 0) != 0:  # under torchrun only rank 0 reports
+    # unset flags are left out, so the short schedule's values (--quick) or the defaults apply
+    chosen = {name: getattr(args, name) for name in ("epochs", "limit_train", "num_random", "batch_size", "val_size")
+              if getattr(args, name) is not None}
+    result = train(out=args.out, quick=args.quick, resume=args.resume, device=args.device, threads=args.threads,
+                   progress=not args.no_progress, space=args.space, space_options=space_options(args),
+                   data=args.data, optimizer=args.optimizer, lr=args.lr, progressive=args.progressive, seed=args.seed,
+                   distill=not args.no_distill, **chosen, **({"augment": False} if args.no_augment else {}))
+    if result.details.get("rank", 0) != 0:  # under torchrun only rank 0 reports
         args.json = False
         return {}
     return result

@@ -21,6 +21,10 @@ example:
       --plot validate.png --json
 """
 
+# library field -> the flag that sets it
+FLAGS = {"table": "T.json", "n": "--n", "calib_n": "--calib-n", "plot": "--plot", "rounds": "--rounds",
+         "passes": "--passes"}
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("table", metavar="T.json", help="latency table written by `hwnas profile`")
@@ -42,9 +46,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
-def run(args: argparse.Namespace) -> dict:
-    from hwnas.latency.validate import validate
+def run(args: argparse.Namespace):
+    from hwnas.pipeline import validate
 
     return validate(args.table, args.n, calib_n=args.calib_n, plot=args.plot, seed=args.seed,
                     calibration_out=args.calibration_out, rounds=args.rounds, retest=args.retest,
                     progress=not args.no_progress, passes=args.passes)
+

@@ -19,3 +19,8 @@ __all__ = [
     "parse_formats",
     "select_from_run",
 ]
+
+
+from hwnas.verb_module import make_verb  # noqa: E402
+
+make_verb(__name__, "hwnas.pipeline:export")  # hwnas.export(...) is the library verb

@@ -39,7 +39,7 @@ def _entry_value(entry: dict, name: str) -> float | None:
     return None
 
 
-def parse_arch(text: str, *, field_name: str = "--arch") -> dict:
+def parse_arch(text: str, *, field_name: str = "arch") -> dict:
     try:
         arch = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -73,21 +73,21 @@ def select_from_run(pareto_path: str | os.PathLike, pick: str) -> Selection:
         i = int(pick)
         if not -len(pareto) <= i < len(pareto):
             raise InputError(f"index {i} is outside the Pareto set of {len(pareto)} subnets", path=path,
-                             field="--pick")
+                             field="pick")
         entry = pareto[i]
         how = f"pareto[{i}]"
     elif pick.startswith("{"):
-        arch = parse_arch(pick, field_name="--pick")
+        arch = parse_arch(pick, field_name="pick")
         entry = next((e for e in pareto if e.get("arch") == arch), {"arch": arch})
         how = "arch given" + (" (in the Pareto set)" if "objectives" in entry else "")
     else:
-        raise InputError(f"got {pick!r}; expected {PICK_FORMS}", field="--pick")
+        raise InputError(f"got {pick!r}; expected {PICK_FORMS}", field="pick")
     if not isinstance(entry, dict) or not isinstance(entry.get("arch"), dict):
         raise InputError("the picked entry holds no 'arch' mapping", path=path, field="pareto")
     options = record.get("space_options") or {}
     options = {k: v for k, v in options.items() if k != "name"} if isinstance(options, dict) else {}
     return Selection(arch=entry["arch"], space_name=space_name, space_options=options,
-                     supernet=record.get("supernet"), table=record.get("table"),
+                     supernet=record.get("supernet"), table=record.get("latency_model") or record.get("table"),
                      accuracy=_entry_value(entry, "accuracy"), predicted_ms=_entry_value(entry, "latency_ms"),
                      source={"run": str(Path(path).resolve()), "pick": how, "budget_ms": record.get("budget_ms"),
                              "objectives": entry.get("objectives"), "constraints": entry.get("constraints")})
@@ -100,11 +100,12 @@ def build_space(selection: Selection) -> Any:
 
 
 def predicted_latency(table: str | os.PathLike, arch: dict) -> float:
-    from hwnas.latency.predictor import LatencyPredictor
+    """The latency `table` predicts for `arch`: a latency table or a whole-network latency model."""
+    from hwnas.latency.model import load_latency_model
 
     if not Path(table).is_file():
         raise InputError("latency table not found", path=str(table), field="table")
-    return float(LatencyPredictor.load(table).predict([arch])[0])
+    return float(load_latency_model(table, field="table").predict([arch])[0])
 
 
 def trained_subnet(checkpoint: str | os.PathLike, arch: dict, *, space_name: str | None = None,

@@ -294,6 +294,14 @@ class WholeNetworkLatencyRegressor:
         self.offset_: float = 0.0
         self.provenance: dict[str, Any] = {}
 
+    # the latency-model interface (hwnas.latency.model): the space predicted, fitted on whole subnets
+    space_name = "mbv3"
+    calibrated = True
+
+    @property
+    def space(self) -> Any:
+        return mbv3_space()
+
     def _check_params(self) -> None:
         unknown = [f for f in self.feature_sets if f not in FEATURE_SETS]
         if not self.feature_sets or unknown:
@@ -495,7 +503,7 @@ def fit_latency(csv_path: str | os.PathLike, target: str, train_size: int, *, se
     archs, y = read_arch_latency_csv(csv_path, target)
     if not isinstance(train_size, int) or not 8 <= train_size <= len(archs) - 1:
         raise InputError(f"expected 8 <= train-size <= {len(archs) - 1} (the CSV has {len(archs)} rows), "
-                         f"got {train_size!r}", field="train-size")
+                         f"got {train_size!r}", field="train_size")
     per_split, per_split_ref = [], []
     for split in range(splits):
         order = np.random.default_rng([seed, split]).permutation(len(archs))

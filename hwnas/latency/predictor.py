@@ -149,6 +149,15 @@ class LatencyPredictor:
         return bool(np.max(np.abs(now / before - 1)) <= tolerance)
 
     @property
+    def space_name(self) -> str:
+        return self.table.space_name
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether a calibration fitted on whole-subnet measurements corrects the table's sums."""
+        return self.calibration is not None
+
+    @property
     def space(self) -> Any:
         if self._space is None:
             from hwnas.space import get_space
@@ -272,7 +281,7 @@ class LatencyPredictor:
     def fit(self, archs: Sequence[dict], measured_ms: Iterable[float], *, methods: Sequence[str] = METHODS,
             provenance: dict[str, Any] | None = None) -> LatencyPredictor:
         """Choose and fit the calibration with the least leave-one-out relative error."""
-        y = measured_latencies(archs, measured_ms, minimum=3, field="measured_ms", count_field="calib-n")
+        y = measured_latencies(archs, measured_ms, minimum=3, field="measured_ms", count_field="calib_n")
         unknown = [m for m in methods if m not in METHODS]
         if unknown or not methods:
             raise InputError(f"methods must be a non-empty subset of {list(METHODS)}, got {list(methods)}",

@@ -21,3 +21,8 @@ __all__ = [
     "best_under_budget", "get_strategy", "hypervolume", "normalize", "pareto_front", "plot_hypervolume",
     "plot_pareto", "register_strategy", "search", "strategy_names",
 ]
+
+
+from hwnas.verb_module import make_verb  # noqa: E402
+
+make_verb(__name__, "hwnas.pipeline:search")  # hwnas.search(...) is the library verb

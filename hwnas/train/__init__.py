@@ -24,3 +24,8 @@ __all__ = [
     "split_validation",
     "train",
 ]
+
+
+from hwnas.verb_module import make_verb  # noqa: E402
+
+make_verb(__name__, "hwnas.pipeline:train")  # hwnas.train(...) is the library verb
