@@ -24,10 +24,11 @@ import numpy as np
 import torch
 
 from hwnas.errors import InputError
+from hwnas.resources import table_dir
 
 SPACE = "mbv3-small-input"
 PROFILE = "cpu-ort-1t"
-SHIPPED_TABLES = Path(__file__).resolve().parent.parent / "latency_tables"
+SHIPPED_TABLES = table_dir()  # the checkout's latency_tables/, or the installed package's copy
 
 
 def run_verb(argv: list[str]) -> dict[str, Any]:

@@ -17,8 +17,10 @@ import yaml
 
 from hwnas.errors import InputError
 from hwnas.registry import BACKENDS
+from hwnas.resources import profile_dir
 
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "device_profiles"
+# the shipped profiles (the checkout's device_profiles/, or the installed package's copy)
+PROFILE_DIR = profile_dir()
 
 @dataclass(frozen=True)
 class Option:

@@ -1,0 +1,29 @@
+"""Build step that copies the shipped device profiles and latency tables into the package.
+
+The repository keeps them at its top level (`device_profiles/`, `latency_tables/`); a wheel
+carries them as package data (`hwnas/device_profiles/`, `hwnas/latency_tables/`) so an
+installed hwnas finds them outside the checkout (`hwnas.resources`). Everything else is in
+pyproject.toml.
+"""
+
+import shutil
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+SHIPPED = {"device_profiles": "*.yaml", "latency_tables": "*.json"}
+
+
+class BuildPyWithShippedData(build_py):
+    def run(self):
+        super().run()
+        root = Path(__file__).resolve().parent
+        for folder, pattern in SHIPPED.items():
+            target = Path(self.build_lib) / "hwnas" / folder
+            target.mkdir(parents=True, exist_ok=True)
+            for source in sorted((root / folder).glob(pattern)):
+                shutil.copyfile(source, target / source.name)
+
+
+setup(cmdclass={"build_py": BuildPyWithShippedData})
