@@ -22,9 +22,15 @@ FLAGS = {"device_profile": "PROFILE", "space": "--space", "out": "--out", "resum
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from hwnas.device_profile import PROFILE_DIR
+    from hwnas.runtime.backends import backend_names
+    from hwnas.space import space_names
+
+    shipped = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
     parser.add_argument("device_profile", metavar="PROFILE",
-                        help="device profile YAML, or the name of a shipped one (device_profiles/)")
-    parser.add_argument("--space", required=True, help="search space name, e.g. mbv3-small-input")
+                        help=f"device profile YAML (backend: {', '.join(backend_names())}), or the name of a "
+                             f"shipped one ({shipped})")
+    parser.add_argument("--space", required=True, help=f"search space: {', '.join(space_names())}")
     parser.add_argument("--out", default=None,
                         help="table to write (default: latency_tables/<profile>_<space>.json)")
     parser.add_argument("--resume", action="store_true",
