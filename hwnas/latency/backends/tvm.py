@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import InputError, NotAvailableError
-from hwnas.latency.backends import Backend, export_onnx_bytes, random_input, register_backend
+from hwnas.latency.backends import Backend, export_onnx_bytes, module_example, random_input, register_backend
 from hwnas.latency.measure import Runner
 
 
@@ -109,8 +109,7 @@ class TvmBackend(Backend):
                           key=self.options.get("rpc_key"))
 
     def prepare(self, module: Any, input_shape: Sequence[int]) -> TvmRunner:
-        example = random_input(input_shape)
-        return self.prepare_onnx(export_onnx_bytes(module, example), input_shape)
+        return self.prepare_onnx(export_onnx_bytes(module, module_example(module, input_shape)), input_shape)
 
     def prepare_onnx(self, onnx_model: bytes | str | Path, input_shape: Sequence[int]) -> TvmRunner:
         """Compile an ONNX model (bytes or a path) and bind a random input of `input_shape`."""
@@ -131,7 +130,7 @@ class TvmBackend(Backend):
 
         threads = self.profile.threads()
         settings = {"target": compiled.target, "threads": threads, "tune_trials": compiled.tune_trials}
-        data = random_input(input_shape).numpy()
+        data = random_input(input_shape, dtype=compiled.input_dtype).numpy()
         if not self.options.get("rpc_host"):
             set_threads(threads)
             source = library.so if library is not None and library.so else compiled.executable
