@@ -29,11 +29,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hwnas.device_profile import DeviceProfile, load_profile
 from hwnas.errors import InputError, NotAvailableError
+from hwnas.export.preprocess import InputContract, OutputContract, RawImageModel
 from hwnas.io import atomic_write_json
 
-MANIFEST_SCHEMA_VERSION = 1
+# 2: the input / output contract, accuracy figures with split and size, predict.py
+MANIFEST_SCHEMA_VERSION = 2
 MANIFEST_KIND = "hwnas-bundle"
 FORMATS = ("onnx", "tvm", "tensorrt")
 DEFAULT_PROFILE = "cpu-ort-1t"
@@ -44,10 +48,36 @@ ROUND_INTERVAL_S = 1.0
 # a bundle's timing goes on while a runner's two lowest rounds disagree, for at most this long: spells
 # of +50-90 % lasting several seconds were seen on a 2-vCPU VM with nothing else running in it
 SETTLE_SECONDS = 30.0
+# the exported model's test accuracy is measured on at most this many held-out images
+TEST_LIMIT = 10_000
+PREDICT_SCRIPT = Path(__file__).with_name("predict.py")
 
 
 class ExportError(InputError):
     """A format could not be produced for this model here: the CLI exits 2 with what failed and what to do."""
+
+
+@dataclass
+class AccuracyFigure:
+    """An accuracy (%) with the split and number of images it was measured on, and its standard error."""
+
+    percent: float
+    split: str  # "val" (held out of training, used by search), "test" (never seen by search), ...
+    images: int | None
+    how: str
+    dataset: str | None = None
+
+    @property
+    def stderr(self) -> float | None:
+        """The binomial standard error in percentage points (None when the number of images is unknown)."""
+        if not self.images:
+            return None
+        p = min(max(self.percent / 100.0, 0.0), 1.0)
+        return 100.0 * (p * (1.0 - p) / self.images) ** 0.5
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"percent": round(self.percent, 4), "stderr": None if self.stderr is None else round(self.stderr, 4),
+                "split": self.split, "images": self.images, "dataset": self.dataset, "how": self.how}
 
 
 @dataclass
@@ -68,6 +98,7 @@ class ExportResult:
             "predicted_ms": self.predicted_ms,
             "measured_ms": self.measured_ms,
             "measured": {k: v["median_ms"] for k, v in self.manifest["latency"]["measured"].items()},
+            "accuracy": self.manifest["accuracy"],
             "notes": self.notes,
         }
 
@@ -156,14 +187,22 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
            formats: Sequence[str] = ("onnx", "tvm"), profile: DeviceProfile | str | None = None,
            tvm_target: str | dict | None = None, tune_trials: int = 0, dynamic_batch: bool = False,
            tensorrt_precision: str | None = None, arch: dict | None = None, space: dict | None = None,
-           accuracy: float | None = None, predicted_ms: float | None = None, source: dict | None = None,
-           measure_latency: bool = True, progress: bool = True,
-           anchor: tuple[Any, Sequence[int], float, str] | None = None) -> ExportResult:
+           accuracy: float | AccuracyFigure | None = None, predicted_ms: float | None = None,
+           source: dict | None = None, measure_latency: bool = True, progress: bool = True,
+           anchor: tuple[Any, Sequence[int], float, str] | None = None, contract: InputContract | None = None,
+           classes: Sequence[str] | None = None, test_images: tuple[Any, Any] | None = None,
+           test_limit: int = TEST_LIMIT) -> ExportResult:
     """Export `module` (eval mode, BN recalibrated) as a bundle in `out_dir`.
 
-    `input_shape` excludes the batch; the profile's batch is used. `profile` (a DeviceProfile
-    or a shipped profile's name; default cpu-ort-1t) gives the backend the exported artifact
-    is timed on and the measurement protocol; the TVM target is `tvm_target`, else the
+    `input_shape` (C, r, r) is the network's input without the batch; the profile's batch is used.
+    The exported graphs take raw uint8 images and carry the preprocessing of `contract` (the
+    training data's size, mean and std; without one: images at the network's resolution, scaled to
+    [0, 1] only). `classes` names the outputs. `test_images` (uint8 images N x C x H x W, labels):
+    held-out images on which the exported ONNX model's accuracy is measured (at most `test_limit`).
+    `accuracy` is the search's estimate (an AccuracyFigure says its split and size).
+
+    `profile` (a DeviceProfile or a shipped profile's name; default cpu-ort-1t) gives the backend the
+    exported artifact is timed on and the measurement protocol; the TVM target is `tvm_target`, else the
     profile's when it is a TVM profile, else "llvm". `anchor` (module, input shape without the batch,
     anchor_ms) of an anchored latency table: the artifact is also timed against that anchor subnet, in
     the table's units (its latency at the profiling run's machine speed), comparable with `predicted_ms`.
@@ -177,13 +216,20 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
         raise InputError(f"expected a number of trials >= 0, got {tune_trials}", field="--tune-trials")
     if tvm_target is None:
         tvm_target = profile.options.get("target", "llvm") if profile.backend == "tvm" else "llvm"
+    net_shape = [int(d) for d in input_shape]
+    if contract is None:
+        contract = InputContract.unnormalised(net_shape[0], net_shape[-1])
+    if [contract.channels, contract.resolution, contract.resolution] != net_shape:
+        raise InputError(f"the input contract ({contract.channels} channels at {contract.resolution} px) does not "
+                         f"fit the network's input {net_shape}", field="contract")
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir)
     if "tensorrt" in formats:
         from hwnas.export.tensorrt import check_available
 
         check_available()  # before anything is compiled: a missing tensorrt / GPU fails fast
-    shape = [profile.batch, *[int(d) for d in input_shape]]
+    model = RawImageModel(module, contract).eval()
+    shape = [profile.batch, *contract.shape()[1:]]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
 
@@ -197,25 +243,30 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
         notes: list[str] = []
         formats_info: dict[str, Any] = {}
 
-        log(f"ONNX (opset {onnx_export.ONNX_OPSET}, input {shape}{', dynamic batch' if dynamic_batch else ''})")
-        onnx_info = onnx_export.export_onnx(module, shape, tmp / "model.onnx", dynamic_batch=dynamic_batch)
+        log(f"ONNX (opset {onnx_export.ONNX_OPSET}, uint8 input {shape}{', dynamic batch' if dynamic_batch else ''}"
+            f", preprocessing inside)")
+        onnx_info = _step("ONNX export", lambda: onnx_export.export_onnx(model, shape, tmp / "model.onnx",
+                                                                          dynamic_batch=dynamic_batch))
         files["onnx"] = "model.onnx"
-        parity["onnxruntime_vs_torch"] = onnx_info.parity.to_dict()
         formats_info["onnx"] = {k: v for k, v in onnx_info.to_dict().items() if k not in ("path", "parity")}
         notes += onnx_info.notes
         onnx_data = (tmp / "model.onnx").read_bytes()
-        parity_inputs = onnx_export.random_inputs(shape, 3)
+        # random images and, when the data is at hand, real ones: every runtime against the torch model
+        parity_inputs = onnx_export.random_inputs(shape, 3, dtype="uint8") + _real_images(test_images, shape)
+        torch_outputs = onnx_export.run_torch(model, parity_inputs)
         ort_outputs = onnx_export.run_ort(onnx_data, parity_inputs)
+        parity["onnxruntime_vs_torch"] = _checked(onnx_export.compare_outputs(
+            torch_outputs, ort_outputs, reference_name="torch", runtime="onnxruntime")).to_dict()
 
         compiled = library = None
         if "tvm" in formats:
             compiled, library, tvm_info, tvm_parity = _export_tvm(onnx_data, shape, tmp, tvm_target, tune_trials,
-                                                                  profile, parity_inputs, ort_outputs, log)
+                                                                  profile, parity_inputs, torch_outputs, log)
             files.update({k: Path(v).name for k, v in (("tvm_so", library.so), ("tvm_tar", library.tar)) if v})
             formats_info["tvm"] = tvm_info
             notes += library.notes
             if tvm_parity is not None:
-                parity["tvm_vs_onnxruntime"] = tvm_parity.to_dict()
+                parity["tvm_vs_torch"] = tvm_parity.to_dict()
             else:
                 notes.append("TVM parity not checked: the library is for another CPU and no RPC device was given")
 
@@ -225,7 +276,7 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
             precision = tensorrt_precision or profile.options.get("precision", "fp16")
             if precision not in ("fp16", "fp32"):
                 precision = "fp16"
-            static = onnx_data if not dynamic_batch else onnx_export.onnx_bytes(module, shape)
+            static = onnx_data if not dynamic_batch else onnx_export.onnx_bytes(model, shape)
             log(f"TensorRT engine ({precision})")
             engine = _step("TensorRT engine", lambda: export_engine(
                 static, shape, tmp / "model.engine", precision=precision,
@@ -234,10 +285,23 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
             parity["tensorrt_vs_onnxruntime"] = engine.parity.to_dict()
             formats_info["tensorrt"] = {k: v for k, v in engine.to_dict().items() if k not in ("path", "parity")}
 
+        shutil.copyfile(PREDICT_SCRIPT, tmp / "predict.py")
+        files["predict"] = "predict.py"
+
+        accuracy_record: dict[str, Any] = {"estimate": None, "test": None}
+        if accuracy is not None:
+            figure = accuracy if isinstance(accuracy, AccuracyFigure) else AccuracyFigure(
+                float(accuracy), split="unknown", images=None, how="given to export")
+            accuracy_record["estimate"] = figure.to_dict()
+        if test_images is not None:
+            log(f"test accuracy of model.onnx on {min(test_limit, len(test_images[1]))} held-out test images")
+            accuracy_record["test"] = _test_accuracy(onnx_data, test_images, shape, dynamic_batch, test_limit,
+                                                     dataset=contract.dataset).to_dict()
+
         measured: dict[str, Any] = {}
         measured_ms = None
         if measure_latency:
-            measured, measured_ms = _measure(profile, module, shape, onnx_data, compiled, library, tmp, log, notes,
+            measured, measured_ms = _measure(profile, model, shape, onnx_data, compiled, library, tmp, log, notes,
                                              anchor)
 
         max_abs_diff = max(p["max_abs_diff"] for p in parity.values())
@@ -247,15 +311,21 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "arch": arch,
             "space": space,
+            "input": contract.to_dict(batch=profile.batch, dynamic_batch=dynamic_batch),
+            "output": OutputContract(class_names_for(classes, torch_outputs)).to_dict(
+                batch=profile.batch, dynamic_batch=dynamic_batch),
             "input_shape": shape,
+            "network_input_shape": [profile.batch, *net_shape],
             "dynamic_batch": dynamic_batch,
-            "accuracy": accuracy,
+            "accuracy": accuracy_record,
             "latency": {
                 "predicted_ms": predicted_ms,
                 "measured_ms": measured_ms,
                 # with an anchored table: the same artifact timed against the table's anchor subnet, in the
                 # table's units (its machine speed), the figure the prediction is comparable with
                 "measured_at_table_speed_ms": measured.get(ANCHORED, {}).get("median_ms"),
+                "measured_includes_preprocessing": True,
+                "predicted_covers": "the network alone (the latency table's ops), not the input preprocessing",
                 "profile": profile.name,
                 "backend": profile.backend,
                 "protocol": asdict(profile.protocol),
@@ -282,6 +352,58 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
                         measured_ms=measured_ms, notes=notes)
 
 
+def class_names_for(classes: Sequence[str] | None, outputs: list) -> list[str]:
+    """The given class names, or "class i" for each of the model's outputs."""
+    k = int(np.asarray(outputs[0]).shape[-1])
+    if classes is not None and len(classes) == k:
+        return [str(c) for c in classes]
+    return [f"class {i}" for i in range(k)]
+
+
+def _checked(parity: Any) -> Any:
+    if not parity.passed:
+        raise ExportError(f"{parity.runtime}'s output differs from {parity.reference}'s by {parity.max_abs_diff:.3g} "
+                          f"(> {parity.tolerance:g}) on the parity images", field="formats")
+    return parity
+
+
+def _real_images(test_images: tuple[Any, Any] | None, shape: list[int], n: int = 4) -> list[np.ndarray]:
+    """Up to `n` batches of real test images of `shape` (none without test images or of another size)."""
+    if test_images is None:
+        return []
+    x = np.asarray(test_images[0])
+    batch = shape[0]
+    if x.ndim != 4 or list(x.shape[1:]) != shape[1:] or len(x) < batch:
+        return []
+    return [np.ascontiguousarray(x[i * batch:(i + 1) * batch], dtype=np.uint8) for i in range(min(n, len(x) // batch))]
+
+
+def _test_accuracy(onnx_data: bytes, test_images: tuple[Any, Any], shape: list[int], dynamic_batch: bool,
+                   limit: int, *, dataset: str | None) -> AccuracyFigure:
+    """Top-1 accuracy of the exported ONNX model (ONNX Runtime, this CPU) on held-out test images."""
+    from hwnas.export.onnx import ort_session
+
+    x = np.asarray(test_images[0])[:limit]
+    y = np.asarray(test_images[1])[:limit]
+    if x.ndim != 4 or list(x.shape[1:]) != shape[1:]:
+        raise InputError(f"test images of shape {list(x.shape[1:])} do not fit the model's input {shape[1:]}",
+                         field="test_images")
+    session = ort_session(onnx_data, threads=max(1, (os.cpu_count() or 1)))
+    name = session.get_inputs()[0].name
+    batch = 256 if dynamic_batch else shape[0]
+    predictions = []
+    for start in range(0, len(x), batch):
+        chunk = np.ascontiguousarray(x[start:start + batch], dtype=np.uint8)
+        real = len(chunk)
+        if real < batch:  # a fixed-batch model: pad the last batch with copies of its first image
+            chunk = np.concatenate([chunk, np.repeat(chunk[:1], batch - real, axis=0)])
+        predictions.append(session.run(None, {name: chunk})[0][:real].argmax(axis=-1))
+    correct = int((np.concatenate(predictions) == y).sum()) if len(y) else 0
+    return AccuracyFigure(100.0 * correct / max(1, len(y)), split="test", images=int(len(y)),
+                          how="model.onnx of this bundle on ONNX Runtime, raw test images through its input "
+                              "contract; images never used by training or search", dataset=dataset)
+
+
 def _fingerprint() -> dict[str, Any]:
     from hwnas.latency.fingerprint import device_fingerprint
 
@@ -300,7 +422,7 @@ def _step(what: str, fn: Any) -> Any:
 
 
 def _export_tvm(onnx_data: bytes, shape: list[int], tmp: Path, target: str | dict, tune_trials: int,
-                profile: DeviceProfile, parity_inputs: list, ort_outputs: list, log: Any):
+                profile: DeviceProfile, parity_inputs: list, torch_outputs: list, log: Any):
     from hwnas.export.onnx import compare_outputs
     from hwnas.runtime import tvm as tvm_export
 
@@ -318,7 +440,7 @@ def _export_tvm(onnx_data: bytes, shape: list[int], tmp: Path, target: str | dic
     tvm_parity = None
     if not cross:
         outputs = _step("TVM run", lambda: tvm_export.run_library(library.so, parity_inputs))
-        tvm_parity = compare_outputs(ort_outputs, outputs, reference_name="onnxruntime", runtime="tvm")
+        tvm_parity = compare_outputs(torch_outputs, outputs, reference_name="torch", runtime="tvm")
     elif profile.backend == "tvm" and profile.options.get("rpc_host"):
         from hwnas.runtime.backends import get_backend
 
@@ -328,9 +450,9 @@ def _export_tvm(onnx_data: bytes, shape: list[int], tmp: Path, target: str | dic
             for x in parity_inputs:
                 runner.input.copyfrom(x)
                 outputs.append(runner.outputs()[0])
-        tvm_parity = compare_outputs(ort_outputs, outputs, reference_name="onnxruntime", runtime="tvm (rpc)")
+        tvm_parity = compare_outputs(torch_outputs, outputs, reference_name="torch", runtime="tvm (rpc)")
     if tvm_parity is not None and not tvm_parity.passed:
-        raise ExportError(f"the TVM library's output differs from ONNX Runtime's by {tvm_parity.max_abs_diff:.3g} "
+        raise ExportError(f"the TVM library's output differs from torch's by {tvm_parity.max_abs_diff:.3g} "
                           f"(> {tvm_parity.tolerance:g}); export --format onnx only", field="--format")
     info = {"target": target_dict, "cross_compiled": cross, "library": library.to_dict(),
             "tune_trials": tune_trials, "tuning": compiled.tuning}
@@ -428,19 +550,36 @@ def export_selection(selection: Any, out_dir: str | os.PathLike, *, formats: Seq
         profile = load_profile(profile or DEFAULT_PROFILE)
     space = build_space(selection)
     arch = space.validate(selection.arch)
+    contract = classes = test_images = None
+    estimate = None
     if selection.supernet:
         if progress:
             print("export: extracting the subnet and recalibrating its BatchNorm", file=sys.stderr, flush=True)
-        subnet, space, meta, accuracy = trained_subnet(selection.supernet, arch, space_name=selection.space_name,
-                                                       estimate_accuracy=selection.accuracy is None)
+        trained = trained_subnet(selection.supernet, arch, space_name=selection.space_name,
+                                 estimate_accuracy=selection.accuracy is None)
+        subnet, space, meta, data = trained.module, trained.space, trained.meta, trained.data
         if selection.accuracy is None:
-            selection.accuracy = accuracy
-            selection.source["accuracy_from"] = "supernet evaluation of the subnet, BN recalibrated"
+            estimate = AccuracyFigure(float(trained.accuracy), split=trained.split, images=trained.eval_images,
+                                      how="supernet weights shared, BatchNorm recalibrated (evaluated by export)",
+                                      dataset=data.name)
+        elif selection.estimator in (None, "supernet"):
+            estimate = AccuracyFigure(selection.accuracy, split=trained.split, images=trained.eval_images,
+                                      how="supernet weights shared, BatchNorm recalibrated: the search's estimate",
+                                      dataset=data.name)
+        else:
+            estimate = AccuracyFigure(selection.accuracy, split="none (predicted)", images=None,
+                                      how=f"the search's '{selection.estimator}' estimator", dataset=data.name)
+        contract = InputContract.from_dataset(data, arch["r"] if "r" in arch else space.input_shape(arch)[-1])
+        classes = list(data.classes)
+        test_images = (data.test_x.numpy(), data.test_y.numpy())
         weights = {"supernet": str(Path(selection.supernet).resolve()), "supernet_sha256": sha256(selection.supernet),
                    "trained": True, "epoch": meta.get("epoch"), "bn_recalibrated": True}
     elif untrained:
         subnet = untrained_subnet(space, arch)
         weights = {"supernet": None, "trained": False, "bn_recalibrated": "on random-normal inputs"}
+        if selection.accuracy is not None:
+            estimate = AccuracyFigure(selection.accuracy, split="unknown", images=None,
+                                      how="the search run's estimate; these weights are untrained")
     else:
         raise InputError("no supernet checkpoint: the run records none and none was given; pass --supernet C.pt "
                          "(or --untrained to export initialised weights, for latency only)", field="--supernet")
@@ -458,5 +597,6 @@ def export_selection(selection: Any, out_dir: str | os.PathLike, *, formats: Seq
             anchor = table_anchor(selection.table)
     return export(subnet, space.input_shape(arch), out_dir, formats=formats, profile=profile,
                   tvm_target=tvm_target, tune_trials=tune_trials, dynamic_batch=dynamic_batch, arch=arch,
-                  space=space.config(), accuracy=selection.accuracy, predicted_ms=predicted, source=source,
-                  measure_latency=measure_latency, progress=progress, anchor=anchor)
+                  space=space.config(), accuracy=estimate, predicted_ms=predicted, source=source,
+                  measure_latency=measure_latency, progress=progress, anchor=anchor, contract=contract,
+                  classes=classes, test_images=test_images)

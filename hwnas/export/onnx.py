@@ -38,7 +38,7 @@ class ParityCheck:
     max_abs_diff: float
     max_rel_diff: float  # relative to the reference output's largest magnitude
     inputs: int
-    input_shapes: list[list[int]]
+    output_shapes: list[list[int]]
     tolerance: float
 
     @property
@@ -70,10 +70,21 @@ class OnnxExport:
         return d
 
 
-def random_inputs(input_shape: Sequence[int], n: int, *, seed: int = PARITY_SEED) -> list[np.ndarray]:
-    """`n` standard-normal float32 arrays of `input_shape` (never zeros), reproducible."""
+def random_inputs(input_shape: Sequence[int], n: int, *, seed: int = PARITY_SEED,
+                  dtype: str = "float32") -> list[np.ndarray]:
+    """`n` reproducible arrays of `input_shape`: standard-normal float32 (never zeros), or for "uint8"
+    images with every value 0-255 possible (what a model with its preprocessing inside takes)."""
     rng = np.random.default_rng(seed)
+    if dtype == "uint8":
+        return [rng.integers(0, 256, size=tuple(input_shape), dtype=np.uint8) for _ in range(n)]
     return [rng.standard_normal(tuple(input_shape)).astype(np.float32) for _ in range(n)]
+
+
+def module_input_dtype(module: Any) -> str:
+    """"uint8" for a module that takes raw images (`RawImageModel`), else "float32"."""
+    import torch
+
+    return "uint8" if getattr(module, "input_dtype", None) == torch.uint8 else "float32"
 
 
 def compare_outputs(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], *, reference_name: str,
@@ -93,7 +104,7 @@ def compare_outputs(reference: Sequence[np.ndarray], candidate: Sequence[np.ndar
         max_rel = max(max_rel, diff / scale if scale > 0 else diff)
         shapes.append(list(ref.shape))
     return ParityCheck(reference=reference_name, runtime=runtime, max_abs_diff=max_abs, max_rel_diff=max_rel,
-                       inputs=len(shapes), input_shapes=shapes, tolerance=tolerance)
+                       inputs=len(shapes), output_shapes=shapes, tolerance=tolerance)
 
 
 def onnx_bytes(module: Any, input_shape: Sequence[int], *, dynamic_batch: bool = False,
@@ -102,7 +113,7 @@ def onnx_bytes(module: Any, input_shape: Sequence[int], *, dynamic_batch: bool =
     import torch
 
     module = module.eval()
-    example = torch.from_numpy(random_inputs(input_shape, 1)[0])
+    example = torch.from_numpy(random_inputs(input_shape, 1, dtype=module_input_dtype(module))[0])
     buf = io.BytesIO()
     dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     with warnings.catch_warnings(), torch.no_grad():
@@ -168,9 +179,10 @@ def export_onnx(module: Any, input_shape: Sequence[int], path: str | os.PathLike
     except onnx.checker.ValidationError as exc:
         raise RuntimeError(f"onnx.checker rejected the exported model: {exc}") from exc
     op_counts = dict(sorted(collections.Counter(n.op_type for n in model.graph.node).items()))
-    inputs = random_inputs(input_shape, parity_inputs)
+    dtype = module_input_dtype(module)
+    inputs = random_inputs(input_shape, parity_inputs, dtype=dtype)
     if dynamic_batch:
-        inputs += random_inputs([3, *input_shape[1:]], 1, seed=PARITY_SEED + 1)
+        inputs += random_inputs([3, *input_shape[1:]], 1, seed=PARITY_SEED + 1, dtype=dtype)
     parity = compare_outputs(run_torch(module, inputs), run_ort(data, inputs), reference_name="torch",
                              runtime="onnxruntime", tolerance=tolerance)
     if not parity.passed:

@@ -29,6 +29,20 @@ class Selection:
     accuracy: float | None = None
     predicted_ms: float | None = None
     source: dict = field(default_factory=dict)
+    estimator: str | None = None  # the accuracy estimator the search ranked with ("supernet", ...)
+
+
+@dataclass
+class TrainedSubnet:
+    """A subnet extracted from a trained supernet, and what it was trained and estimated on."""
+
+    module: Any
+    space: Any
+    meta: dict
+    data: Any  # the hwnas.data.Dataset the supernet was trained on (its test split is never searched on)
+    split: str  # the split the supernet estimator scores subnets on ("val", or "test" without one)
+    eval_images: int
+    accuracy: float | None = None  # on `split`, when asked for
 
 
 def _entry_value(entry: dict, name: str) -> float | None:
@@ -90,7 +104,8 @@ def select_from_run(pareto_path: str | os.PathLike, pick: str) -> Selection:
                      supernet=record.get("supernet"), table=record.get("latency_model") or record.get("table"),
                      accuracy=_entry_value(entry, "accuracy"), predicted_ms=_entry_value(entry, "latency_ms"),
                      source={"run": str(Path(path).resolve()), "pick": how, "budget_ms": record.get("budget_ms"),
-                             "objectives": entry.get("objectives"), "constraints": entry.get("constraints")})
+                             "objectives": entry.get("objectives"), "constraints": entry.get("constraints")},
+                     estimator=record.get("estimator") if isinstance(record.get("estimator"), str) else None)
 
 
 def build_space(selection: Selection) -> Any:
@@ -110,13 +125,15 @@ def predicted_latency(table: str | os.PathLike, arch: dict) -> float:
 
 def trained_subnet(checkpoint: str | os.PathLike, arch: dict, *, space_name: str | None = None,
                    recal_batches: int = 8, recal_batch_size: int = 128,
-                   estimate_accuracy: bool = False) -> tuple[Any, Any, dict, float | None]:
-    """(subnet module, space, checkpoint meta, accuracy %): `arch` extracted from the supernet with its
-    BatchNorm statistics recalibrated on the training data the supernet was trained on; the accuracy
-    (on the held-out split, as search estimates it) only when asked for, else None."""
+                   estimate_accuracy: bool = False) -> TrainedSubnet:
+    """`arch` extracted from the supernet with its BatchNorm statistics recalibrated on the training data
+    the supernet was trained on; its accuracy (on the held-out split, as search estimates it) only when
+    asked for."""
+    from hwnas.data import load_dataset
     from hwnas.estimate.supernet import SupernetEstimator
     from hwnas.supernet import recalibrate_bn
     from hwnas.train import load_checkpoint
+    from hwnas.train.trainer import TrainSettings
 
     supernet, meta = load_checkpoint(checkpoint)
     if space_name is not None and meta.get("space") != space_name:
@@ -125,15 +142,17 @@ def trained_subnet(checkpoint: str | os.PathLike, arch: dict, *, space_name: str
     space = supernet.space
     arch = space.validate(arch)
     split = "val" if (meta.get("settings") or {}).get("val_size", 1) else "test"
+    data = load_dataset(TrainSettings.from_dict(meta.get("settings", {})).data)
     estimator = SupernetEstimator(supernet=supernet, meta=meta, split=split, recal_batches=recal_batches,
-                                  recal_batch_size=recal_batch_size)
+                                  recal_batch_size=recal_batch_size, data=data)
     accuracy = None
     if estimate_accuracy:
         accuracy = float(estimator.accuracy(arch))  # recalibrates the statistics for `arch` as well
     else:
         recalibrate_bn(supernet, estimator.recal, arch=arch)
     subnet = supernet.extract(arch).eval()
-    return subnet, space, meta, accuracy
+    return TrainedSubnet(module=subnet, space=space, meta=meta, data=data, split=split,
+                         eval_images=estimator.eval_size, accuracy=accuracy)
 
 
 def untrained_subnet(space: Any, arch: dict, *, batches: int = 4, batch_size: int = 16, seed: int = 0) -> Any:

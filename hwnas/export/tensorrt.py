@@ -65,7 +65,9 @@ def export_engine(onnx_model: bytes, input_shape: Sequence[int], path: str | os.
 
         raise InputError(f"expected fp16 or fp32, got {precision!r}", field="precision")
     engine = build_engine(onnx_model, precision=precision, workspace_mb=workspace_mb)
-    x = random_inputs(input_shape, 1)[0]
+    from hwnas.export.onnx import onnx_input_dtype
+
+    x = random_inputs(input_shape, 1, dtype=onnx_input_dtype(onnx_model))[0]
     runner = TensorRTRunner(engine, torch.from_numpy(x), "cuda_events", 0, {"precision": precision})
     try:
         runner.run()

@@ -121,8 +121,10 @@ def make_target(spec: str | dict, *, threads: int | None = None) -> Any:
 
 def import_onnx(model: str | os.PathLike | bytes | Any, input_shape: Sequence[int], *,
                 input_name: str = "input") -> Any:
-    """A Relax IRModule from an ONNX model (path, bytes or ModelProto) with a fixed input shape."""
+    """A Relax IRModule from an ONNX model (path, bytes or ModelProto) with a fixed input shape; the
+    input keeps the model's dtype (uint8 for a model with its image preprocessing inside)."""
     import onnx
+    from onnx import helper
 
     import_tvm()
     from tvm.relax.frontend.onnx import from_onnx
@@ -131,8 +133,11 @@ def import_onnx(model: str | os.PathLike | bytes | Any, input_shape: Sequence[in
         model = onnx.load_from_string(model)
     elif isinstance(model, (str, os.PathLike)):
         model = onnx.load(str(model))
+    dtypes = {i.name: np.dtype(helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)).name
+              for i in model.graph.input}
     try:
-        return from_onnx(model, shape_dict={input_name: [int(d) for d in input_shape]})
+        return from_onnx(model, shape_dict={input_name: [int(d) for d in input_shape]},
+                         dtype_dict={input_name: dtypes.get(input_name, "float32")})
     except Exception as exc:  # noqa: BLE001 - an op the frontend lacks is bad input for this exporter
         raise InputError(f"TVM's Relax ONNX frontend cannot import the model ({type(exc).__name__}: {exc}); "
                          "export the subnet without that op, or use the onnx format alone", field="model") from exc
@@ -146,6 +151,7 @@ class CompiledModel:
     target: dict[str, Any]
     tune_trials: int = 0
     tuning: dict[str, Any] = field(default_factory=dict)
+    input_dtype: str = "float32"
 
     def describe(self) -> dict[str, Any]:
         return {"target": self.target, "tune_trials": self.tune_trials, "tuning": self.tuning}
@@ -199,7 +205,16 @@ def compile_model(mod: Any, target_spec: str | dict = "llvm", *, tune_trials: in
         raise
     except Exception as exc:  # noqa: BLE001 - a compile failure names the target and the cause
         raise RuntimeError(f"TVM failed to compile for target {target_dict}: {type(exc).__name__}: {exc}") from exc
-    return CompiledModel(executable=executable, target=target_dict, tune_trials=tune_trials, tuning=tuning)
+    return CompiledModel(executable=executable, target=target_dict, tune_trials=tune_trials, tuning=tuning,
+                         input_dtype=_main_input_dtype(mod))
+
+
+def _main_input_dtype(mod: Any) -> str:
+    """The dtype of the first parameter of a Relax module's `main` ("float32" when it cannot be read)."""
+    try:
+        return str(mod["main"].params[0].struct_info.dtype)
+    except Exception:  # noqa: BLE001 - a module without a typed first parameter takes the float default
+        return "float32"
 
 
 def _register_cpu_intrinsics_only() -> None:

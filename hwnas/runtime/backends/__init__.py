@@ -17,6 +17,7 @@ NotAvailableError only when that backend is asked for.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -99,14 +100,26 @@ def package_versions(names: Sequence[str]) -> dict[str, str]:
     return found
 
 
-def random_input(input_shape: Sequence[int], *, seed: int = INPUT_SEED):
-    """A float32 tensor of the real shape, standard normal (never all zeros), reproducible."""
+def random_input(input_shape: Sequence[int], *, seed: int = INPUT_SEED, dtype: str = "float32"):
+    """A tensor of the real shape, reproducible: standard-normal float32 (never all zeros), or for
+    "uint8" (a model with its image preprocessing inside) pixels drawn from 0-255."""
     import torch
 
     if not input_shape or any(int(d) < 1 for d in input_shape):
         raise InputError(f"expected an input shape of positive integers, got {tuple(input_shape)}", field="input_shape")
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(tuple(int(d) for d in input_shape), generator=gen, dtype=torch.float32)
+    shape = tuple(int(d) for d in input_shape)
+    if dtype == "uint8":
+        return torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8)
+    return torch.randn(shape, generator=gen, dtype=torch.float32)
+
+
+def module_example(module: Any, input_shape: Sequence[int]):
+    """A random input of the dtype `module` takes (uint8 for a model with its preprocessing inside)."""
+    import torch
+
+    dtype = "uint8" if getattr(module, "input_dtype", None) == torch.uint8 else "float32"
+    return random_input(input_shape, dtype=dtype)
 
 
 def export_onnx_bytes(module: Any, example: Any, *, opset: int = ONNX_OPSET) -> bytes:
@@ -142,6 +155,16 @@ def export_onnx_bytes(module: Any, example: Any, *, opset: int = ONNX_OPSET) -> 
     return buf.getvalue()
 
 
+def onnx_input_dtype(model: bytes | str | os.PathLike) -> str:
+    """The numpy dtype name of an ONNX model's first input ("float32", "uint8", ...)."""
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model))
+    return np.dtype(helper.tensor_dtype_to_np_dtype(proto.graph.input[0].type.tensor_type.elem_type)).name
+
+
 def require_cuda(what: str) -> None:
     """NotAvailableError unless torch sees a CUDA GPU."""
     try:
@@ -156,7 +179,9 @@ __all__ = [
     "Backend",
     "backend_names",
     "export_onnx_bytes",
+    "onnx_input_dtype",
     "get_backend",
+    "module_example",
     "package_versions",
     "random_input",
     "register_backend",

@@ -13,7 +13,7 @@ from typing import Any
 
 from hwnas.device_profile import THREADS, Option
 from hwnas.errors import NotAvailableError
-from hwnas.runtime.backends import Backend, export_onnx_bytes, random_input, register_backend
+from hwnas.runtime.backends import Backend, export_onnx_bytes, module_example, random_input, register_backend
 from hwnas.runtime.runner import Runner
 
 _GRAPH_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
@@ -92,8 +92,7 @@ class OnnxRuntimeBackend(Backend):
         return ort.InferenceSession(onnx_model, self.session_options(), providers=[provider])
 
     def prepare(self, module: Any, input_shape: Sequence[int]) -> OrtRunner:
-        example = random_input(input_shape)
-        return self.prepare_onnx(export_onnx_bytes(module, example), input_shape)
+        return self.prepare_onnx(export_onnx_bytes(module, module_example(module, input_shape)), input_shape)
 
     def prepare_onnx(self, onnx_model: bytes, input_shape: Sequence[int]) -> OrtRunner:
         """A runner for an already exported ONNX model (e.g. an exported bundle's model.onnx)."""
@@ -106,4 +105,5 @@ class OnnxRuntimeBackend(Backend):
             "inter_op_threads": 1,
             "graph_optimization": self.options.get("graph_optimization", "all"),
         }
-        return OrtRunner(session, random_input(input_shape).numpy(), device, settings)
+        dtype = "uint8" if session.get_inputs()[0].type == "tensor(uint8)" else "float32"
+        return OrtRunner(session, random_input(input_shape, dtype=dtype).numpy(), device, settings)

@@ -16,7 +16,14 @@ import numpy as np
 
 from hwnas.device_profile import Option
 from hwnas.errors import NotAvailableError
-from hwnas.runtime.backends import Backend, export_onnx_bytes, random_input, register_backend, require_cuda
+from hwnas.runtime.backends import (
+    Backend,
+    export_onnx_bytes,
+    module_example,
+    random_input,
+    register_backend,
+    require_cuda,
+)
 from hwnas.runtime.runner import CudaRunner, Runner
 
 _NOT_AVAILABLE = "tensorrt not installed / no GPU"
@@ -115,8 +122,7 @@ class TensorRTBackend(Backend):
             raise NotAvailableError(f"{_NOT_AVAILABLE}: {exc}") from exc
 
     def prepare(self, module: Any, input_shape: Sequence[int]) -> Runner:
-        example = random_input(input_shape)
-        return self.prepare_onnx(export_onnx_bytes(module, example), input_shape)
+        return self.prepare_onnx(export_onnx_bytes(module, module_example(module, input_shape)), input_shape)
 
     def prepare_onnx(self, onnx_model: bytes, input_shape: Sequence[int]) -> Runner:
         precision = self.options.get("precision", "fp16")
@@ -126,4 +132,7 @@ class TensorRTBackend(Backend):
         # timing "cuda_graph": the enqueues are captured into a CUDA graph and its replays timed
         graph_runs = GRAPH_RUNS if self.profile.protocol.timing == "cuda_graph" else 0
         settings = {"precision": precision, "workspace_mb": workspace_mb}
-        return TensorRTRunner(engine, random_input(input_shape), timing, graph_runs, settings)
+        from hwnas.runtime.backends import onnx_input_dtype
+
+        example = random_input(input_shape, dtype=onnx_input_dtype(onnx_model))
+        return TensorRTRunner(engine, example, timing, graph_runs, settings)

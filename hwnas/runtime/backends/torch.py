@@ -15,7 +15,7 @@ from typing import Any
 
 from hwnas.device_profile import THREADS, Option
 from hwnas.errors import InputError
-from hwnas.runtime.backends import Backend, random_input, register_backend, require_cuda
+from hwnas.runtime.backends import Backend, module_example, register_backend, require_cuda
 from hwnas.runtime.runner import CudaRunner, Runner
 from hwnas.runtime.runner import time_calls as _time_calls
 
@@ -89,7 +89,7 @@ class TorchBackend(Backend):
 
         device = self.options.get("device", "cpu")
         precision = self.options.get("precision", "fp32")
-        example = random_input(input_shape)
+        example = module_example(module, input_shape)
         if device == "cpu":
             return TorchCpuRunner(module.eval(), example, self.profile.threads(), precision)
 
@@ -98,7 +98,8 @@ class TorchBackend(Backend):
 
         dtype = torch.float16 if precision == "fp16" else torch.float32
         module = module.to(device="cuda", dtype=dtype)
-        example = example.to(device="cuda", dtype=dtype)
+        # raw uint8 images stay uint8: a model with its preprocessing inside casts them itself
+        example = example.to(device="cuda", dtype=dtype if example.is_floating_point() else example.dtype)
         timing = self.profile.protocol.timing
         mode = self.options.get("mode", "eager")
         if mode == "eager" and timing == "cuda_graph":

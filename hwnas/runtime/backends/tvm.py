@@ -24,7 +24,7 @@ import numpy as np
 
 from hwnas.device_profile import THREADS, Option
 from hwnas.errors import InputError, NotAvailableError
-from hwnas.runtime.backends import Backend, export_onnx_bytes, random_input, register_backend
+from hwnas.runtime.backends import Backend, export_onnx_bytes, module_example, random_input, register_backend
 from hwnas.runtime.runner import Runner
 
 
@@ -119,8 +119,7 @@ class TvmBackend(Backend):
                           key=self.options.get("rpc_key"))
 
     def prepare(self, module: Any, input_shape: Sequence[int]) -> TvmRunner:
-        example = random_input(input_shape)
-        return self.prepare_onnx(export_onnx_bytes(module, example), input_shape)
+        return self.prepare_onnx(export_onnx_bytes(module, module_example(module, input_shape)), input_shape)
 
     def prepare_onnx(self, onnx_model: bytes | str | Path, input_shape: Sequence[int]) -> TvmRunner:
         """Compile an ONNX model (bytes or a path) and bind a random input of `input_shape`."""
@@ -141,7 +140,7 @@ class TvmBackend(Backend):
 
         threads = self.profile.threads()
         settings = {"target": compiled.target, "threads": threads, "tune_trials": compiled.tune_trials}
-        data = random_input(input_shape).numpy()
+        data = random_input(input_shape, dtype=compiled.input_dtype).numpy()
         if not self.options.get("rpc_host"):
             set_threads(threads)
             source = library.so if library is not None and library.so else compiled.executable
