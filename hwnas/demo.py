@@ -5,7 +5,7 @@ measurements -> train the supernet on the shipped Fashion-MNIST subset -> search
 budget (the median predicted latency of random subnets) -> export the best subnet under the
 budget to ONNX and TVM and measure it -> a Markdown report with the plots.
 
-Each step runs the same code as its CLI verb, and writes the same artifacts, into the
+Each step is the library verb its CLI verb calls (hwnas.pipeline), and writes the same artifacts, into the
 output folder; a step whose artifact is already there (for this machine) is reused.
 """
 
@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from hwnas.errors import InputError
+from hwnas.pipeline import VerbResult
 from hwnas.resources import table_dir
 
 SPACE = "mbv3-small-input"
@@ -31,13 +33,14 @@ PROFILE = "cpu-ort-1t"
 SHIPPED_TABLES = table_dir()  # the checkout's latency_tables/, or the installed package's copy
 
 
-def run_verb(argv: list[str]) -> dict[str, Any]:
-    """Run one CLI verb in-process and return its result dict (what `--json` prints)."""
-    from hwnas.cli import build_parser
+@dataclass(kw_only=True)
+class DemoResult(VerbResult):
+    """The demo's figures (`summary`) and report; `details` holds each step's result by verb."""
 
-    args = build_parser().parse_args(argv)
-    result = args._module.run(args)
-    return result.to_dict() if hasattr(result, "to_dict") else result
+    seconds: float
+    budget_ms: float
+    report: str
+    summary: dict
 
 
 def _step(title: str) -> None:
@@ -45,14 +48,14 @@ def _step(title: str) -> None:
 
 
 def _same_machine(table_path: Path) -> bool:
-    from hwnas.latency.fingerprint import device_fingerprint, same_device
+    from hwnas.latency.fingerprint import device_differences, device_fingerprint
     from hwnas.latency.table import LatencyTable
 
     try:
         table = LatencyTable.load(table_path)
     except InputError:
         return False
-    return table.complete and not same_device(table.device, device_fingerprint())
+    return table.complete and not device_differences(table.device, device_fingerprint())
 
 
 def demo(
@@ -64,7 +67,8 @@ def demo(
     pop: int = 20,
     gens: int = 8,
     seed: int = 0,
-) -> dict[str, Any]:
+) -> DemoResult:
+    """The whole pipeline in `out`, each step a library verb; a step whose artifact is there is reused."""
     began = time.perf_counter()
     # one core stays free: a torch thread team that shares every core with anything else
     # stalls at each barrier (seen here: 220 img/s quiet, 25 img/s beside one busy process)
@@ -73,6 +77,8 @@ def demo(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     steps: dict[str, Any] = {}
+
+    from hwnas import pipeline
 
     # 1. latency table: reuse a complete table measured on this same machine, else profile
     _step(f"1/5 latency table for {PROFILE} ({SPACE})")
@@ -84,19 +90,18 @@ def demo(
     if table.exists() and _same_machine(table):
         steps["profile"] = {"table": str(table), "reused": True}
     else:  # a partial table from an interrupted demo is completed, not measured again
-        steps["profile"] = run_verb(["profile", PROFILE, "--space", SPACE, "--out", str(table), "--quick", "--resume"])
+        steps["profile"] = pipeline.profile(PROFILE, SPACE, table, quick=True, resume=True).to_dict()
 
     # 2. calibrate the predictor on end-to-end measurements of random subnets
     _step("2/5 latency predictor vs end-to-end measurements")
-    steps["validate"] = run_verb(["validate", str(table), "--n", str(validate_n), "--calib-n", str(validate_n),
-                                  "--plot", str(out / "validate.png"), "--seed", str(seed)])
+    steps["validate"] = pipeline.validate(table, validate_n, calib_n=validate_n, plot=out / "validate.png",
+                                          seed=seed).to_dict()
 
     # 3. supernet
     _step("3/5 supernet training on the shipped Fashion-MNIST subset")
     ckpt = out / "supernet.pt"
-    resume = ["--resume"] if ckpt.exists() else []
-    steps["train"] = run_verb(["train", "--space", SPACE, "--quick", "--epochs", str(epochs), "--out", str(ckpt),
-                               "--seed", str(seed), "--threads", str(threads), *resume])
+    steps["train"] = pipeline.train(out=ckpt, quick=True, resume=ckpt.exists(), threads=threads, space=SPACE,
+                                    epochs=epochs, seed=seed).to_dict()
 
     # 4. search under the budget
     from hwnas.latency.predictor import LatencyPredictor
@@ -110,22 +115,22 @@ def demo(
         print(f"budget: {budget_ms} ms = median predicted latency of 500 random subnets", file=sys.stderr)
     _step(f"4/5 NSGA-II search under {budget_ms} ms")
     search_dir = out / "search"
-    steps["search"] = run_verb(["search", "--space", SPACE, "--table", str(table), "--supernet", str(ckpt),
-                                "--budget-ms", str(budget_ms), "--pop", str(pop), "--gens", str(gens),
-                                "--seed", str(seed), "--out", str(search_dir)])
+    steps["search"] = pipeline.search(SPACE, table=table, supernet=ckpt, budget_ms=budget_ms, pop_size=pop,
+                                      generations=gens, seed=seed, out=search_dir).to_dict()
 
     # 5. export and measure
     _step("5/5 export the best subnet under the budget (ONNX, TVM) and measure it")
     bundle = out / "bundle"
     if bundle.exists():
         shutil.rmtree(bundle)
-    steps["export"] = run_verb(["export", str(search_dir / "pareto.json"), "--pick", "best-under-budget",
-                                "--format", "onnx,tvm", "--profile", PROFILE, "--out", str(bundle)])
+    steps["export"] = pipeline.export(search_dir / "pareto.json", pick="best-under-budget", formats=("onnx", "tvm"),
+                                      profile=PROFILE, out=bundle).to_dict()
 
     seconds = round(time.perf_counter() - began, 1)
     summary = _summary(steps, budget_ms, bundle)
     report = _write_report(out, steps, summary, seconds)
-    return {"seconds": seconds, "budget_ms": budget_ms, "report": str(report), "summary": summary, **steps}
+    return DemoResult.from_dict({"seconds": seconds, "budget_ms": budget_ms, "report": str(report),
+                                 "summary": summary, **steps})
 
 
 def _summary(steps: dict[str, Any], budget_ms: float, bundle: Path) -> dict[str, Any]:

@@ -36,7 +36,7 @@ class Registry:
     kind: the plural name, also the entry-point group's suffix (`hwnas.<kind>`)
     what: how an error names one entry ("search space")
     field: the library field an unknown name is reported against ("space")
-    package: the package whose modules hold the built-in entries (imported on demand)
+    package: the package whose modules hold the built-in entries, or the one module that does (imported on demand)
     by_module: a built-in entry's name is its module's name, so one lookup imports one module
                (backends: an absent optional package costs nothing until its backend is asked for)
     protocol: what an object built by `create` must provide
@@ -106,7 +106,9 @@ class Registry:
     def _builtin_modules(self) -> list[str]:
         if self.package is None:
             return []
-        pkg = importlib.import_module(self.package)
+        pkg = importlib.import_module(self.package)  # a plain module registers its entries on import
+        if not hasattr(pkg, "__path__"):
+            return []
         return sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")
                       and m.name != "base")
 
@@ -142,7 +144,7 @@ STRATEGIES = Registry("strategies", what="search strategy", field="strategy", pa
                       protocol=StrategyLike)
 ESTIMATORS = Registry("estimators", what="accuracy estimator", field="estimator", package="hwnas.estimate",
                       protocol=EstimatorLike)
-EXPORTERS = Registry("exporters", what="export format", field="formats", package="hwnas.export",
+EXPORTERS = Registry("exporters", what="export format", field="formats", package="hwnas.export.formats",
                      protocol=ExporterLike)
 
 REGISTRIES = {r.kind: r for r in (SPACES, BACKENDS, STRATEGIES, ESTIMATORS, EXPORTERS)}

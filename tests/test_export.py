@@ -174,3 +174,13 @@ def test_requested_tensorrt_without_it_exits_2_and_writes_nothing(tmp_path, caps
     err = json.loads(capsys.readouterr().out)["error"]
     assert rc == 2 and "tensorrt" in err.lower()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_prediction_off_by_more_than_ten_percent_is_noted():
+    from hwnas.export.bundle import prediction_miss
+
+    assert prediction_miss(1.0, 1.05) is None and prediction_miss(1.0, 0.91) is None
+    assert prediction_miss(None, 1.0) is None and prediction_miss(1.0, None) is None
+    note = prediction_miss(0.172, 0.086)
+    assert note is not None and "-50 %" in note and "predicted 0.172 ms" in note
+    assert "+69 %" in prediction_miss(1.0, 1.69)

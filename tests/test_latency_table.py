@@ -124,7 +124,7 @@ def test_rounds_needed_confirms_the_lowest_round():
 
 
 def test_fingerprint_names_the_cpu_vector_extensions(tmp_path):
-    from hwnas.latency.fingerprint import cpu_isa, device_fingerprint, same_device
+    from hwnas.latency.fingerprint import cpu_isa, device_differences, device_fingerprint
 
     x86 = tmp_path / "x86"
     x86.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx2 fma avx512f mmx avx\n")
@@ -137,9 +137,9 @@ def test_fingerprint_names_the_cpu_vector_extensions(tmp_path):
     # same model name, other vector units: another device
     here = {"cpu_model": "AMD EPYC", "cpu_cores": 2, "machine": "x86_64", "gpu_name": None,
             "cpu_isa": cpu_isa(x86)}
-    assert same_device(here, {**here, "cpu_isa": "avx avx2 fma sse4_2"}) == ["cpu_isa"]
+    assert device_differences(here, {**here, "cpu_isa": "avx avx2 fma sse4_2"}) == ["cpu_isa"]
     # a table written before the field was recorded cannot tell, and is not refused for it
     older = {k: v for k, v in here.items() if k != "cpu_isa"}
-    assert same_device(older, here) == [] and same_device(here, older) == []
-    assert same_device(here, {**here, "cpu_model": "Other"}) == ["cpu_model"]
-    assert same_device(here, {**here, "gpu_name": "NVIDIA H100"}) == ["gpu_name"]  # None is a value there
+    assert device_differences(older, here) == [] and device_differences(here, older) == []
+    assert device_differences(here, {**here, "cpu_model": "Other"}) == ["cpu_model"]
+    assert device_differences(here, {**here, "gpu_name": "NVIDIA H100"}) == ["gpu_name"]  # None is a value there

@@ -23,9 +23,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser)
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace):
     from hwnas.demo import demo, print_table
 
     result = demo(args.out, epochs=args.epochs, budget_ms=args.budget_ms, seed=args.seed)
-    print_table(result)
+    print_table(result.to_dict())
     return result

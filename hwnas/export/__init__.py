@@ -5,11 +5,12 @@
     export_selection(select_from_run("runs/R/pareto.json", "best-under-budget"), "deploy/D")
 """
 
-from hwnas.export.bundle import FORMATS, ExportError, ExportResult, export, export_selection, parse_formats
+from hwnas.export.bundle import ExportResult, export, export_selection, parse_formats
+from hwnas.export.formats import ExportContext, ExportError, register_exporter
 from hwnas.export.source import Selection, parse_arch, select_from_run
 
 __all__ = [
-    "FORMATS",
+    "ExportContext",
     "ExportError",
     "ExportResult",
     "Selection",
@@ -17,6 +18,7 @@ __all__ = [
     "export_selection",
     "parse_arch",
     "parse_formats",
+    "register_exporter",
     "select_from_run",
 ]
 

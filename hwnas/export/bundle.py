@@ -33,13 +33,14 @@ import numpy as np
 
 from hwnas.device_profile import DeviceProfile, load_profile
 from hwnas.errors import InputError, NotAvailableError
+from hwnas.export.formats import ExportContext
 from hwnas.export.preprocess import InputContract, OutputContract, RawImageModel
 from hwnas.io import atomic_write_json
+from hwnas.registry import EXPORTERS
 
 # 2: the input / output contract, accuracy figures with split and size, predict.py
 MANIFEST_SCHEMA_VERSION = 2
 MANIFEST_KIND = "hwnas-bundle"
-FORMATS = ("onnx", "tvm", "tensorrt")
 DEFAULT_PROFILE = "cpu-ort-1t"
 # slow spells on a shared VM last up to a second or so (1-thread ONNX Runtime on a 2-vCPU VM, sampled
 # every 0.2 s: spells of 0.2-1 s at +35-85 %), and one timing round of a bundle's few artifacts takes
@@ -51,10 +52,6 @@ SETTLE_SECONDS = 30.0
 # the exported model's test accuracy is measured on at most this many held-out images
 TEST_LIMIT = 10_000
 PREDICT_SCRIPT = Path(__file__).with_name("predict.py")
-
-
-class ExportError(InputError):
-    """A format could not be produced for this model here: the CLI exits 2 with what failed and what to do."""
 
 
 @dataclass
@@ -104,14 +101,15 @@ class ExportResult:
 
 
 def parse_formats(spec: str | Sequence[str]) -> tuple[str, ...]:
+    """Export format names (a list or a comma-separated string), each a registered exporter; onnx first."""
     names = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
-    unknown = [n for n in names if n not in FORMATS]
+    known = EXPORTERS.names()
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise InputError(f"unknown format(s) {', '.join(unknown) or '(none given)'}; expected a comma-separated "
-                         f"list of {', '.join(FORMATS)}", field="--format")
-    if "onnx" not in names:
-        names.insert(0, "onnx")  # every other format is built from the ONNX file
-    return tuple(dict.fromkeys(names))
+                         f"list of {', '.join(known)}", field="formats")
+    # every other format is built from the ONNX file, so it is always made, first
+    return tuple(dict.fromkeys(["onnx", *names]))
 
 
 def sha256(path: str | os.PathLike) -> str:
@@ -159,10 +157,10 @@ def _prepare_out_dir(out_dir: Path) -> None:
     if out_dir.exists():
         if not out_dir.is_dir():
             raise InputError("exists and is not a folder; give a new folder for the bundle", path=str(out_dir),
-                             field="--out")
+                             field="out")
         if any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
             raise InputError("is a non-empty folder that holds no bundle (no manifest.json); give a new or "
-                             "empty folder, so nothing of yours is overwritten", path=str(out_dir), field="--out")
+                             "empty folder, so nothing of yours is overwritten", path=str(out_dir), field="out")
 
 
 def _commit(tmp: Path, out_dir: Path) -> None:
@@ -213,7 +211,7 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
     if not isinstance(profile, DeviceProfile):
         profile = load_profile(profile or DEFAULT_PROFILE)
     if tune_trials < 0:
-        raise InputError(f"expected a number of trials >= 0, got {tune_trials}", field="--tune-trials")
+        raise InputError(f"expected a number of trials >= 0, got {tune_trials}", field="tune_trials")
     if tvm_target is None:
         tvm_target = profile.options.get("target", "llvm") if profile.backend == "tvm" else "llvm"
     net_shape = [int(d) for d in input_shape]
@@ -224,10 +222,10 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
                          f"fit the network's input {net_shape}", field="contract")
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir)
-    if "tensorrt" in formats:
-        from hwnas.export.tensorrt import check_available
-
-        check_available()  # before anything is compiled: a missing tensorrt / GPU fails fast
+    exporters = [EXPORTERS.create(name) for name in formats]
+    for exporter in exporters:  # before anything is compiled: a missing package or device fails fast
+        if hasattr(exporter, "check_available"):
+            exporter.check_available()
     model = RawImageModel(module, contract).eval()
     shape = [profile.batch, *contract.shape()[1:]]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -238,52 +236,17 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
             print(f"export: {msg}", file=sys.stderr, flush=True)
 
     try:
-        files: dict[str, str] = {}
-        parity: dict[str, Any] = {}
-        notes: list[str] = []
-        formats_info: dict[str, Any] = {}
-
-        log(f"ONNX (opset {onnx_export.ONNX_OPSET}, uint8 input {shape}{', dynamic batch' if dynamic_batch else ''}"
-            f", preprocessing inside)")
-        onnx_info = _step("ONNX export", lambda: onnx_export.export_onnx(model, shape, tmp / "model.onnx",
-                                                                          dynamic_batch=dynamic_batch))
-        files["onnx"] = "model.onnx"
-        formats_info["onnx"] = {k: v for k, v in onnx_info.to_dict().items() if k not in ("path", "parity")}
-        notes += onnx_info.notes
-        onnx_data = (tmp / "model.onnx").read_bytes()
         # random images and, when the data is at hand, real ones: every runtime against the torch model
         parity_inputs = onnx_export.random_inputs(shape, 3, dtype="uint8") + _real_images(test_images, shape)
-        torch_outputs = onnx_export.run_torch(model, parity_inputs)
-        ort_outputs = onnx_export.run_ort(onnx_data, parity_inputs)
-        parity["onnxruntime_vs_torch"] = _checked(onnx_export.compare_outputs(
-            torch_outputs, ort_outputs, reference_name="torch", runtime="onnxruntime")).to_dict()
-
-        compiled = library = None
-        if "tvm" in formats:
-            compiled, library, tvm_info, tvm_parity = _export_tvm(onnx_data, shape, tmp, tvm_target, tune_trials,
-                                                                  profile, parity_inputs, torch_outputs, log)
-            files.update({k: Path(v).name for k, v in (("tvm_so", library.so), ("tvm_tar", library.tar)) if v})
-            formats_info["tvm"] = tvm_info
-            notes += library.notes
-            if tvm_parity is not None:
-                parity["tvm_vs_torch"] = tvm_parity.to_dict()
-            else:
-                notes.append("TVM parity not checked: the library is for another CPU and no RPC device was given")
-
-        if "tensorrt" in formats:
-            from hwnas.export.tensorrt import export_engine
-
-            precision = tensorrt_precision or profile.options.get("precision", "fp16")
-            if precision not in ("fp16", "fp32"):
-                precision = "fp16"
-            static = onnx_data if not dynamic_batch else onnx_export.onnx_bytes(model, shape)
-            log(f"TensorRT engine ({precision})")
-            engine = _step("TensorRT engine", lambda: export_engine(
-                static, shape, tmp / "model.engine", precision=precision,
-                workspace_mb=int(profile.options.get("workspace_mb", 1024))))
-            files["tensorrt"] = "model.engine"
-            parity["tensorrt_vs_onnxruntime"] = engine.parity.to_dict()
-            formats_info["tensorrt"] = {k: v for k, v in engine.to_dict().items() if k not in ("path", "parity")}
+        ctx = ExportContext(model=model, shape=shape, tmp=tmp, profile=profile, parity_inputs=parity_inputs,
+                            torch_outputs=onnx_export.run_torch(model, parity_inputs), log=log, tvm_target=tvm_target,
+                            tune_trials=tune_trials, dynamic_batch=dynamic_batch,
+                            tensorrt_precision=tensorrt_precision)
+        for exporter in exporters:  # onnx first: the others are built from it
+            exporter.export(ctx)
+        files, parity, notes, formats_info = ctx.files, ctx.parity, ctx.notes, ctx.formats_info
+        onnx_data = ctx.onnx_data
+        compiled, library = ctx.artifacts.get("tvm_compiled"), ctx.artifacts.get("tvm_library")
 
         shutil.copyfile(PREDICT_SCRIPT, tmp / "predict.py")
         files["predict"] = "predict.py"
@@ -303,6 +266,10 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
         if measure_latency:
             measured, measured_ms = _measure(profile, model, shape, onnx_data, compiled, library, tmp, log, notes,
                                              anchor)
+        # with an anchored table the figure at the table's machine speed is the one the prediction is comparable with
+        miss = prediction_miss(predicted_ms, measured.get(ANCHORED, {}).get("median_ms", measured_ms))
+        if miss is not None:
+            notes.append(miss)
 
         max_abs_diff = max(p["max_abs_diff"] for p in parity.values())
         manifest = {
@@ -312,7 +279,7 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
             "arch": arch,
             "space": space,
             "input": contract.to_dict(batch=profile.batch, dynamic_batch=dynamic_batch),
-            "output": OutputContract(class_names_for(classes, torch_outputs)).to_dict(
+            "output": OutputContract(class_names_for(classes, ctx.torch_outputs)).to_dict(
                 batch=profile.batch, dynamic_batch=dynamic_batch),
             "input_shape": shape,
             "network_input_shape": [profile.batch, *net_shape],
@@ -352,19 +319,29 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
                         measured_ms=measured_ms, notes=notes)
 
 
+# a prediction further than this from the exported artifact's measured latency is reported in the bundle
+PREDICTION_TOLERANCE = 0.10
+
+
+def prediction_miss(predicted_ms: float | None, measured_ms: float | None,
+                    tolerance: float = PREDICTION_TOLERANCE) -> str | None:
+    """A note when the measured latency is more than `tolerance` from the predicted one, else None."""
+    if not predicted_ms or not measured_ms:
+        return None
+    off = measured_ms / predicted_ms - 1.0
+    if abs(off) <= tolerance:
+        return None
+    return (f"the measured latency ({measured_ms:.4g} ms) is {100 * off:+.0f} % from the predicted "
+            f"{predicted_ms:.4g} ms (more than {100 * tolerance:.0f} %): the latency model does not hold for this "
+            f"artifact here; calibrate the table on this device (hwnas validate) or profile it again")
+
+
 def class_names_for(classes: Sequence[str] | None, outputs: list) -> list[str]:
     """The given class names, or "class i" for each of the model's outputs."""
     k = int(np.asarray(outputs[0]).shape[-1])
     if classes is not None and len(classes) == k:
         return [str(c) for c in classes]
     return [f"class {i}" for i in range(k)]
-
-
-def _checked(parity: Any) -> Any:
-    if not parity.passed:
-        raise ExportError(f"{parity.runtime}'s output differs from {parity.reference}'s by {parity.max_abs_diff:.3g} "
-                          f"(> {parity.tolerance:g}) on the parity images", field="formats")
-    return parity
 
 
 def _real_images(test_images: tuple[Any, Any] | None, shape: list[int], n: int = 4) -> list[np.ndarray]:
@@ -408,57 +385,6 @@ def _fingerprint() -> dict[str, Any]:
     from hwnas.latency.fingerprint import device_fingerprint
 
     return device_fingerprint()
-
-
-def _step(what: str, fn: Any) -> Any:
-    """Run one export step; a failure becomes an ExportError naming the step and what to do."""
-    try:
-        return fn()
-    except InputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - every failure of a format is reported, none is hidden
-        raise ExportError(f"{what} failed: {type(exc).__name__}: {exc}. Export the other formats "
-                          f"(--format onnx), or fix the cause named here", field="--format") from exc
-
-
-def _export_tvm(onnx_data: bytes, shape: list[int], tmp: Path, target: str | dict, tune_trials: int,
-                profile: DeviceProfile, parity_inputs: list, torch_outputs: list, log: Any):
-    from hwnas.export.onnx import compare_outputs
-    from hwnas.runtime import tvm as tvm_export
-
-    tvm_export.import_tvm()
-    target_dict = tvm_export.parse_target(target)
-    cross = tvm_export.is_cross_target(target_dict)
-    log(f"TVM Relax compile for {target_dict}" + (f", MetaSchedule {tune_trials} trials" if tune_trials else ""))
-    mod = _step("TVM import", lambda: tvm_export.import_onnx(onnx_data, shape))
-    compiled = _step("TVM compile", lambda: tvm_export.compile_model(
-        mod, target_dict, tune_trials=tune_trials, tune_dir=tmp / "tuning" if tune_trials else None,
-        threads=profile.threads()))
-    library = _step("TVM library export", lambda: tvm_export.export_library(compiled, tmp / "model"))
-    if tune_trials:
-        shutil.rmtree(tmp / "tuning", ignore_errors=True)  # the records are baked into the library
-    tvm_parity = None
-    if not cross:
-        outputs = _step("TVM run", lambda: tvm_export.run_library(library.so, parity_inputs))
-        tvm_parity = compare_outputs(torch_outputs, outputs, reference_name="torch", runtime="tvm")
-    elif profile.backend == "tvm" and profile.options.get("rpc_host"):
-        from hwnas.runtime.backends import get_backend
-
-        backend = get_backend(profile)
-        outputs = []
-        with backend.prepare_compiled(compiled, shape, library=library) as runner:
-            for x in parity_inputs:
-                runner.input.copyfrom(x)
-                outputs.append(runner.outputs()[0])
-        tvm_parity = compare_outputs(torch_outputs, outputs, reference_name="torch", runtime="tvm (rpc)")
-    if tvm_parity is not None and not tvm_parity.passed:
-        raise ExportError(f"the TVM library's output differs from torch's by {tvm_parity.max_abs_diff:.3g} "
-                          f"(> {tvm_parity.tolerance:g}); export --format onnx only", field="--format")
-    info = {"target": target_dict, "cross_compiled": cross, "library": library.to_dict(),
-            "tune_trials": tune_trials, "tuning": compiled.tuning}
-    info["library"] = {k: (Path(v).name if isinstance(v, str) and k in ("so", "tar") else v)
-                       for k, v in info["library"].items()}
-    return compiled, library, info, tvm_parity
 
 
 ANCHORED = "at_table_speed"

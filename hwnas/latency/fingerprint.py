@@ -103,7 +103,7 @@ def device_fingerprint() -> dict[str, Any]:
     return fingerprint
 
 
-def same_device(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+def device_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """The identity fields on which two fingerprints differ (empty: the same device); a LATER_FIELDS
     field is compared only where both record it (a table written before it cannot tell)."""
     return [f for f in IDENTITY_FIELDS if a.get(f) != b.get(f)

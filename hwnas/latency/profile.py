@@ -22,7 +22,7 @@ from typing import Any
 from hwnas.device_profile import DeviceProfile, MeasurementProtocol, load_profile
 from hwnas.errors import InputError
 from hwnas.latency.anchor import AnchorBracket, anchor_arch, anchor_mode, anchored, measure_anchor, prepare_anchor
-from hwnas.latency.fingerprint import device_fingerprint, same_device
+from hwnas.latency.fingerprint import device_differences, device_fingerprint
 from hwnas.latency.table import ENTRY_FIELDS, LatencyTable, now_iso
 from hwnas.runtime.backends import Backend, get_backend, package_versions
 from hwnas.runtime.measure import ROUND_AGREEMENT, Measurement, measure, rounds_needed
@@ -100,7 +100,7 @@ def _check_resumable(table: LatencyTable, expected: LatencyTable, path: Path) ->
     theirs = {k: v for k, v in table.profile.items() if k != "description"}
     if _canonical(theirs) != _canonical(ours):
         problems.append(f"profile {_canonical(theirs)} != {_canonical(ours)}")
-    differing = same_device(table.device, expected.device)
+    differing = device_differences(table.device, expected.device)
     if differing:
         problems.append("device " + ", ".join(
             f"{f}: {table.device.get(f)!r} != {expected.device.get(f)!r}" for f in differing))

@@ -21,7 +21,7 @@ import numpy as np
 from hwnas.device_profile import MeasurementProtocol, profile_from_dict
 from hwnas.errors import InputError
 from hwnas.latency.anchor import AnchorBracket, anchor_mode, anchored, measure_anchor, prepare_anchor, read_anchor
-from hwnas.latency.fingerprint import device_fingerprint, same_device
+from hwnas.latency.fingerprint import device_differences, device_fingerprint
 from hwnas.latency.predictor import LatencyPredictor, calibration_path
 from hwnas.latency.table import LatencyTable
 from hwnas.runtime.backends import get_backend
@@ -93,7 +93,7 @@ def validate(
         print(f"warning: {table_path}: some entries still await confirmation rounds; validating the table as it is "
               "(`hwnas profile ... --resume` completes them)", file=sys.stderr)
     here = device_fingerprint()
-    differing = same_device(table.device, here)
+    differing = device_differences(table.device, here)
     if differing:
         # end-to-end timings from this machine say nothing about the table's device
         details = ", ".join(f"{f}: table {table.device.get(f)!r} vs here {here.get(f)!r}" for f in differing)
