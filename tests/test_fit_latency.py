@@ -156,3 +156,54 @@ def test_beats_flops_least_squares_on_real_gpu_measurements(shared_benchmarks, t
     assert result["test"] == 1000
     assert result["within_10pct"] >= result["reference"]["within_10pct"] + 0.05
     assert result["kendall_tau"] >= result["reference"]["kendall_tau"] - 0.01
+
+
+def test_search_takes_a_saved_fit_latency_model(tmp_path, capsys):
+    """A device timed only whole: fit-latency --out, then search --latency-model; export predicts with it."""
+    from hwnas.export.source import predicted_latency, select_from_run
+    from hwnas.latency.model import load_latency_model
+
+    csv_path = _write_csv(tmp_path / "lat.csv", n=60)
+    model_path = tmp_path / "m.json"
+    assert main(["fit-latency", "--csv", str(csv_path), "--target", "lat_ms_a", "--train-size", "40",
+                 "--splits", "1", "--out", str(model_path), "--json"]) == 0
+    capsys.readouterr()
+    model = load_latency_model(model_path)
+    assert isinstance(model, WholeNetworkLatencyRegressor) and model.space_name == "mbv3" and model.calibrated
+    budget = float(np.median(model.predict([model.space.sample(np.random.default_rng(0)) for _ in range(50)])))
+    rc = main(["search", "--space", "mbv3", "--latency-model", str(model_path), "--objectives", "params,latency_ms",
+               "--budget-ms", f"{budget:.4f}", "--algo", "random", "--pop", "20", "--gens", "2",
+               "--out", str(tmp_path / "run"), "--json"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    result = json.loads(out.out)
+    assert result["notes"] == [] and "no calibration" not in out.err  # a whole-network model is calibrated
+    best = result["best_under_budget"]
+    assert best["objectives"]["latency_ms"] <= budget
+    pareto = json.loads((tmp_path / "run" / "pareto.json").read_text())
+    assert pareto["latency_model"] == str(model_path.resolve()) and pareto["table"] is None
+    selection = select_from_run(tmp_path / "run" / "pareto.json", "best-under-budget")
+    assert predicted_latency(selection.table, selection.arch) == pytest.approx(best["objectives"]["latency_ms"])
+
+    # the wrong space, or a file that is neither a table nor a model, is bad input naming the flag
+    assert main(["search", "--space", "mbv3-small-input", "--latency-model", str(model_path), "--objectives",
+                 "params,latency_ms", "--budget-ms", "5", "--out", str(tmp_path / "r2")]) == 2
+    assert "--space" in capsys.readouterr().err
+    assert main(["search", "--space", "mbv3", "--latency-model", str(csv_path), "--objectives", "params,latency_ms",
+                 "--budget-ms", "5", "--out", str(tmp_path / "r3")]) == 2
+    assert "--latency-model" in capsys.readouterr().err
+
+
+def test_library_errors_name_fields_and_the_cli_names_flags(tmp_path, capsys):
+    import hwnas
+
+    table = str(tmp_path / "absent.json")
+    with pytest.raises(InputError) as err:
+        hwnas.search("mbv3", table=table, budget_ms=-1, out=str(tmp_path / "r"))
+    assert err.value.field == "budget_ms" and "--budget-ms" not in str(err.value)
+    with pytest.raises(InputError) as err:
+        hwnas.search("mbv3", table=table, budget_ms=1, strategy="annealing", out=str(tmp_path / "r"))
+    assert err.value.field == "strategy"
+    assert main(["search", "--space", "mbv3", "--table", table, "--budget-ms", "1", "--algo", "annealing",
+                 "--out", str(tmp_path / "r")]) == 2
+    assert "field '--algo'" in capsys.readouterr().err

@@ -50,10 +50,10 @@ DEFAULT_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "benchmark
 
 def latency_objective(args):
     if args.table:
-        from hwnas.latency.predictor import LatencyPredictor
+        from hwnas.latency.model import load_latency_model
 
-        predictor = LatencyPredictor.load(args.table)
-        calibrated = "calibrated" if predictor.calibration is not None else "raw table sum"
+        predictor = load_latency_model(args.table)
+        calibrated = "calibrated" if predictor.calibrated else "raw table sum"
         return predictor.predict, f"LatencyPredictor({args.table}, {calibrated})", predictor.space
     from hwnas.latency.fit import WholeNetworkLatencyRegressor, read_arch_latency_csv
 

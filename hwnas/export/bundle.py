@@ -507,8 +507,9 @@ def export_selection(selection: Any, out_dir: str | os.PathLike, *, formats: Seq
             estimate = AccuracyFigure(selection.accuracy, split="unknown", images=None,
                                       how="the search run's estimate; these weights are untrained")
     else:
-        raise InputError("no supernet checkpoint: the run records none and none was given; pass --supernet C.pt "
-                         "(or --untrained to export initialised weights, for latency only)", field="--supernet")
+        raise InputError("no supernet checkpoint: the run records none and none was given; give one (CLI: --supernet "
+                         "C.pt), or export initialised weights, for latency only (untrained; CLI: --untrained)",
+                         field="supernet")
     predicted = selection.predicted_ms
     if predicted is None and selection.table:
         predicted = predicted_latency(selection.table, arch)

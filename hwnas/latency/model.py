@@ -26,7 +26,10 @@ WHOLE_NETWORK_KIND = "hwnas-whole-network-latency-model"
 def load_latency_model(path: str | os.PathLike, *, field: str = "latency_model") -> Any:
     """The latency model a file holds: a latency table (with its calibration beside it, if any)
     or a saved whole-network model; anything else is an InputError naming the file."""
-    doc = read_json(path, what="latency table or latency model")
+    try:
+        doc = read_json(path, what="latency table or latency model")
+    except InputError as exc:  # a missing or malformed file: say which input it was given as
+        raise InputError(exc.message, path=exc.path, field=field) from exc
     kind = doc.get("kind") if isinstance(doc, dict) else None
     if kind == WHOLE_NETWORK_KIND:
         from hwnas.latency.fit import WholeNetworkLatencyRegressor
