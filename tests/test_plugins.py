@@ -107,3 +107,14 @@ def test_an_object_missing_protocol_members_is_named_where_it_enters():
 
         SPACES._entries.pop("half-space-for-test")
     check_protocol(get_space("nb201"), SearchSpaceLike, what="space")  # the built-ins pass
+
+
+def test_build_supernet_names_what_a_space_lacks():
+    from hwnas.supernet import build_supernet
+
+    class Flat:
+        name = "flat"
+
+    with pytest.raises(InputError, match="space 'flat'.*lacks .*input_shape") as err:
+        build_supernet(Flat())
+    assert err.value.field == "space"

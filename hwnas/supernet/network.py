@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.errors import InputError
+from hwnas.protocols import SupernetSpaceLike, check_protocol
 from hwnas.space.base import Arch, SearchSpace
 from hwnas.space.layers import Classifier, ConvLayer, MBConv
 from hwnas.space.mbv3 import EXPANDS, KERNELS, MAX_DEPTH, ElasticMobileNetSpace
@@ -106,6 +107,8 @@ class Supernet(nn.Module):
 
 def build_supernet(space: SearchSpace) -> Supernet:
     """The weight-sharing supernet of an elastic MobileNetV3 space (`mbv3`, `mbv3-small-input`)."""
+    if not isinstance(space, SearchSpace):  # a plugin's object: name what it lacks
+        check_protocol(space, SupernetSpaceLike, what=f"space '{getattr(space, 'name', space)}'", field="space")
     if not isinstance(space, ElasticMobileNetSpace):
         raise InputError(f"space '{getattr(space, 'name', space)}' has no weight-sharing supernet; "
                          "use an elastic MobileNetV3 space (mbv3, mbv3-small-input)", field="space")
