@@ -3,6 +3,10 @@
     from hwnas.export import export, export_selection, select_from_run
     export(subnet, (3, 128, 128), "deploy/D", formats=("onnx", "tvm"))
     export_selection(select_from_run("runs/R/pareto.json", "best-under-budget"), "deploy/D")
+
+Calling the package, `hwnas.export("runs/R/pareto.json", out="deploy/D")`, is the library verb
+(`hwnas.pipeline.export`). The formats are exporters registered by name (`hwnas.export.formats`;
+a plugin adds one through the entry-point group `hwnas.exporters`).
 """
 
 from hwnas.export.bundle import ExportResult, export, export_selection, parse_formats
