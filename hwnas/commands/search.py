@@ -33,7 +33,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--algo", default=DEFAULT_STRATEGY,
                         help=f"strategy: {DEFAULT_STRATEGY} (default; NSGA-II unless --evals is at most 2000), "
-                             "nsga2, random, evolution, regularized-evolution")
+                             "nsga2, random, evolution, regularized-evolution, differentiable (one-shot gradient "
+                             "search on the supernet, one run per budget of --sweep)")
+    parser.add_argument("--relaxation", default="gdas", choices=("gdas", "darts", "proxyless"),
+                        help="differentiable: how the choices are relaxed (default gdas)")
+    parser.add_argument("--steps", type=int, default=150, metavar="S",
+                        help="differentiable: alternating weight / architecture steps per budget (default 150)")
+    parser.add_argument("--sweep", type=int, default=4, metavar="N",
+                        help="differentiable: budgets of the front, from --budget-ms down to 60 %% of it (default 4)")
     parser.add_argument("--objectives", default="accuracy,latency_ms",
                         help=f"comma-separated, from {', '.join(OBJECTIVES)} (default accuracy,latency_ms)")
     parser.add_argument("--estimator", default="supernet", choices=ESTIMATORS, help="accuracy estimator")
@@ -108,7 +115,17 @@ def run(args: argparse.Namespace) -> dict:
     constraints = {"latency_ms": float(args.budget_ms)}
     if args.max_params is not None:
         constraints["params"] = float(args.max_params)
-    result = search(space, metrics, objectives, constraints, args.algo, evaluations=args.evals,
+    strategy = args.algo
+    if args.algo == "differentiable":
+        for flag, value in (("--steps", args.steps), ("--sweep", args.sweep)):
+            if value < 1:
+                raise InputError(f"must be a positive integer, got {value}", field=flag)
+        if not args.supernet:
+            raise InputError("differentiable search trains on the supernet; give its checkpoint", field="--supernet")
+        strategy = get_strategy("differentiable", supernet=args.supernet, predictor=predictor,
+                                budget_ms=float(args.budget_ms), sweep=args.sweep, relaxation=args.relaxation,
+                                steps=args.steps)
+    result = search(space, metrics, objectives, constraints, strategy, evaluations=args.evals,
                     generations=args.gens, pop_size=args.pop, seed=args.seed)
     files = write_search_outputs(args.out, result, budget_ms=float(args.budget_ms), metadata={
         "space": args.space,
