@@ -45,6 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="also require at most M million parameters")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, metavar="R/", help="output folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace a search run already in --out")
 
 
 def _parse_objectives(text: str) -> list[str]:
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from hwnas.search import best_under_budget, get_strategy, search
-    from hwnas.search.artifact import fastest_latency, write_search_outputs
+    from hwnas.search.artifact import check_output_folder, fastest_latency, write_search_outputs
     from hwnas.space import get_space
 
     if not np.isfinite(args.budget_ms) or args.budget_ms <= 0:
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> dict:
         if value is not None and value < 1:
             raise InputError(f"must be a positive integer, got {value}", field=flag)
     objectives = _parse_objectives(args.objectives)
+    check_output_folder(args.out, overwrite=args.overwrite)
     get_strategy(args.algo)  # an unknown strategy fails before anything is loaded
     get_space(args.space)  # an unknown space too
     if "accuracy" in objectives and not args.supernet:

@@ -29,6 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="short schedule for a first look: 2 epochs of 4000 images, 1 random subnet per step")
     parser.add_argument("--out", required=True, help="checkpoint to write (rewritten after every epoch)")
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint at --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out")
     parser.add_argument("--batch-size", type=int, default=None, help="per process (default 128; 64 with --quick)")
     parser.add_argument("--no-augment", action="store_true", help="no random flips and shifts")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.1 SGD, 2e-3 AdamW)")
@@ -69,7 +70,8 @@ def run(args: argparse.Namespace) -> dict:
     if args.no_augment:
         chosen["augment"] = False
     settings = TrainSettings.short_schedule(**chosen) if args.quick else TrainSettings(**chosen)
-    result = train(settings, args.out, resume=args.resume, device=args.device, progress=not args.no_progress)
+    result = train(settings, args.out, resume=args.resume, overwrite=args.overwrite, device=args.device,
+                   progress=not args.no_progress)
     if result.get("rank", 0) != 0:  # under torchrun only rank 0 reports
         args.json = False
         return {}

@@ -31,7 +31,7 @@ from typing import Any
 
 from hwnas.device_profile import DeviceProfile, load_profile
 from hwnas.errors import InputError, NotAvailableError
-from hwnas.io import atomic_write_json
+from hwnas.io import artifact_lock, atomic_write_json, temp_prefix
 
 MANIFEST_SCHEMA_VERSION = 1
 MANIFEST_KIND = "hwnas-bundle"
@@ -145,7 +145,7 @@ def _commit(tmp: Path, out_dir: Path) -> None:
             os.chmod(path, (0o777 if os.access(path, os.X_OK) else 0o666) & ~umask)
     old = None
     if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        old = out_dir.with_name(f".{out_dir.name}.old-pid{os.getpid()}")
         os.replace(out_dir, old)
     os.replace(tmp, out_dir)
     if old is not None:
@@ -185,7 +185,9 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
         check_available()  # before anything is compiled: a missing tensorrt / GPU fails fast
     shape = [profile.batch, *[int(d) for d in input_shape]]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    lock = artifact_lock(out_dir, what="bundle")  # one writer per bundle; removes a killed run's partial folders
+    lock.__enter__()
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out_dir, "partial-"), dir=out_dir.parent))
 
     def log(msg: str) -> None:
         if progress:
@@ -277,6 +279,8 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        lock.__exit__(None, None, None)
     return ExportResult(out_dir=str(out_dir), files={k: str(out_dir / v) for k, v in files.items()},
                         manifest=manifest, max_abs_diff=max_abs_diff, predicted_ms=predicted_ms,
                         measured_ms=measured_ms, notes=notes)

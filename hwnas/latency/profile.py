@@ -11,6 +11,7 @@ made with another profile, space, device or library versions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 
 from hwnas.device_profile import DeviceProfile, MeasurementProtocol, load_profile
 from hwnas.errors import InputError
+from hwnas.io import artifact_lock, check_writable
 from hwnas.latency.anchor import AnchorBracket, anchor_arch, anchor_mode, anchored, measure_anchor, prepare_anchor
 from hwnas.latency.backends import Backend, get_backend, package_versions
 from hwnas.latency.fingerprint import device_fingerprint, same_device
@@ -180,7 +182,24 @@ def profile(
     protocol = quick_protocol(prof.protocol) if quick else prof.protocol
     all_keys = list(dict.fromkeys(space_obj.all_ops()))  # ordered, without duplicates
     path = Path(out) if out is not None else default_table_path(prof.name, space)
+    check_writable(path, field="--out")
+    with artifact_lock(path, what="latency table"):
+        created = not path.exists()
+        try:
+            return _profile_locked(prof, backend, space_obj, space, protocol, all_keys, path, resume=resume,
+                                   overwrite=overwrite, quick=quick, limit=limit, progress=progress, began=began)
+        except BaseException:
+            # a run that failed before its first measurement leaves no table (nothing to resume)
+            if created and path.exists():
+                with contextlib.suppress(InputError, OSError):
+                    if len(LatencyTable.load(path)) == 0:
+                        path.unlink()
+            raise
 
+
+def _profile_locked(prof: DeviceProfile, backend: Backend, space_obj: Any, space: str, protocol: MeasurementProtocol,
+                    all_keys: list[str], path: Path, *, resume: bool, overwrite: bool, quick: bool,
+                    limit: int | None, progress: bool, began: float) -> dict[str, Any]:
     table = new_table(prof, backend, space_obj, space, protocol, quick=quick, expected_entries=len(all_keys))
     if path.exists() and not overwrite:
         if not resume:
