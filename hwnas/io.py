@@ -194,7 +194,7 @@ def artifact_lock(path: str | os.PathLike, *, what: str = "artifact") -> Iterato
         remove_stale(path)
         yield path
     finally:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.unlink(lock_path)  # still holding it: a waiting opener retries on the new inode
         os.close(fd)
 
