@@ -121,6 +121,9 @@ def load_profile(path_or_name: str | os.PathLike) -> DeviceProfile:
         raise InputError(f"device profile not found (shipped profiles: {known})", path=str(path))
     try:
         raw = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not a text file ({exc.reason} at byte {exc.start}); expected a YAML device profile",
+                         path=str(path)) from exc
     except yaml.YAMLError as exc:
         raise InputError(f"not valid YAML: {exc}", path=str(path)) from exc
     return profile_from_dict(raw, source=str(path))
@@ -142,7 +145,7 @@ def profile_from_dict(raw: Any, source: str = "<profile>") -> DeviceProfile:
     if not isinstance(name, str) or not name.strip():
         raise bad("name", f"expected a non-empty string, got {name!r}")
     backend = raw["backend"]
-    if backend not in BACKEND_OPTIONS:
+    if not isinstance(backend, str) or backend not in BACKEND_OPTIONS:
         raise bad("backend", f"unknown backend {backend!r}; allowed: {', '.join(BACKEND_OPTIONS)}")
 
     options_raw = raw.get("options") or {}

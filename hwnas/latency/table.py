@@ -194,6 +194,8 @@ class LatencyTable:
                 raise bad(key, f"expected a {typ.__name__} (JSON object), got {type(raw[key]).__name__}")
         if not isinstance(raw["space"].get("name"), str):
             raise bad("space.name", "expected the search space's name as a string")
+        if not isinstance(raw["space"].get("config", {}), dict):
+            raise bad("space.config", "expected an object of the space's options")
         if not isinstance(raw["profile"].get("name"), str):
             raise bad("profile.name", "expected the device profile's name as a string")
         entries: dict[str, dict[str, Any]] = {}

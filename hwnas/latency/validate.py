@@ -83,8 +83,8 @@ def validate(
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise InputError(f"expected an integer >= {low}, got {value!r}", field=name)
     table_path = Path(table_path)
-    predictor = LatencyPredictor.load(table_path)
-    predictor.calibration = None  # validate measures afresh; an earlier calibration plays no part
+    # validate measures afresh: an earlier calibration plays no part (and a broken one is replaced)
+    predictor = LatencyPredictor(LatencyTable.load(table_path))
     table = predictor.table
     if not table.complete and len(table) < (table.expected_entries or 0):
         raise InputError(f"the table is incomplete ({len(table)} of {table.expected_entries} op keys); "
