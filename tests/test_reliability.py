@@ -17,8 +17,7 @@ from test_latency_profile import PROFILE_YAML, TESTS, TINY
 from test_train import tiny_data, tiny_settings
 
 from hwnas.cli import main as cli_main
-from hwnas.errors import InputError, OutputError
-from hwnas.io import artifact_lock, check_writable, remove_stale, write_or_rescue
+from hwnas.errors import InputError
 from hwnas.latency.table import LatencyTable
 from hwnas.space import get_space
 from hwnas.train import read_checkpoint, train
@@ -121,6 +120,8 @@ def test_an_unwritable_output_is_exit_2_naming_it_before_any_work(case, tmp_path
 
 
 def test_check_writable_catches_a_file_in_the_way_and_a_folder_for_a_file(tmp_path, a_file):
+    from hwnas.io import check_writable
+
     check_writable(tmp_path / "new" / "deeper" / "t.json")  # parents that do not exist yet are fine
     with pytest.raises(InputError, match="is not a folder"):
         check_writable(a_file / "t.json")
@@ -132,6 +133,9 @@ def test_check_writable_catches_a_file_in_the_way_and_a_folder_for_a_file(tmp_pa
 
 
 def test_a_result_whose_destination_fails_is_rescued_and_the_error_says_where(tmp_path, a_file, monkeypatch):
+    from hwnas.errors import OutputError
+    from hwnas.io import write_or_rescue
+
     monkeypatch.setenv("HWNAS_RESCUE_DIR", str(tmp_path / "rescued"))
     with pytest.raises(OutputError) as caught:
         write_or_rescue(a_file / "pareto.json", b'{"pareto": []}\n', what="Pareto set")
@@ -230,6 +234,8 @@ def test_demo_refuses_to_redo_a_finished_demo_without_overwrite(tmp_path):
 # --- 3. interrupted runs leave nothing a later run trips on ---------------------------------------
 
 def test_stale_temporaries_of_dead_processes_are_removed_and_live_ones_kept(tmp_path, fast_profile):
+    from hwnas.io import remove_stale
+
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -303,6 +309,8 @@ def test_a_second_trainer_of_one_checkpoint_is_exit_2_naming_the_holder(tmp_path
 
 
 def test_a_second_export_into_one_bundle_is_exit_2_naming_the_holder(tmp_path, capsys):
+    from hwnas.io import artifact_lock
+
     out = tmp_path / "D"
     argv = ["export", "--arch", SMALLEST, "--space", "mbv3-small-input", "--untrained", "--format", "onnx",
             "--no-measure", "--out", str(out)]

@@ -187,7 +187,11 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     lock = artifact_lock(out_dir, what="bundle")  # one writer per bundle; removes a killed run's partial folders
     lock.__enter__()
-    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out_dir, "partial-"), dir=out_dir.parent))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out_dir, "partial-"), dir=out_dir.parent))
+    except BaseException:
+        lock.__exit__(None, None, None)
+        raise
 
     def log(msg: str) -> None:
         if progress:
