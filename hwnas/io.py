@@ -103,8 +103,13 @@ def _umask() -> int:
     return mask
 
 
+def json_bytes(obj: Any) -> bytes:
+    """The bytes of a JSON artifact as hwnas writes them."""
+    return (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode()
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=False) + "\n").encode())
+    atomic_write_bytes(path, json_bytes(obj))
 
 
 def rescue_dir() -> Path:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import itertools
-import json
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import InputError
-from hwnas.io import check_writable, read_json, write_or_rescue
+from hwnas.io import check_writable, json_bytes, read_json, write_or_rescue
 
 
 def measured_latencies(archs: Sequence[dict], values: Iterable[float], *, minimum: int, field: str,
@@ -540,7 +539,7 @@ class WholeNetworkLatencyRegressor:
         return model
 
     def save(self, path: str | os.PathLike) -> None:
-        write_or_rescue(path, (json.dumps(self.to_dict(), indent=1) + "\n").encode(), what="latency model")
+        write_or_rescue(path, json_bytes(self.to_dict()), what="latency model")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> WholeNetworkLatencyRegressor:

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import InputError
-from hwnas.io import read_json, write_or_rescue
+from hwnas.io import json_bytes, read_json, write_or_rescue
 from hwnas.latency.fit import measured_latencies
 from hwnas.latency.table import LatencyTable
 
@@ -348,7 +348,7 @@ class LatencyPredictor:
             if not self.table.path:
                 raise ValueError("the table has no path; pass the calibration path explicitly")
             path = calibration_path(self.table.path)
-        write_or_rescue(path, (json.dumps(self.calibration.to_dict(), indent=1) + "\n").encode(),
+        write_or_rescue(path, json_bytes(self.calibration.to_dict()),
                         what="latency calibration")
         return Path(path)
 

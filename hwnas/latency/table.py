@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hwnas.errors import InputError
-from hwnas.io import atomic_write_json, read_json
+from hwnas.io import json_bytes, read_json, write_or_rescue
 
 SCHEMA_VERSION = 1
 KIND = "hwnas-latency-table"
@@ -163,7 +163,8 @@ class LatencyTable:
         if target is None:
             raise ValueError("no path to save the latency table to")
         self.updated = now_iso()
-        atomic_write_json(target, self.to_dict())
+        # a folder that fails mid-profile: the entries measured so far are saved elsewhere (the error says where)
+        write_or_rescue(target, json_bytes(self.to_dict()), what="latency table")
         self.path = str(target)
 
     @classmethod

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import InputError, OutputError
-from hwnas.io import check_writable, write_or_rescue
+from hwnas.io import check_writable, json_bytes, write_or_rescue
 from hwnas.search.optimize import search
 from hwnas.search.plot import plot_hypervolume, plot_pareto
 from hwnas.search.result import SearchResult, best_under_budget
@@ -102,8 +101,8 @@ def write_search_outputs(out_dir: str | os.PathLike, result: SearchResult, *, bu
         out.mkdir(parents=True, exist_ok=True)
     files = {"pareto": out / "pareto.json", "pareto_plot": out / "pareto.png",
              "hypervolume_plot": out / "hypervolume.png"}
-    document = json.dumps(pareto_document(result, budget_ms=budget_ms, metadata=metadata), indent=1) + "\n"
-    write_or_rescue(files["pareto"], document.encode(), what="Pareto set")
+    write_or_rescue(files["pareto"], json_bytes(pareto_document(result, budget_ms=budget_ms, metadata=metadata)),
+                    what="Pareto set")
     try:
         x = "latency_ms" if "latency_ms" in _metric_names(result) else result.objectives[0]
         plot_pareto(files["pareto_plot"], result, budget_ms if x == "latency_ms" else None, x=x)
