@@ -200,6 +200,18 @@ def test_resume_of_a_finished_run_says_so_and_changes_nothing(finished_checkpoin
     assert finished_checkpoint.read_bytes() == before
 
 
+def test_profile_resume_of_a_complete_table_says_so_and_leaves_the_file_as_it_is(tmp_path, fast_profile, capsys):
+    out = tmp_path / "t.json"
+    argv = ["profile", str(fast_profile), "--space", TINY, "--out", str(out), "--no-progress"]
+    assert cli(argv, capsys)[0] == 0
+    before = out.read_bytes()
+    status = cli_main([*argv, "--resume", "--json"])
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert status == 0 and result["finished"] and (result["measured"], result["reused"]) == (0, 6)
+    assert "nothing to do" in captured.err and out.read_bytes() == before
+
+
 def test_fit_latency_refuses_to_replace_its_model_without_overwrite(tmp_path, capsys):
     csv_path = _write_csv(tmp_path / "lat.csv")
     model = tmp_path / "m.json"

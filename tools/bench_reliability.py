@@ -69,7 +69,10 @@ def hidden(folder: Path) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkout", type=Path, default=HERE, help="the hwnas checkout to try (default: this one)")
+    parser.add_argument("--only", default=None, metavar="GROUPS",
+                        help="comma-separated groups to run: outputs, replace, interrupt, values (default all)")
     args = parser.parse_args()
+    groups = set(args.only.split(",")) if args.only else {"outputs", "replace", "interrupt", "values"}
     work = Path(tempfile.mkdtemp(prefix="hwnas-reliability-"))
     r = Runner(args.checkout.resolve(), work)
     (work / "file").write_text("a plain file\n")
@@ -80,87 +83,97 @@ def main() -> None:
     export = ["export", "--arch", SMALLEST, "--space", "mbv3-small-input", "--untrained", "--format", "onnx",
               "--no-measure"]
 
-    # 1. outputs that cannot be written
-    r.case("train --out under a file", [*TRAIN, "--out", "file/c.pt"])
-    r.case("search --out under a file", [*search, "--out", "file/r"])
-    r.case("validate --plot under a file", ["validate", str(table), "--plot", "file/p.png"])
-    r.case("export --out under a file", [*export, "--out", "file/D"])
-    if csv.is_file():
-        r.case("fit-latency --out under a file", ["fit-latency", "--csv", str(csv), "--target", "lat_ms_titan_xp_1",
-                                                  "--train-size", "50", "--splits", "1", "--out", "file/m.json"])
-    r.case("demo --out a file", ["demo", "--out", "file"], timeout=60)
+    if "outputs" in groups:
+        r.case("train --out under a file", [*TRAIN, "--out", "file/c.pt"])
+        r.case("search --out under a file", [*search, "--out", "file/r"])
+        r.case("validate --plot under a file", ["validate", str(table), "--plot", "file/p.png"])
+        r.case("export --out under a file", [*export, "--out", "file/D"])
+        if csv.is_file():
+            r.case("fit-latency --out under a file", ["fit-latency", "--csv", str(csv), "--target", "lat_ms_titan_xp_1",
+                                                      "--train-size", "50", "--splits", "1", "--out", "file/m.json"])
+        r.case("demo --out a file", ["demo", "--out", "file"], timeout=60)
 
-    # 2. replacing artifacts, finished runs
-    r.run([*TRAIN, "--epochs", "2", "--out", "c.pt"])
-    before = (work / "c.pt").read_bytes()
-    r.case("train --out an existing checkpoint", [*TRAIN, "--out", "c.pt"],
-           left="checkpoint " + ("unchanged" if (work / "c.pt").read_bytes() == before else "replaced"))
-    before = (work / "c.pt").read_bytes()
-    status, out = r.case("train --resume --epochs 1 of a finished run", [*TRAIN, "--resume", "--out", "c.pt",
-                                                                          "--json"])
-    ran = json.loads(out).get("epochs_run") if out.strip() else None
-    r.rows[-1] = (*r.rows[-1][:3], f"epochs_run {ran}; checkpoint "
-                  + ("unchanged" if (work / "c.pt").read_bytes() == before else "replaced"), r.rows[-1][4])
-    r.run([*search, "--out", "run"])
-    before = (work / "run" / "pareto.json").read_bytes()
-    r.case("search --out an existing run", [*search, "--seed", "1", "--out", "run"])
-    r.rows[-1] = (*r.rows[-1][:3], "pareto.json " + (
-        "unchanged" if (work / "run" / "pareto.json").read_bytes() == before else "replaced"), r.rows[-1][4])
-    (work / "run" / "pareto.json").write_bytes(before)
+    if "replace" in groups or "values" in groups:  # the values group uses this search run
+        r.run([*search, "--out", "run"])
+    if "replace" in groups:
+        r.run([*TRAIN, "--epochs", "2", "--out", "c.pt"])
+        r.case("train --out an existing 2-epoch checkpoint", [*TRAIN, "--out", "c.pt"])
+        r.rows[-1] = (*r.rows[-1][:3], f"checkpoint of {epochs(work / 'c.pt')} epochs", r.rows[-1][4])
+        r.run([*TRAIN, "--epochs", "2", "--out", "c2.pt"])
+        before = (work / "c2.pt").read_bytes()
+        status, out = r.case("train --resume --epochs 1 of a 2-epoch run", [*TRAIN, "--resume", "--out", "c2.pt",
+                                                                              "--json"])
+        ran = json.loads(out).get("epochs_run") if out.strip() else None
+        r.rows[-1] = (*r.rows[-1][:3], f"epochs_run {ran}; checkpoint "
+                      + ("unchanged" if (work / "c2.pt").read_bytes() == before else "rewritten"), r.rows[-1][4])
+        before = (work / "run" / "pareto.json").read_bytes()
+        r.case("search --out an existing run", [*search, "--seed", "1", "--out", "run"])
+        r.rows[-1] = (*r.rows[-1][:3], "pareto.json " + (
+            "unchanged" if (work / "run" / "pareto.json").read_bytes() == before else "replaced"), r.rows[-1][4])
+        (work / "run" / "pareto.json").write_bytes(before)
 
-    # 3. interrupted and failing runs
-    (work / "rpc.yaml").write_text("name: rpc-unreachable\nbackend: tvm\noptions: {target: llvm, rpc_host: 127.0.0.1, "
-                                   "rpc_port: 9}\nprotocol: {warmup: 1, min_repeats: 3, max_repeats: 5}\n")
-    r.case("profile, RPC server unreachable", ["profile", "rpc.yaml", "--space", "mbv3-small-input", "--out",
-                                               "rpc.json", "--no-progress"])
-    r.rows[-1] = (*r.rows[-1][:3], "table left" if (work / "rpc.json").exists() else "no table", r.rows[-1][4])
-    child = r.spawn(["profile", "cpu-ort-1t", "--space", "mbv3-small-input", "--quick", "--out", "t.json",
-                     "--no-progress"])
-    while not (work / "t.json").exists() and child.poll() is None:
-        time.sleep(0.05)
-    time.sleep(2.0)
-    # 4. a second writer of the same table
-    second = r.case("a second profile --resume of a table being written",
-                    ["profile", "cpu-ort-1t", "--space", "mbv3-small-input", "--quick", "--out", "t.json", "--resume",
-                     "--no-progress"], timeout=120)[0]
-    if child.poll() is None:
-        child.send_signal(signal.SIGTERM)
-    _, err = child.communicate(timeout=120)
-    r.record("SIGTERM during profile", child.returncode, err,
-             left=("second writer ran; " if second in (0, 124) else "") + (
-                 "table loads" if _loads(work / "t.json") else "no table") + f"; hidden {hidden(work)}")
+    if "interrupt" in groups:
+        (work / "rpc.yaml").write_text("name: rpc-unreachable\nbackend: tvm\noptions: {target: llvm, rpc_host: "
+                                       "127.0.0.1, rpc_port: 9}\nprotocol: {warmup: 1, min_repeats: 3}\n")
+        r.case("profile, RPC server unreachable", ["profile", "rpc.yaml", "--space", "mbv3-small-input", "--out",
+                                                   "rpc.json", "--no-progress"])
+        r.rows[-1] = (*r.rows[-1][:3], "table left" if (work / "rpc.json").exists() else "no table", r.rows[-1][4])
+        child = r.spawn(["profile", "cpu-ort-1t", "--space", "mbv3-small-input", "--quick", "--out", "t.json",
+                         "--no-progress"])
+        while not (work / "t.json").exists() and child.poll() is None:
+            time.sleep(0.05)
+        time.sleep(2.0)
+        second = r.case("a second profile --resume of a table being written",
+                        ["profile", "cpu-ort-1t", "--space", "mbv3-small-input", "--quick", "--out", "t.json",
+                         "--resume", "--no-progress"], timeout=120)[0]
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=120)
+        r.record("SIGTERM during profile", child.returncode, err,
+                 left=("second writer ran; " if second in (0, 124) else "") + (
+                     "table loads" if _loads(work / "t.json") else "no table") + f"; hidden {hidden(work)}")
 
-    # 5. numbers out of range, bad entries
-    r.case("train --threads -1", [*TRAIN, "--threads", "-1", "--out", "c2.pt"])
-    r.case("search --max-params -1", [*search, "--max-params", "-1", "--out", "run2"])
-    r.rows[-1] = (*r.rows[-1][:3], "run written" if (work / "run2" / "pareto.json").exists() else "nothing written",
-                  r.rows[-1][4])
-    r.case("export --pick=-1", ["export", "run/pareto.json", "--pick=-1", "--untrained", "--format", "onnx",
-                                "--no-measure", "--out", "D1"])
-    r.rows[-1] = (*r.rows[-1][:3], "bundle written" if (work / "D1").exists() else "nothing written", r.rows[-1][4])
-    doc = json.loads((work / "run" / "pareto.json").read_text())
-    doc["pareto"].append({"arch": {**json.loads(SMALLEST), "k": [4] * 20}})
-    (work / "bad.json").write_text(json.dumps(doc))
-    r.case("export of a bad arch in pareto.json", ["export", "bad.json", "--pick", str(len(doc["pareto"]) - 1),
-                                                   "--untrained", "--format", "onnx", "--no-measure", "--out", "D2"])
-    nb = json.loads(table.read_text())
-    sys.path.insert(0, str(r.checkout))
-    from hwnas.latency.fingerprint import device_fingerprint
-    from hwnas.space import get_space
+    if "values" in groups:
+        r.case("train --threads -1", [*TRAIN, "--threads", "-1", "--out", "c3.pt"])
+        r.case("search --max-params -1", [*search, "--max-params", "-1", "--out", "run2"])
+        r.rows[-1] = (*r.rows[-1][:3], "run written" if (work / "run2" / "pareto.json").exists() else "nothing written",
+                      r.rows[-1][4])
+        r.case("export --pick=-1", ["export", "run/pareto.json", "--pick=-1", "--untrained", "--format", "onnx",
+                                    "--no-measure", "--out", "D1"])
+        r.rows[-1] = (*r.rows[-1][:3], "bundle written" if (work / "D1").exists() else "nothing written", r.rows[-1][4])
+        doc = json.loads((work / "run" / "pareto.json").read_text())
+        doc["pareto"].append({"arch": {**json.loads(SMALLEST), "k": [4] * 20}})
+        (work / "bad.json").write_text(json.dumps(doc))
+        r.case("export of a bad arch in pareto.json", ["export", "bad.json", "--pick", str(len(doc["pareto"]) - 1),
+                                                       "--untrained", "--format", "onnx", "--no-measure", "--out",
+                                                       "D2"])
+        nb = json.loads(table.read_text())
+        sys.path.insert(0, str(r.checkout))
+        from hwnas.latency.fingerprint import device_fingerprint
+        from hwnas.space import get_space
 
-    space = get_space("nb201")
-    entry = {"median_ms": 0.1, "p25_ms": 0.09, "p75_ms": 0.11, "cv": 0.1, "n": 10}
-    for key in ("anchor", "anchor_arch", "anchored", "anchor_ms"):
-        nb["protocol"].pop(key, None)
-    nb.update(space={"name": "nb201", "config": {}}, device=device_fingerprint(),
-              entries={k: dict(entry) for k in space.all_ops()}, expected_entries=len(space.all_ops()))
-    (work / "nb201.json").write_text(json.dumps(nb))
-    r.case("validate on an nb201 table", ["validate", "nb201.json", "--n", "3", "--calib-n", "3", "--no-progress"])
+        space = get_space("nb201")
+        entry = {"median_ms": 0.1, "p25_ms": 0.09, "p75_ms": 0.11, "cv": 0.1, "n": 10}
+        for key in ("anchor", "anchor_arch", "anchored", "anchor_ms"):
+            nb["protocol"].pop(key, None)
+        nb.update(space={"name": "nb201", "config": {}}, device=device_fingerprint(),
+                  entries={k: dict(entry) for k in space.all_ops()}, expected_entries=len(space.all_ops()))
+        (work / "nb201.json").write_text(json.dumps(nb))
+        r.case("validate on an nb201 table", ["validate", "nb201.json", "--n", "3", "--calib-n", "3", "--no-progress"])
 
     print("| case | exit | traceback | on disk after | message |")
     print("|---|---|---|---|---|")
     for row in r.rows:
         print("| " + " | ".join(row) + " |")
+
+
+def epochs(path: Path) -> int | None:
+    import torch
+
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+    except (OSError, RuntimeError, KeyError):
+        return None
 
 
 def _loads(path: Path) -> bool:
