@@ -67,9 +67,15 @@ def demo(
     pop: int = 20,
     gens: int = 8,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> DemoResult:
     """The whole pipeline in `out`, each step a library verb; a step whose artifact is there is reused."""
     began = time.perf_counter()
+    out = Path(out)
+    done = [p for p in (out / "search" / "pareto.json", out / "bundle") if p.exists()]
+    if done and not overwrite:  # the table and the checkpoint are reused; a finished run's results are not replaced
+        raise InputError(f"holds a finished demo ({', '.join(str(p) for p in done)}); pass --overwrite to search "
+                         "and export again, or give another --out", path=str(out), field="--out")
     # one core stays free: a torch thread team that shares every core with anything else
     # stalls at each barrier (seen here: 220 img/s quiet, 25 img/s beside one busy process)
     threads = max(1, (os.cpu_count() or 1) - 1)
@@ -116,13 +122,12 @@ def demo(
     _step(f"4/5 NSGA-II search under {budget_ms} ms")
     search_dir = out / "search"
     steps["search"] = pipeline.search(SPACE, table=table, supernet=ckpt, budget_ms=budget_ms, pop_size=pop,
-                                      generations=gens, seed=seed, out=search_dir).to_dict()
+                                      generations=gens, seed=seed, out=search_dir,
+                                      overwrite=overwrite).to_dict()
 
     # 5. export and measure
     _step("5/5 export the best subnet under the budget (ONNX, TVM) and measure it")
-    bundle = out / "bundle"
-    if bundle.exists():
-        shutil.rmtree(bundle)
+    bundle = out / "bundle"  # an earlier bundle is replaced only by a complete new one
     steps["export"] = pipeline.export(search_dir / "pareto.json", pick="best-under-budget", formats=("onnx", "tvm"),
                                       profile=PROFILE, out=bundle).to_dict()
 
@@ -244,6 +249,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-ms", type=float, default=None,
                         help="latency budget (default: median predicted latency of random subnets)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="search and export again into a finished demo's --out")
 
 
 from hwnas.verb_module import make_verb  # noqa: E402

@@ -119,6 +119,9 @@ def load_profile(path_or_name: str | os.PathLike) -> DeviceProfile:
         raise InputError(f"device profile not found (shipped profiles: {known})", path=str(path))
     try:
         raw = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not a text file ({exc.reason} at byte {exc.start}); expected a YAML device profile",
+                         path=str(path)) from exc
     except yaml.YAMLError as exc:
         raise InputError(f"not valid YAML: {exc}", path=str(path)) from exc
     return profile_from_dict(raw, source=str(path))

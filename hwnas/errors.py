@@ -36,3 +36,12 @@ class InputError(Exception):
 
 class NotAvailableError(InputError):
     """An optional part (package, backend, device) that is absent here."""
+
+
+class OutputError(Exception):
+    """An output could not be written while the run was under way: the CLI exits 1 with one line
+    that names the file and where the computed result was saved instead."""
+
+    def __init__(self, message: str, *, path: str | None = None):
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)

@@ -154,7 +154,8 @@ def fit_latency(csv: str | os.PathLike, target: str, train_size: int, **options:
 
 
 def train(settings: Any = None, out: str | os.PathLike | None = None, *, quick: bool = False, resume: bool = False,
-          device: str = "auto", threads: int | None = None, progress: bool = True, **options: Any) -> TrainResult:
+          overwrite: bool = False, device: str = "auto", threads: int | None = None, progress: bool = True,
+          **options: Any) -> TrainResult:
     """Train a weight-sharing supernet into the checkpoint `out`: with `settings` (a TrainSettings), or
     TrainSettings built from `options` (space, epochs, data, ...), the short schedule when `quick`."""
     if out is None:
@@ -170,7 +171,8 @@ def train(settings: Any = None, out: str | os.PathLike | None = None, *, quick: 
         settings = TrainSettings.short_schedule(**options) if quick else TrainSettings(**options)
     elif options or quick:
         raise InputError("give TrainSettings or its options, not both", field="settings")
-    return TrainResult.from_dict(train_supernet(settings, out, resume=resume, device=device, progress=progress))
+    return TrainResult.from_dict(train_supernet(settings, out, resume=resume, overwrite=overwrite, device=device,
+                                                progress=progress))
 
 
 def search(space: Any, *, budget_ms: float, out: str | os.PathLike, table: str | os.PathLike | None = None,
@@ -178,7 +180,7 @@ def search(space: Any, *, budget_ms: float, out: str | os.PathLike, table: str |
            strategy: str | None = None, objectives: Sequence[str] | str = ("accuracy", "latency_ms"),
            estimator: str = "supernet", pop_size: int = 100, generations: int = 100,
            evaluations: int | None = None, max_params: float | None = None, seed: int = 0,
-           strategy_options: dict | None = None) -> SearchRun:
+           strategy_options: dict | None = None, overwrite: bool = False) -> SearchRun:
     """Search `space` (a name) for the Pareto front under `budget_ms`, latency predicted by a latency
     table (`table`) or any latency model (`latency_model`: a path `load_latency_model` reads, or an
     object with `predict(archs) -> ms`), accuracy from `estimator` on `supernet`. `strategy_options`
@@ -188,7 +190,7 @@ def search(space: Any, *, budget_ms: float, out: str | os.PathLike, table: str |
     from hwnas.protocols import LatencyModel, check_protocol
     from hwnas.search import best_under_budget, get_strategy
     from hwnas.search import search as optimize
-    from hwnas.search.artifact import fastest_latency, write_search_outputs
+    from hwnas.search.artifact import check_output_folder, fastest_latency, write_search_outputs
     from hwnas.search.strategies import DEFAULT_STRATEGY
     from hwnas.space import get_space
 
@@ -199,6 +201,7 @@ def search(space: Any, *, budget_ms: float, out: str | os.PathLike, table: str |
         if value is not None and value < 1:
             raise InputError(f"must be a positive integer, got {value}", field=name)
     objectives = parse_objectives(objectives)
+    check_output_folder(out, overwrite=overwrite)  # a finished run is never replaced silently
     get_strategy(strategy)  # an unknown strategy fails before anything is loaded
     space_name = space if isinstance(space, str) else getattr(space, "name", None)
     get_space(space_name)  # an unknown space too

@@ -26,6 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace):
     from hwnas.demo import demo, print_table
 
-    result = demo(args.out, epochs=args.epochs, budget_ms=args.budget_ms, seed=args.seed)
+    result = demo(args.out, epochs=args.epochs, budget_ms=args.budget_ms, seed=args.seed,
+                  overwrite=args.overwrite)
     print_table(result.to_dict())
     return result

@@ -28,11 +28,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--splits", type=int, default=3, help="random train/test splits averaged (default 3)")
     parser.add_argument("--space", default="mbv3", help="search space of the CSV's subnets (default mbv3)")
     parser.add_argument("--out", default=None, help="save the first split's model here (JSON)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing file at --out")
 
 
 def run(args: argparse.Namespace):
     from hwnas.pipeline import fit_latency
 
     return fit_latency(args.csv, args.target, args.train_size, seed=args.seed, splits=args.splits,
-                       space=args.space, out=args.out)
+                       space=args.space, out=args.out, overwrite=args.overwrite)
 

@@ -61,6 +61,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="also require at most M million parameters")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, metavar="R/", help="output folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace a search run already in --out")
 
 
 def run(args: argparse.Namespace):
@@ -70,4 +71,5 @@ def run(args: argparse.Namespace):
     return search(args.space, table=args.table, latency_model=args.latency_model, supernet=args.supernet,
                   budget_ms=args.budget_ms, strategy=args.algo, objectives=args.objectives, estimator=args.estimator,
                   pop_size=args.pop, generations=args.gens, evaluations=args.evals, max_params=args.max_params,
-                  seed=args.seed, out=args.out, strategy_options=options if args.algo == "differentiable" else None)
+                  seed=args.seed, out=args.out, overwrite=args.overwrite,
+                  strategy_options=options if args.algo == "differentiable" else None)

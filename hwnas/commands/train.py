@@ -35,6 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="short schedule for a first look: 2 epochs of 4000 images, 1 random subnet per step")
     parser.add_argument("--out", required=True, help="checkpoint to write (rewritten after every epoch)")
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint at --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out")
     parser.add_argument("--batch-size", type=int, default=None, help="per process (default 128; 64 with --quick)")
     parser.add_argument("--no-augment", action="store_true", help="no random flips and shifts")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.1 SGD, 2e-3 AdamW)")
@@ -63,10 +64,11 @@ def run(args: argparse.Namespace):
     # unset flags are left out, so the short schedule's values (--quick) or the defaults apply
     chosen = {name: getattr(args, name) for name in ("epochs", "limit_train", "num_random", "batch_size", "val_size")
               if getattr(args, name) is not None}
-    result = train(out=args.out, quick=args.quick, resume=args.resume, device=args.device, threads=args.threads,
-                   progress=not args.no_progress, space=args.space, space_options=space_options(args),
-                   data=args.data, optimizer=args.optimizer, lr=args.lr, progressive=args.progressive, seed=args.seed,
-                   distill=not args.no_distill, **chosen, **({"augment": False} if args.no_augment else {}))
+    result = train(out=args.out, quick=args.quick, resume=args.resume, overwrite=args.overwrite, device=args.device,
+                   threads=args.threads, progress=not args.no_progress, space=args.space,
+                   space_options=space_options(args), data=args.data, optimizer=args.optimizer, lr=args.lr,
+                   progressive=args.progressive, seed=args.seed, distill=not args.no_distill, **chosen,
+                   **({"augment": False} if args.no_augment else {}))
     if result.details.get("rank", 0) != 0:  # under torchrun only rank 0 reports
         args.json = False
         return {}

@@ -35,7 +35,7 @@ from hwnas.device_profile import DeviceProfile, load_profile
 from hwnas.errors import InputError, NotAvailableError
 from hwnas.export.formats import ExportContext
 from hwnas.export.preprocess import InputContract, OutputContract, RawImageModel
-from hwnas.io import atomic_write_json
+from hwnas.io import artifact_lock, atomic_write_json, temp_prefix
 from hwnas.registry import EXPORTERS
 
 # 2: the input / output contract, accuracy figures with split and size, predict.py
@@ -174,7 +174,7 @@ def _commit(tmp: Path, out_dir: Path) -> None:
             os.chmod(path, (0o777 if os.access(path, os.X_OK) else 0o666) & ~umask)
     old = None
     if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        old = out_dir.with_name(f".{out_dir.name}.old-pid{os.getpid()}")
         os.replace(out_dir, old)
     os.replace(tmp, out_dir)
     if old is not None:
@@ -229,7 +229,13 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
     model = RawImageModel(module, contract).eval()
     shape = [profile.batch, *contract.shape()[1:]]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    lock = artifact_lock(out_dir, what="bundle")  # one writer per bundle; removes a killed run's partial folders
+    lock.__enter__()
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out_dir, "partial-"), dir=out_dir.parent))
+    except BaseException:
+        lock.__exit__(None, None, None)
+        raise
 
     def log(msg: str) -> None:
         if progress:
@@ -317,6 +323,8 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        lock.__exit__(None, None, None)
     return ExportResult(out_dir=str(out_dir), files={k: str(out_dir / v) for k, v in files.items()},
                         manifest=manifest, max_abs_diff=max_abs_diff, predicted_ms=predicted_ms,
                         measured_ms=measured_ms, notes=notes)

@@ -85,9 +85,9 @@ def select_from_run(pareto_path: str | os.PathLike, pick: str) -> Selection:
         how = "best-under-budget"
     elif pick.lstrip("-").isdigit():
         i = int(pick)
-        if not -len(pareto) <= i < len(pareto):
-            raise InputError(f"index {i} is outside the Pareto set of {len(pareto)} subnets", path=path,
-                             field="pick")
+        if not 0 <= i < len(pareto):
+            raise InputError(f"index {i} is outside the Pareto set of {len(pareto)} subnets (expected 0 to "
+                             f"{len(pareto) - 1})", path=path, field="pick")
         entry = pareto[i]
         how = f"pareto[{i}]"
     elif pick.startswith("{"):
@@ -96,10 +96,28 @@ def select_from_run(pareto_path: str | os.PathLike, pick: str) -> Selection:
         how = "arch given" + (" (in the Pareto set)" if "objectives" in entry else "")
     else:
         raise InputError(f"got {pick!r}; expected {PICK_FORMS}", field="pick")
+    where = "best_under_budget" if how == "best-under-budget" else how.split(" ")[0].replace("arch", "--pick")
     if not isinstance(entry, dict) or not isinstance(entry.get("arch"), dict):
-        raise InputError("the picked entry holds no 'arch' mapping", path=path, field="pareto")
+        raise InputError("the picked entry holds no 'arch' mapping", path=path, field=f"{where}.arch")
     options = record.get("space_options") or {}
-    options = {k: v for k, v in options.items() if k != "name"} if isinstance(options, dict) else {}
+    if not isinstance(options, dict):
+        raise InputError(f"expected an object of space options, got {type(options).__name__}", path=path,
+                         field="space_options")
+    options = {k: v for k, v in options.items() if k != "name"}
+    for name in ("supernet", "table"):
+        if record.get(name) is not None and not isinstance(record.get(name), str):
+            raise InputError(f"expected a file path or null, got {record.get(name)!r}", path=path, field=name)
+    try:
+        space = build_space(Selection(arch={}, space_name=space_name, space_options=options))
+    except InputError as exc:
+        raise InputError(str(exc), path=path, field="space") from exc
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"space '{space_name}' does not take these options: {exc}", path=path,
+                         field="space_options") from exc
+    try:
+        space.validate(entry["arch"])
+    except InputError as exc:
+        raise InputError(f"entry {where}: {exc}", path=path, field=f"{where}.arch") from exc
     return Selection(arch=entry["arch"], space_name=space_name, space_options=options,
                      supernet=record.get("supernet"), table=record.get("latency_model") or record.get("table"),
                      accuracy=_entry_value(entry, "accuracy"), predicted_ms=_entry_value(entry, "latency_ms"),

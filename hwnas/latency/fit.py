@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import InputError
-from hwnas.io import atomic_write_json, read_json
+from hwnas.io import check_writable, json_bytes, read_json, write_or_rescue
 from hwnas.space import get_space
 from hwnas.space.layers import conv_out_size, make_divisible
 from hwnas.stats import RidgeFit, grouped_ridge_loo, latency_metrics, tukey_weights, weighted_ridge_loo
@@ -405,7 +405,7 @@ class WholeNetworkLatencyRegressor:
         return model
 
     def save(self, path: str | os.PathLike) -> None:
-        atomic_write_json(path, self.to_dict())
+        write_or_rescue(path, json_bytes(self.to_dict()), what="latency model")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> WholeNetworkLatencyRegressor:
@@ -488,13 +488,17 @@ def _parse_latency(text: Any, path: Path, line: int, col: str) -> float:
 
 # --- the verb ---------------------------------------------------------------------------------
 def fit_latency(csv_path: str | os.PathLike, target: str, train_size: int, *, seed: int = 0, splits: int = 3,
-                space: str = "mbv3", out: str | os.PathLike | None = None) -> dict[str, Any]:
+                space: str = "mbv3", out: str | os.PathLike | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Fit on `train_size` random rows, score on all other rows; repeat over `splits` random splits.
 
     Returns the mean metrics over splits (mape, within_10pct, kendall_tau), the per-split
     figures, and the same for the FLOPs least-squares reference. With `out`, the model of
-    the first split is saved as JSON with its provenance.
+    the first split is saved as JSON with its provenance (an existing file only with `overwrite`).
     """
+    if out is not None:
+        if Path(out).exists() and not overwrite:
+            raise InputError("a file exists here; pass --overwrite to replace it", path=str(out), field="--out")
+        check_writable(out, field="--out")
     if space != "mbv3":
         raise InputError(f"unsupported space {space!r}; fit-latency reads OFA MobileNetV3 subnets: expected 'mbv3'",
                          field="space")

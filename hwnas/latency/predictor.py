@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from hwnas.errors import InputError
-from hwnas.io import atomic_write_json, read_json
+from hwnas.io import json_bytes, read_json, write_or_rescue
 from hwnas.latency.fit import measured_latencies
 from hwnas.latency.table import LatencyTable
 from hwnas.stats import latency_metrics, relative_least_squares, relative_ridge, trimmed_rms
@@ -72,9 +72,11 @@ class Calibration:
     feature_names: list[str]
     loo_rel_rmse: dict[str, float] = field(default_factory=dict)  # every candidate's leave-one-out error
     provenance: dict[str, Any] = field(default_factory=dict)
+    source: str | None = field(default=None, compare=False)  # the file it was read from
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": CALIBRATION_SCHEMA_VERSION, "kind": CALIBRATION_KIND, **asdict(self)}
+        record = {k: v for k, v in asdict(self).items() if k != "source"}
+        return {"schema_version": CALIBRATION_SCHEMA_VERSION, "kind": CALIBRATION_KIND, **record}
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = "<calibration>") -> Calibration:
@@ -94,8 +96,14 @@ class Calibration:
                 or not all(isinstance(c, (int, float)) and np.isfinite(c) for c in coef)):
             raise InputError("expected equally long lists 'coef' (finite numbers) and 'feature_names'",
                              path=source, field="coef")
-        return cls(method=method, coef=[float(c) for c in coef], feature_names=[str(n) for n in names],
-                   loo_rel_rmse=dict(raw.get("loo_rel_rmse", {})), provenance=dict(raw.get("provenance", {})))
+        for name in ("loo_rel_rmse", "provenance"):
+            if not isinstance(raw.get(name, {}), dict):
+                raise InputError(f"expected an object, got {type(raw[name]).__name__}", path=source, field=name)
+        if not all(isinstance(n, str) for n in names):
+            raise InputError("expected a list of feature names (strings)", path=source, field="feature_names")
+        return cls(method=method, coef=[float(c) for c in coef], feature_names=list(names),
+                   loo_rel_rmse=dict(raw.get("loo_rel_rmse", {})), provenance=dict(raw.get("provenance", {})),
+                   source=source)
 
 
 class LatencyPredictor:
@@ -163,7 +171,13 @@ class LatencyPredictor:
             from hwnas.space import get_space
 
             config = {k: v for k, v in self.table.space.get("config", {}).items() if k != "name"}
-            self._space = get_space(self.table.space_name, **config)
+            try:
+                self._space = get_space(self.table.space_name, **config)
+            except InputError as exc:
+                raise InputError(str(exc), path=self.table.path, field="space.name") from exc
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"the space options do not fit space '{self.table.space_name}': {exc}",
+                                 path=self.table.path, field="space.config") from exc
         return self._space
 
     # --- features ------------------------------------------------------------------------
@@ -268,7 +282,7 @@ class LatencyPredictor:
             names = names + self._attribute_columns()
         if names != cal.feature_names:
             raise InputError(f"calibration features {cal.feature_names} do not match this table's {names}",
-                             path=self.table.path, field="calibration")
+                             path=cal.source or self.table.path, field="feature_names")
         coef = np.asarray(cal.coef)
         out = X @ coef[: X.shape[1]]
         if by_attributes:
@@ -367,7 +381,8 @@ class LatencyPredictor:
             if not self.table.path:
                 raise ValueError("the table has no path; pass the calibration path explicitly")
             path = calibration_path(self.table.path)
-        atomic_write_json(path, self.calibration.to_dict())
+        write_or_rescue(path, json_bytes(self.calibration.to_dict()),
+                        what="latency calibration")
         return Path(path)
 
 

@@ -11,6 +11,7 @@ made with another profile, space, device or library versions.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -21,6 +22,7 @@ from typing import Any
 
 from hwnas.device_profile import DeviceProfile, MeasurementProtocol, load_profile
 from hwnas.errors import InputError
+from hwnas.io import artifact_lock, check_writable
 from hwnas.latency.anchor import AnchorBracket, anchor_arch, anchor_mode, anchored, measure_anchor, prepare_anchor
 from hwnas.latency.fingerprint import device_differences, device_fingerprint
 from hwnas.latency.table import ENTRY_FIELDS, LatencyTable, now_iso
@@ -180,8 +182,25 @@ def profile(
     protocol = quick_protocol(prof.protocol) if quick else prof.protocol
     all_keys = list(dict.fromkeys(space_obj.all_ops()))  # ordered, without duplicates
     path = Path(out) if out is not None else default_table_path(prof.name, space)
+    check_writable(path, field="--out")
+    with artifact_lock(path, what="latency table"):
+        created = not path.exists()
+        try:
+            return _profile_locked(prof, backend, space_obj, space, protocol, all_keys, path, resume=resume,
+                                   overwrite=overwrite, quick=quick, limit=limit, progress=progress, began=began)
+        except BaseException:
+            # a run that failed before its first measurement leaves no table (nothing to resume)
+            if created and path.exists():
+                with contextlib.suppress(InputError, OSError):
+                    if len(LatencyTable.load(path)) == 0:
+                        path.unlink()
+            raise
 
-    table = new_table(prof, backend, space_obj, space, protocol, quick=quick, expected_entries=len(all_keys))
+
+def _profile_locked(prof: DeviceProfile, backend: Backend, space_obj: Any, space: str, protocol: MeasurementProtocol,
+                    all_keys: list[str], path: Path, *, resume: bool, overwrite: bool, quick: bool,
+                    limit: int | None, progress: bool, began: float) -> dict[str, Any]:
+    table = fresh = new_table(prof, backend, space_obj, space, protocol, quick=quick, expected_entries=len(all_keys))
     if path.exists() and not overwrite:
         if not resume:
             raise InputError("a latency table exists here; pass --resume to continue it or --overwrite "
@@ -197,6 +216,12 @@ def profile(
 
     wanted = all_keys if limit is None else all_keys[:limit]
     rounds = protocol.rounds
+    if table is not fresh and all(rounds_needed(table.entries.get(k), rounds) == 0 for k in wanted):
+        # a resumed run with nothing left to measure leaves the file as it is
+        print(f"hwnas profile: {path} already holds every op key asked for ({len(wanted)}), with their rounds; "
+              "nothing to do, the table is unchanged", file=sys.stderr)
+        return {**_summary(path, table, prof, space, quick=quick, measured=0, reused=len(wanted), measurements=0,
+                           rounds=rounds, expected=len(all_keys), began=began), "finished": True}
     # foreign load on the machine is the main threat to these numbers: record it with them
     table.conditions.setdefault("runs", []).append({"started": now_iso(), "loadavg_start": _loadavg()})
     reused = sum(1 for k in wanted if rounds_needed(table.entries.get(k), rounds) == 0)
@@ -253,15 +278,22 @@ def profile(
     table.conditions["runs"][-1].update({"finished": now_iso(), "loadavg_end": _loadavg(),
                                          "measurements": measurements})
     table.save(path)
+    return _summary(path, table, prof, space, quick=quick, measured=len(measured_keys), reused=reused,
+                    measurements=measurements, rounds=rounds, expected=len(all_keys), began=began)
+
+
+def _summary(path: Path, table: LatencyTable, prof: DeviceProfile, space: str, *, quick: bool, measured: int,
+             reused: int, measurements: int, rounds: int, expected: int, began: float) -> dict[str, Any]:
+    """What `hwnas profile --json` prints."""
     return {
         "table": str(path),
         "entries": len(table.entries),
-        "measured": len(measured_keys),
+        "measured": measured,
         "reused": reused,
         "seconds": round(time.perf_counter() - began, 3),
         "measurements": measurements,
         "rounds": rounds,
-        "expected": len(all_keys),
+        "expected": expected,
         "complete": table.complete,
         "space": space,
         "profile": prof.name,

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hwnas.errors import InputError
-from hwnas.io import atomic_write_json, read_json
+from hwnas.io import json_bytes, read_json, write_or_rescue
 from hwnas.runtime.measure import rounds_needed
 
 SCHEMA_VERSION = 1
@@ -142,7 +142,8 @@ class LatencyTable:
         if target is None:
             raise ValueError("no path to save the latency table to")
         self.updated = now_iso()
-        atomic_write_json(target, self.to_dict())
+        # a folder that fails mid-profile: the entries measured so far are saved elsewhere (the error says where)
+        write_or_rescue(target, json_bytes(self.to_dict()), what="latency table")
         self.path = str(target)
 
     @classmethod
@@ -173,6 +174,8 @@ class LatencyTable:
                 raise bad(key, f"expected a {typ.__name__} (JSON object), got {type(raw[key]).__name__}")
         if not isinstance(raw["space"].get("name"), str):
             raise bad("space.name", "expected the search space's name as a string")
+        if not isinstance(raw["space"].get("config", {}), dict):
+            raise bad("space.config", "expected an object of the space's options")
         if not isinstance(raw["profile"].get("name"), str):
             raise bad("profile.name", "expected the device profile's name as a string")
         entries: dict[str, dict[str, Any]] = {}

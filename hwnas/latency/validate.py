@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from hwnas.device_profile import MeasurementProtocol, profile_from_dict
-from hwnas.errors import InputError
+from hwnas.errors import InputError, OutputError
+from hwnas.io import check_writable
 from hwnas.latency.anchor import AnchorBracket, anchor_mode, anchored, measure_anchor, prepare_anchor, read_anchor
 from hwnas.latency.fingerprint import device_differences, device_fingerprint
 from hwnas.latency.predictor import LatencyPredictor, calibration_path
@@ -82,8 +83,8 @@ def validate(
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise InputError(f"expected an integer >= {low}, got {value!r}", field=name)
     table_path = Path(table_path)
-    predictor = LatencyPredictor.load(table_path)
-    predictor.calibration = None  # validate measures afresh; an earlier calibration plays no part
+    # validate measures afresh: an earlier calibration plays no part (and a broken one is replaced)
+    predictor = LatencyPredictor(LatencyTable.load(table_path))
     table = predictor.table
     if not table.complete and len(table) < (table.expected_entries or 0):
         raise InputError(f"the table is incomplete ({len(table)} of {table.expected_entries} op keys); "
@@ -109,6 +110,15 @@ def validate(
                          f"table (first: {absent[0]!r}); profile the space again", path=str(table_path),
                          field="entries")
 
+    if not callable(getattr(space, "build", None)) or not callable(getattr(space, "input_shape", None)):
+        # a tabular space (nb201) has op keys but no networks to build and time end to end
+        raise InputError(f"space {table.space_name!r} cannot build whole subnets, so they cannot be measured end "
+                         "to end; validate needs a table of a buildable space (e.g. mbv3-small-input)",
+                         path=str(table_path), field="space.name")
+    cal_target = Path(calibration_out) if calibration_out is not None else calibration_path(table_path)
+    check_writable(cal_target, field="--calibration-out")  # before the minutes of measuring
+    if plot is not None:
+        check_writable(plot, field="--plot")
     anchor = read_anchor(table.protocol, space, str(table_path))
     anchor_ms = anchor[1] if anchor is not None else None
 
@@ -164,11 +174,15 @@ def validate(
     }
     if pass_agreement is not None:
         predictor.calibration.provenance["held_out"]["pass_agreement"] = pass_agreement
-    cal_path = predictor.save(calibration_out if calibration_out is not None else calibration_path(table_path))
+    cal_path = predictor.save(cal_target)  # an OutputError says where the calibration went if its place failed
 
     if plot is not None:
-        scatter_plot(plot, y_test, raw_test, calibrated_test,
-                     title=f"{table.profile_name} / {table.space_name}: {n} held-out subnets")
+        try:
+            scatter_plot(plot, y_test, raw_test, calibrated_test,
+                         title=f"{table.profile_name} / {table.space_name}: {n} held-out subnets")
+        except OSError as exc:
+            raise OutputError(f"cannot write the plot ({exc.strerror or exc}); the calibration, with every "
+                              f"measurement, is written at {cal_path}", path=str(plot)) from exc
     return {
         "table": str(table_path),
         "table_complete": table.complete,

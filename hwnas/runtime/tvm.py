@@ -463,8 +463,9 @@ def connect(address: RpcAddress, *, timeout_s: float = 60.0) -> Any:
         return rpc.connect(address.host, address.port, session_timeout=int(timeout_s) * 10)
     except Exception as exc:  # noqa: BLE001 - an unreachable device is an input problem
         raise InputError(f"cannot reach the TVM RPC server at {address.describe()} ({type(exc).__name__}: {exc}); "
-                         "start `python -m tvm.exec.rpc_server --host 0.0.0.0 --port PORT` on the device "
-                         "and check rpc_host / rpc_port", field="rpc_host") from exc
+                         "start `python -m tvm.exec.rpc_server --host 127.0.0.1 --port PORT` on the device and "
+                         "tunnel to it over SSH, or bind it to a private address (never 0.0.0.0: it runs any "
+                         "uploaded code), and check rpc_host / rpc_port", field="rpc_host") from exc
 
 
 def upload_library(session: Any, files: LibraryFiles) -> Any:

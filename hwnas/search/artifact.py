@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import os
 from collections.abc import Callable, Mapping
@@ -10,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from hwnas.io import atomic_write_json
+from hwnas.errors import InputError, OutputError
+from hwnas.io import check_writable, json_bytes, write_or_rescue
 from hwnas.search.optimize import search
 from hwnas.search.plot import plot_hypervolume, plot_pareto
 from hwnas.search.result import SearchResult, best_under_budget
@@ -73,24 +75,40 @@ def _metric_names(result: SearchResult) -> set[str]:
     return set(result.objectives) | set(result.settings.get("constraints", {}))
 
 
+OUTPUT_FILES = ("pareto.json", "pareto.png", "hypervolume.png")
+
+
+def check_output_folder(out_dir: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Before searching: InputError when `out_dir` cannot be written, or already holds a run's files
+    and `overwrite` is not given (a finished search is never replaced silently)."""
+    out = Path(out_dir)
+    check_writable(out, field="--out", folder=True)
+    present = [name for name in OUTPUT_FILES if (out / name).exists()]
+    if present and not overwrite:
+        raise InputError(f"holds a search run ({', '.join(present)}); pass --overwrite to replace it, or give "
+                         "another --out", path=str(out), field="--out")
+
+
 def write_search_outputs(out_dir: str | os.PathLike, result: SearchResult, *, budget_ms: float,
                          metadata: Mapping[str, Any]) -> dict[str, str]:
-    """Write pareto.json, pareto.png and hypervolume.png into `out_dir`; on failure remove
-    the files this call created (files that were there before are replaced atomically or kept)."""
+    """Write pareto.json, then pareto.png and hypervolume.png, into `out_dir`.
+
+    The Pareto set is the result: when its folder cannot be written it is saved in the rescue folder
+    (`hwnas.io.rescue_dir`) and the OutputError says where; a plot that fails leaves pareto.json in place.
+    """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):  # a folder that cannot be made fails below, and the result is rescued
+        out.mkdir(parents=True, exist_ok=True)
     files = {"pareto": out / "pareto.json", "pareto_plot": out / "pareto.png",
              "hypervolume_plot": out / "hypervolume.png"}
-    existed = {name: path.exists() for name, path in files.items()}
+    write_or_rescue(files["pareto"], json_bytes(pareto_document(result, budget_ms=budget_ms, metadata=metadata)),
+                    what="Pareto set")
     try:
         x = "latency_ms" if "latency_ms" in _metric_names(result) else result.objectives[0]
         plot_pareto(files["pareto_plot"], result, budget_ms if x == "latency_ms" else None, x=x)
         plot_hypervolume(files["hypervolume_plot"], result.hypervolume_history,
                          label=f"{result.settings.get('strategy', '')}, seed {result.seed}")
-        atomic_write_json(files["pareto"], pareto_document(result, budget_ms=budget_ms, metadata=metadata))
-    except BaseException:
-        for name, path in files.items():
-            if not existed[name] and path.exists():
-                path.unlink()
-        raise
+    except OSError as exc:
+        raise OutputError(f"cannot write the plots ({exc.strerror or exc}); the Pareto set is written at "
+                          f"{files['pareto']}", path=str(exc.filename or out)) from exc
     return {name: str(path) for name, path in files.items()}

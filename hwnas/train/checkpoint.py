@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from hwnas.errors import InputError
-from hwnas.io import atomic_write_bytes
+from hwnas.io import write_or_rescue
 
 CHECKPOINT_FORMAT = "hwnas-supernet"
 SCHEMA_VERSION = 1
@@ -36,7 +36,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
     payload = {"format": CHECKPOINT_FORMAT, "schema_version": SCHEMA_VERSION, **payload}
     buffer = io.BytesIO()
     torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_or_rescue(path, buffer.getvalue(), what="supernet checkpoint")
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

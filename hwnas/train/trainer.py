@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from hwnas.data import Dataset, load_dataset
 from hwnas.errors import InputError, NotAvailableError
+from hwnas.io import artifact_lock, check_writable
 from hwnas.train.checkpoint import read_checkpoint, save_checkpoint
 from hwnas.train.distributed import (
     DistContext,
@@ -281,26 +282,50 @@ def train(
     out: str | os.PathLike,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     device: str = "auto",
     progress: bool = True,
     dataset: Dataset | None = None,
 ) -> dict[str, Any]:
     """Train (or resume training) a supernet and write its checkpoint to `out` after every epoch.
 
+    An existing checkpoint at `out` is continued with `resume` or replaced with `overwrite`, never
+    silently; resuming a run that already has its epochs changes nothing. One process writes a
+    checkpoint at a time (`hwnas.io.artifact_lock`).
+
     Under `torchrun --nproc-per-node N` each process trains on its shard of every epoch and
     gradients are averaged over processes. Returns the summary `hwnas train --json` prints.
     """
-    from hwnas.supernet import build_supernet
-
     started = time.perf_counter()
     out = Path(out)
+    settings.validate()
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes the checkpoint
+        return _train(settings, out, resume=resume, overwrite=overwrite, device=device, progress=progress,
+                      dataset=dataset, started=started)
+    check_writable(out, field="--out")
+    with artifact_lock(out, what="supernet checkpoint"):
+        return _train(settings, out, resume=resume, overwrite=overwrite, device=device, progress=progress,
+                      dataset=dataset, started=started)
+
+
+def _train(settings: TrainSettings, out: Path, *, resume: bool, overwrite: bool, device: str, progress: bool,
+           dataset: Dataset | None, started: float) -> dict[str, Any]:
+    from hwnas.supernet import build_supernet
+
     ckpt = None
+    if out.exists() and not resume and not overwrite:
+        raise InputError("a supernet checkpoint exists here; pass --resume to continue it or --overwrite to "
+                         "train afresh", path=str(out))
     if resume and out.is_file():
         ckpt = read_checkpoint(out)
         stored = TrainSettings.from_dict(ckpt["settings"])
         if stored.space != settings.space:
             raise InputError(f"checkpoint was trained on space '{stored.space}', not '{settings.space}'",
                              path=str(out), field="space")
+        if ckpt["epoch"] >= settings.epochs:
+            print(f"hwnas train: {out} has finished its run ({ckpt['epoch']} epochs, asked for {settings.epochs}); "
+                  "nothing to do, the checkpoint is unchanged", file=sys.stderr)
+            return finished_run(ckpt, out, started)
         stored.epochs = settings.epochs  # resuming may extend the schedule
         settings = stored
     elif resume:
@@ -410,6 +435,29 @@ def train(
         "world_size": ctx.world_size,
         "rank": ctx.rank,
         "resumed_from_epoch": start_epoch if ckpt is not None else None,
+    }
+
+
+def finished_run(ckpt: dict[str, Any], out: Path, started: float) -> dict[str, Any]:
+    """The summary of a run whose checkpoint already holds every epoch asked for (nothing was trained)."""
+    history = list(ckpt["history"])
+    last = next((h for h in reversed(history) if "acc_largest" in h), {})
+    settings = ckpt["settings"]
+    return {
+        "checkpoint": str(out),
+        "epochs": ckpt["epoch"],
+        "epochs_run": 0,
+        "finished": True,
+        "acc_largest": last.get("acc_largest"),
+        "acc_smallest": last.get("acc_smallest"),
+        "seconds": round(time.perf_counter() - started, 2),
+        "curve": history,
+        "space": ckpt["space"],
+        "data": settings.get("data") or "fmnist-subset",
+        "device": None,
+        "world_size": ckpt.get("world_size", 1),
+        "rank": 0,
+        "resumed_from_epoch": ckpt["epoch"],
     }
 
 
