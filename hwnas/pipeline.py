@@ -177,11 +177,13 @@ def search(space: Any, *, budget_ms: float, out: str | os.PathLike, table: str |
            latency_model: Any = None, supernet: str | os.PathLike | None = None,
            strategy: str | None = None, objectives: Sequence[str] | str = ("accuracy", "latency_ms"),
            estimator: str = "supernet", pop_size: int = 100, generations: int = 100,
-           evaluations: int | None = None, max_params: float | None = None, seed: int = 0) -> SearchRun:
+           evaluations: int | None = None, max_params: float | None = None, seed: int = 0,
+           strategy_options: dict | None = None) -> SearchRun:
     """Search `space` (a name) for the Pareto front under `budget_ms`, latency predicted by a latency
     table (`table`) or any latency model (`latency_model`: a path `load_latency_model` reads, or an
-    object with `predict(archs) -> ms`), accuracy from `estimator` on `supernet`. Writes
-    out/pareto.json, pareto.png and hypervolume.png."""
+    object with `predict(archs) -> ms`), accuracy from `estimator` on `supernet`. `strategy_options`
+    are the strategy's own (differentiable: relaxation, steps, sweep; it also gets the supernet, the
+    table's predictor and the budget). Writes out/pareto.json, pareto.png and hypervolume.png."""
     from hwnas.latency.model import load_latency_model
     from hwnas.protocols import LatencyModel, check_protocol
     from hwnas.search import best_under_budget, get_strategy
@@ -247,7 +249,8 @@ def search(space: Any, *, budget_ms: float, out: str | os.PathLike, table: str |
     constraints = {"latency_ms": float(budget_ms)}
     if max_params is not None:
         constraints["params"] = float(max_params)
-    result = optimize(space, metrics, objectives, constraints, strategy, evaluations=evaluations,
+    chosen = _strategy(strategy, strategy_options, supernet=supernet, model=model, budget_ms=float(budget_ms))
+    result = optimize(space, metrics, objectives, constraints, chosen, evaluations=evaluations,
                       generations=generations, pop_size=pop_size, seed=seed)
     resolved = str(Path(model_path).resolve()) if model_path is not None else None
     files = write_search_outputs(out, result, budget_ms=float(budget_ms), metadata={
@@ -274,6 +277,25 @@ def search(space: Any, *, budget_ms: float, out: str | os.PathLike, table: str |
         "seed": seed,
         "notes": notes,
     })
+
+
+def _strategy(name: str, options: dict | None, *, supernet: Any, model: Any, budget_ms: float) -> Any:
+    """The strategy by name, or built with its options; the differentiable one trains on the supernet
+    with the table's per-op costs as its budget penalty, so it gets those too."""
+    from hwnas.search import get_strategy
+
+    options = dict(options or {})
+    for name_, value in options.items():
+        if name_ in ("steps", "sweep") and (not isinstance(value, int) or value < 1):
+            raise InputError(f"must be a positive integer, got {value}", field=name_)
+    if name == "differentiable":
+        if not supernet:
+            raise InputError("differentiable search trains on the supernet; give its checkpoint", field="supernet")
+        if not hasattr(model, "linear_costs"):
+            raise InputError("differentiable search needs a latency table (its per-op costs are the budget "
+                             "penalty), not a whole-network latency model", field="latency_model")
+        return get_strategy(name, supernet=supernet, predictor=model, budget_ms=budget_ms, **options)
+    return get_strategy(name, **options) if options else name
 
 
 def _space_options(model: Any, space: Any) -> dict:

@@ -239,3 +239,19 @@ def test_demo_report_names_the_split_of_every_accuracy(trained, tmp_path):
     report = _write_report(tmp_path, steps, summary, 1.0).read_text()
     assert "used by the search (val, 300 images" in report and "model.onnx (test, 2000 images" in report
     assert "largest / smallest subnet accuracy (test split" in report
+
+
+@pytest.mark.skipif(not HAS_TVM, reason="apache-tvm is not installed")
+def test_the_tvm_runner_times_the_library_on_raw_images(trained):
+    """Latency measurement feeds a uint8 library uint8 images (the dtype read off the Relax module)."""
+    from hwnas.device_profile import profile_from_dict
+    from hwnas.runtime.backends import get_backend
+    from hwnas.runtime.tvm import compile_model, import_onnx
+
+    bundle = trained[0] / "bundle"
+    compiled = compile_model(import_onnx(bundle / "model.onnx", [1, 1, 28, 28]), "llvm")
+    assert compiled.input_dtype == "uint8"
+    profile = profile_from_dict({"name": "t-tvm", "backend": "tvm", "options": {"target": "llvm", "threads": 1}})
+    with get_backend(profile).prepare_compiled(compiled, [1, 1, 28, 28]) as runner:
+        runner.run()
+        assert runner.outputs()[0].shape == (1, 10)

@@ -141,6 +141,11 @@ def test_cli_exports_the_best_subnet_under_budget_with_measured_latency(tmp_path
     # settled: the two lowest rounds agree; otherwise the bundle says so in its notes
     assert ort["settled"] == rounds_settled(ort["round_medians_ms"])
     assert ort["settled"] or any("unsettled" in n for n in manifest["notes"])
+    # measured_ms is the network alone (what the table predicts); the bundle's model.onnx, preprocessing
+    # included, is timed beside it
+    latency = manifest["latency"]
+    assert latency["measured_ms"] == latency["measured"]["onnxruntime_network"]["median_ms"] == out["measured_ms"]
+    assert latency["artifact_ms"]["onnxruntime"] == ort["median_ms"]
     assert manifest["source"]["pick"] == "best-under-budget" and manifest["source"]["weights"]["trained"] is False
 
 

@@ -44,17 +44,21 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from hwnas.errors import InputError
-from hwnas.estimate import AccuracyPredictor, SupernetEstimator, ZeroCostEstimator
-from hwnas.estimate.predictor import GP_GRID
-from hwnas.io import atomic_write_bytes, atomic_write_json
-from hwnas.stats import kendall_tau
-from hwnas.train import load_checkpoint
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # this checkout's hwnas, whatever is installed
+
+from hwnas.errors import InputError  # noqa: E402
+from hwnas.estimate import AccuracyPredictor, SupernetEstimator, ZeroCostEstimator  # noqa: E402
+from hwnas.estimate.predictor import GP_GRID  # noqa: E402
+from hwnas.io import atomic_write_bytes, atomic_write_json  # noqa: E402
+from hwnas.stats import kendall_tau  # noqa: E402
+from hwnas.train import load_checkpoint  # noqa: E402
 
 
 def main() -> None:

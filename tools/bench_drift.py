@@ -20,17 +20,21 @@ import os
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
-from hwnas.device_profile import load_profile
-from hwnas.errors import InputError
-from hwnas.latency.anchor import AnchoredRunner, anchor_arch
-from hwnas.latency.validate import sample_distinct
-from hwnas.runtime.backends import get_backend
-from hwnas.runtime.measure import measure
-from hwnas.space import get_space
-from hwnas.stats import kendall_tau
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # this checkout's hwnas, whatever is installed
+
+from hwnas.device_profile import load_profile  # noqa: E402
+from hwnas.errors import InputError  # noqa: E402
+from hwnas.latency.anchor import AnchoredRunner, anchor_arch  # noqa: E402
+from hwnas.latency.validate import sample_distinct  # noqa: E402
+from hwnas.runtime.backends import get_backend  # noqa: E402
+from hwnas.runtime.measure import measure  # noqa: E402
+from hwnas.space import get_space  # noqa: E402
+from hwnas.stats import kendall_tau  # noqa: E402
 
 
 def one_pass(backend, profile, space, archs: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

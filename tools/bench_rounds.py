@@ -22,17 +22,21 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from hwnas.device_profile import profile_from_dict
-from hwnas.errors import InputError
-from hwnas.latency.anchor import read_anchor
-from hwnas.latency.fingerprint import cpu_model
-from hwnas.latency.predictor import LatencyPredictor, calibration_path
-from hwnas.latency.validate import sample_distinct, table_protocol, time_subnet_rounds
-from hwnas.runtime.backends import get_backend
-from hwnas.stats import kendall_tau
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # this checkout's hwnas, whatever is installed
+
+from hwnas.device_profile import profile_from_dict  # noqa: E402
+from hwnas.errors import InputError  # noqa: E402
+from hwnas.latency.anchor import read_anchor  # noqa: E402
+from hwnas.latency.fingerprint import cpu_model  # noqa: E402
+from hwnas.latency.predictor import LatencyPredictor, calibration_path  # noqa: E402
+from hwnas.latency.validate import sample_distinct, table_protocol, time_subnet_rounds  # noqa: E402
+from hwnas.runtime.backends import get_backend  # noqa: E402
+from hwnas.stats import kendall_tau  # noqa: E402
 
 
 def time_rounds(table_path: str, archs: list[dict], sessions: int, rounds: int) -> np.ndarray:

@@ -22,7 +22,7 @@ example:
 FLAGS = {"space": "--space", "table": "--table", "latency_model": "--latency-model", "supernet": "--supernet",
          "budget_ms": "--budget-ms", "strategy": "--algo", "objectives": "--objectives", "estimator": "--estimator",
          "pop_size": "--pop", "generations": "--gens", "evaluations": "--evals", "max_params": "--max-params",
-         "out": "--out"}
+         "out": "--out", "steps": "--steps", "sweep": "--sweep", "relaxation": "--relaxation"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +40,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget-ms", type=float, required=True, metavar="B", help="latency budget (ms)")
     parser.add_argument("--algo", default=DEFAULT_STRATEGY,
                         help=f"strategy: {DEFAULT_STRATEGY} (default; NSGA-II unless --evals is at most 2000), "
-                             f"or one of {', '.join(n for n in strategy_names() if n != DEFAULT_STRATEGY)}")
+                             f"or one of {', '.join(n for n in strategy_names() if n != DEFAULT_STRATEGY)} "
+                             "(differentiable: one-shot gradient search on the supernet, one run per budget of "
+                             "--sweep)")
+    parser.add_argument("--relaxation", default="gdas", choices=("gdas", "darts", "proxyless"),
+                        help="differentiable: how the choices are relaxed (default gdas)")
+    parser.add_argument("--steps", type=int, default=150, metavar="S",
+                        help="differentiable: alternating weight / architecture steps per budget (default 150)")
+    parser.add_argument("--sweep", type=int, default=4, metavar="N",
+                        help="differentiable: budgets of the front, from --budget-ms down to 60 %% of it (default 4)")
     parser.add_argument("--objectives", default="accuracy,latency_ms",
                         help=f"comma-separated, from {', '.join(OBJECTIVES)} (default accuracy,latency_ms)")
     parser.add_argument("--estimator", default="supernet", help="accuracy estimator: supernet (default), "
@@ -58,7 +66,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace):
     from hwnas.pipeline import search
 
+    options = {"relaxation": args.relaxation, "steps": args.steps, "sweep": args.sweep}
     return search(args.space, table=args.table, latency_model=args.latency_model, supernet=args.supernet,
                   budget_ms=args.budget_ms, strategy=args.algo, objectives=args.objectives, estimator=args.estimator,
                   pop_size=args.pop, generations=args.gens, evaluations=args.evals, max_params=args.max_params,
-                  seed=args.seed, out=args.out)
+                  seed=args.seed, out=args.out, strategy_options=options if args.algo == "differentiable" else None)

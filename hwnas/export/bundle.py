@@ -264,8 +264,8 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
         measured: dict[str, Any] = {}
         measured_ms = None
         if measure_latency:
-            measured, measured_ms = _measure(profile, model, shape, onnx_data, compiled, library, tmp, log, notes,
-                                             anchor)
+            measured, measured_ms = _measure(profile, module, [profile.batch, *net_shape], shape, onnx_data,
+                                             compiled, library, tmp, log, notes, anchor)
         # with an anchored table the figure at the table's machine speed is the one the prediction is comparable with
         miss = prediction_miss(predicted_ms, measured.get(ANCHORED, {}).get("median_ms", measured_ms))
         if miss is not None:
@@ -291,8 +291,11 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
                 # with an anchored table: the same artifact timed against the table's anchor subnet, in the
                 # table's units (its machine speed), the figure the prediction is comparable with
                 "measured_at_table_speed_ms": measured.get(ANCHORED, {}).get("median_ms"),
-                "measured_includes_preprocessing": True,
-                "predicted_covers": "the network alone (the latency table's ops), not the input preprocessing",
+                # measured_ms: the network alone, as the table predicts it; measured["onnxruntime"] / ["tvm"]:
+                # the bundle's artifacts as a deployment runs them, input preprocessing included
+                "measured_ms_covers": "the input preprocessing too (TVM library)" if profile.backend == "tvm"
+                else "the network alone, as the latency table predicts it",
+                "artifact_ms": {k: v["median_ms"] for k, v in measured.items() if k in ("onnxruntime", "tvm")},
                 "profile": profile.name,
                 "backend": profile.backend,
                 "protocol": asdict(profile.protocol),
@@ -390,17 +393,20 @@ def _fingerprint() -> dict[str, Any]:
 ANCHORED = "at_table_speed"
 
 
-def _measure(profile: DeviceProfile, module: Any, shape: list[int], onnx_data: bytes, compiled: Any, library: Any,
-             tmp: Path, log: Any, notes: list[str],
+def _measure(profile: DeviceProfile, network: Any, network_shape: list[int], shape: list[int], onnx_data: bytes,
+             compiled: Any, library: Any, tmp: Path, log: Any, notes: list[str],
              anchor: tuple[Any, Sequence[int], float, str] | None = None) -> tuple[dict[str, Any], float | None]:
-    """Time the exported artifacts with the profile's protocol: on ONNX Runtime (this CPU), on TVM (this
-    CPU or the RPC device) when a TVM library exists, and on the profile's own backend.
+    """Time the exported artifacts with the profile's protocol: the bundle's model.onnx (raw images in,
+    preprocessing inside) on ONNX Runtime, the TVM library (this CPU or the RPC device) when there is
+    one, and the network alone (what the latency table predicts) on the profile's own backend.
 
     All runners are prepared first, then timed in the protocol's rounds, interleaved; each keeps its
     lowest round median, the statistic the latency table and `hwnas validate` use. Rounds start at
     least ROUND_INTERVAL_S apart, and continue (up to SETTLE_SECONDS) while a runner's two lowest round
     medians disagree; a runner that never settles is flagged in the record and in `notes`. With `anchor`
-    the profile's own runner is timed once more, each call against the anchor subnet (ANCHORED).
+    the network's runner is timed once more, each call against the anchor subnet (ANCHORED). Returns the
+    records and the network's latency on the profile's backend (the TVM library's, preprocessing
+    included, for a TVM profile: a network-only library would need a compile of its own).
     """
     from hwnas.runtime.backends import get_backend
     from hwnas.runtime.measure import ROUND_AGREEMENT, measure_rounds, rounds_settled
@@ -408,7 +414,8 @@ def _measure(profile: DeviceProfile, module: Any, shape: list[int], onnx_data: b
     where: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
         runners: dict[str, Any] = {}
-        runners["onnxruntime"] = stack.enter_context(get_backend(_ort_profile(profile)).prepare_onnx(onnx_data, shape))
+        ort_backend = get_backend(_ort_profile(profile))
+        runners["onnxruntime"] = stack.enter_context(ort_backend.prepare_onnx(onnx_data, shape))
         where["onnxruntime"] = "this machine"
         if compiled is not None:
             tvm_profile = _tvm_profile(profile, compiled.target, compiled.tune_trials)
@@ -418,16 +425,21 @@ def _measure(profile: DeviceProfile, module: Any, shape: list[int], onnx_data: b
                 tvm_backend = get_backend(tvm_profile)
                 where["tvm"] = tvm_backend.describe()["remote"] or "this machine"
                 runners["tvm"] = stack.enter_context(tvm_backend.prepare_compiled(compiled, shape, library=library))
-        own = {"onnxruntime": "onnxruntime", "tvm": "tvm"}.get(profile.backend)
-        if own is None:
+        if profile.backend == "tvm":
+            own = "tvm"
+            notes.append("the TVM profile's latency is the library's, input preprocessing included; the latency "
+                         "table predicts the network alone")
+        else:
+            own = f"{profile.backend}_network"
             backend = get_backend(profile)
             if profile.backend == "tensorrt" and (tmp / "model.engine").exists():
-                runner = backend.prepare_onnx(onnx_data, shape)
+                from hwnas.export.onnx import onnx_bytes
+
+                runner = backend.prepare_onnx(onnx_bytes(network, network_shape), network_shape)
             else:
-                runner = backend.prepare(module, shape)
-            runners[profile.backend] = stack.enter_context(runner)
-            where[profile.backend] = "this machine"
-            own = profile.backend
+                runner = backend.prepare(network, network_shape)
+            runners[own] = stack.enter_context(runner)
+            where[own] = "this machine"
         if own not in runners:
             raise NotAvailableError(f"the profile's backend {profile.backend} could not time the bundle here")
         speed = None

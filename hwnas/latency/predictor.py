@@ -278,6 +278,32 @@ class LatencyPredictor:
         # a correction can never make a subnet faster than a tenth of its table sum
         return np.maximum(out, 0.1 * raw)
 
+    def linear_costs(self) -> tuple[float, dict[str, float]]:
+        """(intercept, cost of each table entry): the calibrated prediction of a subnet is the intercept
+        plus the costs of its ops, exactly (every calibration is linear in the op counts), before the
+        floor `predict` applies (a tenth of the raw sum). What a differentiable search needs: the
+        expected latency under a distribution over ops is the intercept plus expected costs."""
+        self._key_index()
+        cal = self.calibration
+        keys = list(self.table.entries)
+        median = self._median
+        if cal is None or cal.method == "raw":
+            return 0.0, dict(zip(keys, median.tolist(), strict=True))
+        coef = np.asarray(cal.coef, dtype=float)
+        names = list(cal.feature_names)
+        col = {n: i for i, n in enumerate(names)}
+        intercept = float(coef[col["intercept_ms"]]) if "intercept_ms" in col else 0.0
+        per_op = np.full(len(keys), float(coef[col["n_ops"]]) if "n_ops" in col else 0.0)
+        if "sum_ms" in col:
+            per_op += float(coef[col["sum_ms"]]) * median
+        else:  # per-type sums (and, for op-attributes, the attribute counts)
+            type_scale = np.array([coef[col[f"sum_ms[{t}]"]] for t in self.op_types])
+            per_op += type_scale[self._type_id] * median
+            if cal.method == "op-attributes":
+                start = len(self.op_types) + 2
+                per_op += self._key_attributes @ coef[start:]
+        return intercept, dict(zip(keys, per_op.tolist(), strict=True))
+
     def fit(self, archs: Sequence[dict], measured_ms: Iterable[float], *, methods: Sequence[str] = METHODS,
             provenance: dict[str, Any] | None = None) -> LatencyPredictor:
         """Choose and fit the calibration with the least leave-one-out relative error."""

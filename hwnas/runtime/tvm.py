@@ -212,7 +212,9 @@ def compile_model(mod: Any, target_spec: str | dict = "llvm", *, tune_trials: in
 def _main_input_dtype(mod: Any) -> str:
     """The dtype of the first parameter of a Relax module's `main` ("float32" when it cannot be read)."""
     try:
-        return str(mod["main"].params[0].struct_info.dtype)
+        param = mod["main"].params[0]
+        info = getattr(param, "ty", None) or getattr(param, "struct_info", None)  # TVM 0.27: ty
+        return str(info.dtype)
     except Exception:  # noqa: BLE001 - a module without a typed first parameter takes the float default
         return "float32"
 
