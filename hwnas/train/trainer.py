@@ -241,7 +241,7 @@ def sandwich_archs(space, rng: np.random.Generator, num_random: int, phase: str 
 
 def build_space(settings: TrainSettings, data: Dataset):
     """The space with the dataset's channels and classes (unless the options set them)."""
-    from hwnas.space.base import get_space
+    from hwnas.space import get_space
 
     options = {"in_channels": data.in_channels, "num_classes": data.num_classes, **settings.space_options}
     try:
