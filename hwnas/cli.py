@@ -28,6 +28,7 @@ VERBS: dict[str, str] = {
     "bench": "bench",
     "export": "export",
     "demo": "demo",
+    "space": "space",
 }
 
 

@@ -48,3 +48,32 @@ def _builtin_spec(path: Path):
 
 for _path in sorted(SPECS_DIR.glob("*.yaml")):
     SPACES.add(_path.stem, _builtin_spec(_path))
+
+
+def describe(space: str | SearchSpace, **options) -> dict:
+    """What `hwnas space show` prints: the number of subnets, the op keys per resolution, the MACs and
+    parameters of the smallest and largest subnet (the ends of their ranges in spaces where every
+    choice adds cost), and those two subnets."""
+    space = get_space(space, **options) if isinstance(space, (str, os.PathLike)) else space
+    out: dict = {"space": space.name}
+    if hasattr(space, "config"):
+        out["config"] = space.config()
+    if callable(getattr(space, "size", None)):
+        out["size"] = int(space.size())
+    resolutions = getattr(space, "resolutions", None)
+    if resolutions and "spec" in out.get("config", {}):
+        by_r = {r: spec_space(space.spec, resolutions=[r]).all_ops() for r in resolutions}
+    elif resolutions and hasattr(space, "config"):
+        config = {k: v for k, v in space.config().items() if k != "name"}
+        by_r = {r: get_space(space.name, **{**config, "resolutions": [r]}).all_ops() for r in resolutions}
+    else:
+        by_r = {None: space.all_ops()}
+    out["op_keys"] = len(space.all_ops())
+    out["op_keys_per_resolution"] = {str(r): keys for r, keys in by_r.items()}
+    ends = {"smallest": space.smallest(), "largest": space.largest()} if hasattr(space, "largest") else {}
+    for name, arch in ends.items():
+        out[name] = arch
+        if callable(getattr(space, "flops", None)):
+            out[f"{name}_macs"] = int(space.flops(arch))
+            out[f"{name}_params"] = int(space.params(arch))
+    return out

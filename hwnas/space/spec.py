@@ -99,13 +99,13 @@ class SpaceSpec:
         d = asdict(self)
         d.pop("source")
         d["input"]["resolutions"] = list(self.input.resolutions)
+        d["stages"] = list(d["stages"])
         for stage in [d["stem"], *d["stages"]]:
             for key, value in list(stage.items()):
                 if isinstance(value, tuple):
                     stage[key] = [list(v) if isinstance(v, tuple) else v for v in value]
-            if stage["block"] != "cell":
-                for key in ("nodes", "ops", "edges"):
-                    stage.pop(key)
+            for key in [k for k in stage if k not in STAGE_KEYS + BLOCKS[stage["block"]]]:
+                stage.pop(key)
         return d
 
     def with_input(self, *, resolutions=None, channels: int | None = None, classes: int | None = None) -> SpaceSpec:

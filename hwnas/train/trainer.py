@@ -385,7 +385,7 @@ def train(
         if ctx.is_main:
             _log_epoch(record, settings.epochs)
             save_checkpoint(out, {
-                "space": settings.space, "space_config": config,
+                "space": space.name, "space_config": config,
                 "model": {k: v.detach().cpu() for k, v in supernet.state_dict().items()},
                 "optimizer": optimizer.state_dict(), "settings": asdict(settings),
                 "epoch": epoch + 1, "step": step, "history": history,
@@ -404,7 +404,7 @@ def train(
         "acc_smallest": last.get("acc_smallest"),
         "seconds": round(time.perf_counter() - started, 2),
         "curve": history,
-        "space": settings.space,
+        "space": space.name,
         "data": settings.data or "fmnist-subset",
         "device": str(dev),
         "world_size": ctx.world_size,
