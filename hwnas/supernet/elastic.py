@@ -219,7 +219,7 @@ class ResidualBlock(ElasticBlock):
     shortcut is a 1x1 conv + BN when the stride or the width changes, else the identity."""
 
     def __init__(self, max_in: int, max_out: int, kernels, expands, stride: int, act: str, bottleneck: bool,
-                 in_widths, out_widths):
+                 shortcut: bool):
         super().__init__()
         self.act, self.bottleneck = act, bottleneck
         if bottleneck:
@@ -230,8 +230,8 @@ class ResidualBlock(ElasticBlock):
         else:
             self.body = nn.ModuleList([ElasticConv(max_in, max_out, kernels, stride, act),
                                        ElasticConv(max_out, max_out, kernels, 1, "none")])
-        needs = stride != 1 or len(set(in_widths) | set(out_widths)) > 1
-        self.shortcut = ElasticConv(max_in, max_out, (1,), stride, "none") if needs else None
+        # the 1x1-conv shortcut's weights, where some choice changes the shape
+        self.shortcut = ElasticConv(max_in, max_out, (1,), stride, "none") if shortcut else None
 
     def _widths(self, b: Block) -> list[tuple[int, int, int]]:
         if self.bottleneck:
@@ -331,8 +331,10 @@ def make_block(space: SpecSpace, s: int, j: int) -> ElasticBlock:
     in_widths = space.in_widths(s) if j <= 0 else stage.width
     max_in, max_out = max(in_widths), max(stage.width)
     stride = stage.stride if j <= 0 else 1
+    # later blocks of a stage keep its width; the first may change the shape under some choice
+    reshapes = j <= 0 and (stride != 1 or any(a != b for a in in_widths for b in stage.width))
     if j == -1:
-        return ResidualBlock(max_in, max_out, (3,), (1,), stride, "relu", False, in_widths, stage.width)
+        return ResidualBlock(max_in, max_out, (3,), (1,), stride, "relu", False, reshapes)
     if stage.block == "cell":
         return CellBlock(max_out, stage.nodes, stage.edges, stage.ops)
     if stage.block == "conv":
@@ -341,7 +343,7 @@ def make_block(space: SpecSpace, s: int, j: int) -> ElasticBlock:
         return InvertedBlock(max_in, max_out, stage.kernel, stage.expand, stride, stage.se, stage.act,
                              fused=stage.block == "fused_mbconv")
     return ResidualBlock(max_in, max_out, stage.kernel, stage.expand, stride, stage.act,
-                         stage.block == "bottleneck", in_widths, stage.width)
+                         stage.block == "bottleneck", reshapes)
 
 
 class ElasticStage(nn.Module):
