@@ -242,3 +242,36 @@ def test_space_show_reports_size_keys_and_cost_range(capsys, space):
     assert set(info["op_keys_per_resolution"]) == {str(r) for r in chain.resolutions}
     assert info["smallest_macs"] < info["largest_macs"] and info["smallest_params"] < info["largest_params"]
     assert info["largest"] == chain.largest()
+
+
+# --- any spec: either refused with an InputError, or a space whose subnets extract exactly ------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_VALUES = st.one_of(st.integers(-2, 40), st.floats(-1, 8), st.just(float("nan")), st.booleans(), st.none(),
+                    st.text(max_size=6), st.lists(st.integers(-1, 33), max_size=3),
+                    st.sampled_from(["relu", "hswish", "none", "conv3x3", "skip", "cell", "basic"]))
+_PATHS = st.sampled_from([("name",), ("input", "channels"), ("input", "resolutions"), ("classes",),
+                          ("stem", "width"), ("stem", "stride"), ("head", "width"), ("head", "dropout")]
+                         + [("stages", i, k) for i in range(6) for k in
+                            ("block", "width", "depth", "kernel", "expand", "stride", "se", "act", "nodes", "ops",
+                             "edges", "repeat", "extra")])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(_PATHS, _VALUES), min_size=1, max_size=3))
+def test_any_edited_spec_is_refused_cleanly_or_builds(edits):
+    spec = json.loads(json.dumps(CONTRACT))
+    for path, value in edits:
+        node = spec
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    try:
+        space = get_space("edited", spec=spec)
+    except InputError as exc:
+        assert exc.field  # the message names where the spec is wrong
+        return
+    arch = space.sample(np.random.default_rng(0))
+    assert set(space.ops(arch)) <= set(space.all_ops())
+    assert space.params(arch) == sum(p.numel() for p in space.build(arch).parameters())

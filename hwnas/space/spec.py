@@ -180,7 +180,7 @@ def parse_stage(data: Any, where: _Where) -> StageSpec:
     if not isinstance(data, dict):
         raise where.error(None, f"a stage is a mapping with at least 'block' and 'width', got {data!r}")
     block = data.get("block")
-    if block not in BLOCKS:
+    if not isinstance(block, str) or block not in BLOCKS:
         raise where.error("block", f"unknown block {block!r}; known: {', '.join(BLOCKS)}")
     allowed = STAGE_KEYS + BLOCKS[block]
     for key in data:
