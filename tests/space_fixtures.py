@@ -45,6 +45,17 @@ def frozen(name: str, options: dict) -> tuple[dict, dict[str, np.ndarray]]:
         "params": [space.params(a) for a in archs],
         "flops": [space.flops(a) for a in archs],
     }
+    net, g = seeded_supernet(space)
+    arrays = {}
+    for i, arch in enumerate(archs):
+        x = torch.randn(2, *space.input_shape(arch), generator=g)
+        with torch.no_grad():
+            arrays[f"y{i}"] = net.extract(arch)(x).numpy()
+    return record, arrays
+
+
+def seeded_supernet(space) -> tuple[nn.Module, torch.Generator]:
+    """The fixtures' supernet (eval mode) and the generator its inputs are then drawn from."""
     torch.manual_seed(0)
     net = build_supernet(space)
     g = torch.Generator().manual_seed(1)
@@ -56,13 +67,7 @@ def frozen(name: str, options: dict) -> tuple[dict, dict[str, np.ndarray]]:
                 m.weight.copy_(torch.rand(m.num_features, generator=g) * 0.3 + 0.7)
                 m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.05)
         net.classifier.linear.weight.mul_(10.0)
-    net.eval()
-    arrays = {}
-    for i, arch in enumerate(archs):
-        x = torch.randn(2, *space.input_shape(arch), generator=g)
-        with torch.no_grad():
-            arrays[f"y{i}"] = net.extract(arch)(x).numpy()
-    return record, arrays
+    return net.eval(), g
 
 
 def main() -> None:

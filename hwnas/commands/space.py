@@ -33,7 +33,8 @@ def run(args: argparse.Namespace):
     info = describe(args.space)
     if not args.json:  # the op-key lists are long: counts unless asked for
         for r, keys in info["op_keys_per_resolution"].items():
-            print(f"resolution {r}: {len(keys)} op keys", file=sys.stderr)
+            where = "every input" if r == "None" else f"resolution {r}"  # a space without resolutions
+            print(f"{where}: {len(keys)} op keys", file=sys.stderr)
             if args.keys:
                 for key in keys:
                     print(f"  {key}", file=sys.stderr)
