@@ -152,7 +152,7 @@ def test_the_final_architecture_lands_within_the_budget_band(predictor):
     lo, hi = (float(predictor.predict([a])[0]) for a in (space.smallest(), space.largest()))
     for budget in np.linspace(lo * 1.1, hi * 0.95, 5):
         arch, moves = project_to_budget(dist, predictor, budget, 0.1)
-        assert 0.9 * budget <= float(predictor.predict([arch])[0]) <= budget, moves
+        assert 0.9 * budget <= float(predictor.predict([arch])[0]) <= 0.95 * budget, moves
 
 
 def test_darts_is_refused_where_its_paths_would_not_fit():

@@ -86,12 +86,13 @@ def main() -> int:
                      evaluations=args.pls_evals, seed=0, progress=False)
         pls_seconds = time.perf_counter() - t0
         best = best_under_budget(pls, b)
+        found = (exported(best["arch"], f"pls-{b}", best["objectives"]["accuracy"]) if best is not None
+                 else {"arch": None, "note": f"no subnet under the budget in {pls.evaluations} evaluations"})
         rows.append({
             "budget_ms": b,
             "differentiable": {**exported(run.arch, f"diff-{b}", None), "seconds": round(diff_seconds, 1),
                                "expected_ms": run.expected_ms, "repaired": len(run.repaired)},
-            "pareto-local-search": {**exported(best["arch"], f"pls-{b}", best["objectives"]["accuracy"]),
-                                    "seconds": round(pls_seconds, 1), "evaluations": pls.evaluations},
+            "pareto-local-search": {**found, "seconds": round(pls_seconds, 1), "evaluations": pls.evaluations},
         })
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
 

@@ -26,8 +26,9 @@ its gradient is autograd's. The loss is CE + lambda * max(0, E[lat] / budget - 1
 no pull below the budget, so the search spends the whole budget on accuracy; FBNet's multiplicative
 form pulls every architecture toward lower latency even when it is under budget). lambda is adapted by
 dual ascent: multiplied up while the argmax architecture is over budget, down while it is well under.
-The final argmax is then moved into [budget * (1 - band), budget] along the distribution: the
-cheapest-in-probability downgrades while over, the most probable upgrades while under.
+The final argmax is then moved into the lower half of the band [budget * (1 - band), budget] along the
+distribution (the cheapest-in-probability downgrades while over, the most probable upgrades while
+under), so a prediction error of up to half the band still lands the measured latency in the band.
 """
 
 from __future__ import annotations
@@ -342,10 +343,13 @@ def differentiable_search(supernet: Any, meta: dict, predictor: Any, budget_ms: 
 
 
 def project_to_budget(dist: ArchDistribution, predictor: Any, budget_ms: float, band: float) -> tuple[dict, list]:
-    """The argmax architecture moved into [budget * (1 - band), budget] one choice at a time: while over
-    budget, the change to a cheaper choice that loses the least log-probability per ms saved; while
-    under the band, the change to a dearer choice that loses the least log-probability and still fits.
-    Stops when no single change helps (a budget below the fastest subnet stays over)."""
+    """The argmax architecture moved into the lower half of the band, [budget * (1 - band), budget *
+    (1 - band / 2)], one choice at a time: while above it, the change to a cheaper choice that loses the
+    least log-probability per ms saved; while below it, the change to a dearer choice that loses the
+    least log-probability and stays under its top. Aiming at the band's middle leaves half the band for
+    the predictor's error either way, so the measured latency lands in [budget * (1 - band), budget]
+    when the prediction is within band / 2 of it. Stops when no single change helps (a budget below the
+    fastest subnet stays over)."""
     space = dist.space
     logp = {name: F.log_softmax(getattr(dist, name).detach(), dim=-1) for name in ("r", "d", "k", "e")}
     choices = {"r": dist.resolutions, "d": dist.depths, "k": dist.kernels, "e": dist.expands}
@@ -370,16 +374,17 @@ def project_to_budget(dist: ArchDistribution, predictor: Any, budget_ms: float, 
                                  - logp[name].view(-1, len(choices[name]))[row, c])
                     yield f"{name}[{row}] {v}->{option}", space.validate(b), cost
 
+    low, top = budget_ms * (1 - band), budget_ms * (1 - band / 2)
     for _ in range(200):
         now = float(predictor.predict([arch])[0])
-        if budget_ms * (1 - band) <= now <= budget_ms:
+        if low <= now <= top:
             break
         cands = list(neighbours(arch))
         lat = predictor.predict([b for _, b, _ in cands])
-        if now > budget_ms:
+        if now > top:
             scored = [(c / (now - t), m, b) for (m, b, c), t in zip(cands, lat, strict=True) if t < now]
         else:
-            scored = [(c, m, b) for (m, b, c), t in zip(cands, lat, strict=True) if now < t <= budget_ms]
+            scored = [(c, m, b) for (m, b, c), t in zip(cands, lat, strict=True) if now < t <= top]
         if not scored:
             break
         _, move, arch = min(scored, key=lambda s: s[0])
