@@ -275,3 +275,23 @@ def test_any_edited_spec_is_refused_cleanly_or_builds(edits):
     arch = space.sample(np.random.default_rng(0))
     assert set(space.ops(arch)) <= set(space.all_ops())
     assert space.params(arch) == sum(p.numel() for p in space.build(arch).parameters())
+
+
+def test_a_cell_with_no_input_to_output_path_exports_with_its_input():
+    """A subnet whose cells are all 'none' outputs a constant; its ONNX graph must still take the input
+    (validate and export feed it), and agree with torch."""
+    import onnxruntime as ort
+
+    from hwnas.export.onnx import onnx_bytes
+
+    space = get_space("nb201-supernet", resolutions=[8])
+    arch = space.largest()
+    arch["c"] = [[] if not ops else ["none"] * len(ops) for ops in arch["c"]]
+    net = build_supernet(space).eval()
+    sub = net.extract(arch)
+    session = ort.InferenceSession(onnx_bytes(sub, (1, *space.input_shape(arch))))
+    assert len(session.get_inputs()) == 1
+    x = torch.randn(1, *space.input_shape(arch))
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        assert np.abs(got - sub(x).numpy()).max() <= 1e-5

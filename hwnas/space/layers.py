@@ -339,7 +339,8 @@ def cell_op_module(op: str, channels: int) -> nn.Module:
 
 class Cell(nn.Module):
     """A DAG cell (NAS-Bench-201 style): node 0 is the input, each later node sums its incoming edges'
-    ops, the last node is the output; a node with no incoming edge is zero."""
+    ops, the last node is the output; a node with no incoming edge is zero (x * 0, so an exported
+    graph keeps its input even when no edge connects it to the output)."""
 
     def __init__(self, channels: int, nodes: int, edges: tuple[tuple[int, int], ...], ops: list[str]):
         super().__init__()
@@ -351,7 +352,7 @@ class Cell(nn.Module):
         for node in range(1, self.nodes):
             terms = [self.ops[str(i)](states[src]) for i, (src, dst) in enumerate(self.edges)
                      if dst == node and str(i) in self.ops]
-            states.append(sum(terms[1:], terms[0]) if terms else torch.zeros_like(x))
+            states.append(sum(terms[1:], terms[0]) if terms else x * 0.0)
         return states[-1]
 
 

@@ -299,7 +299,7 @@ class CellBlock(ElasticBlock):
         for node in range(1, self.nodes):
             terms = [self._edge(i, b.ops[i], states[src]) for i, (src, dst) in enumerate(self.edges)
                      if dst == node and b.ops[i] != "none"]
-            states.append(sum(terms[1:], terms[0]) if terms else torch.zeros_like(x))
+            states.append(sum(terms[1:], terms[0]) if terms else x * 0.0)
         return states[-1]
 
     def state(self, b):
