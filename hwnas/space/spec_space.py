@@ -35,6 +35,9 @@ from hwnas.space.layers import (
 )
 from hwnas.space.spec import SpaceSpec, StageSpec, load_spec, parse_spec
 
+# cell edges that compute nothing: no op key (timed alone, an identity measures only the runtime's
+# per-call overhead, which in a 15-cell network summed to 15x the whole network's latency)
+UNTIMED_CELL_OPS = ("none", "skip")
 # spec block -> op-key kind
 _KIND = {"conv": "conv", "mbconv": "mbconv", "fused_mbconv": "fmbconv", "basic": "basic", "bottleneck": "bottleneck"}
 
@@ -63,7 +66,7 @@ class Block:
     def keys(self, stage: StageSpec) -> list[OpKey]:
         i, o = (self.cin, self.size, self.size), (self.cout, self.out_size, self.out_size)
         if self.kind == "cell":
-            return [OpSpec("cellop", i, i, op=op).key for op in self.ops if op != "none"]
+            return [OpSpec("cellop", i, i, op=op).key for op in self.ops if op not in UNTIMED_CELL_OPS]
         changes = self.stride != 1 or self.cin != self.cout
         return [OpSpec(self.kind, i, o, kernel=self.kernel, stride=self.stride, expand=self.expand, se=self.se,
                        act=self.act, residual=not changes, shortcut=changes).key]
@@ -306,7 +309,8 @@ class SpecSpace(SearchSpace):
 
     # --- op keys ----------------------------------------------------------------------------
     def ops(self, arch: Arch) -> list[OpKey]:
-        """Op keys from stem to classifier: every block (a cell: each edge that is not 'none'), pool,
+        """Op keys from stem to classifier: every block (a cell: each edge that computes, not 'none' or
+        'skip'), pool,
         [head conv], classifier."""
         blocks = self.blocks(arch)
         keys = [k for stage in blocks for b in stage for k in b.keys(self.stages[b.stage])]
@@ -329,7 +333,7 @@ class SpecSpace(SearchSpace):
                         size = conv_out_size(size, stage.stride)
                     for w in stage.width:
                         keys.update(OpSpec("cellop", (w, size, size), (w, size, size), op=op).key
-                                    for op in stage.ops if op != "none")
+                                    for op in stage.ops if op not in UNTIMED_CELL_OPS)
                     continue
                 for j in range(max(stage.depth)):
                     stride = stage.stride if j == 0 else 1
