@@ -35,6 +35,7 @@ VERBS: dict[str, str] = {
     "bench": "bench",
     "export": "export",
     "demo": "demo",
+    "space": "space",
 }
 
 # numeric options' allowed ranges, checked before a verb runs: verb -> {dest: (lowest, lowest allowed itself)}

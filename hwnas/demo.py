@@ -68,8 +68,10 @@ def demo(
     gens: int = 8,
     seed: int = 0,
     overwrite: bool = False,
+    space: str = SPACE,
 ) -> DemoResult:
-    """The whole pipeline in `out`, each step a library verb; a step whose artifact is there is reused."""
+    """The whole pipeline in `out` on `space` (a name or a spec file), each step a library verb; a step
+    whose artifact is there is reused."""
     began = time.perf_counter()
     out = Path(out)
     done = [p for p in (out / "search" / "pareto.json", out / "bundle") if p.exists()]
@@ -85,18 +87,26 @@ def demo(
     steps: dict[str, Any] = {}
 
     from hwnas import pipeline
+    from hwnas.data import load_dataset
+    from hwnas.space import get_space
+
+    data = load_dataset(None)  # the shipped subset: the space takes its channels and classes
+    space_options = {"in_channels": data.in_channels, "num_classes": data.num_classes}
+    space_arg, space_name = space, get_space(space, **space_options).name
+    del data
 
     # 1. latency table: reuse a complete table measured on this same machine, else profile
-    _step(f"1/5 latency table for {PROFILE} ({SPACE})")
+    _step(f"1/5 latency table for {PROFILE} ({space_name})")
     table = out / "latency_table.json"
-    shipped = SHIPPED_TABLES / f"{PROFILE}_{SPACE}.json"
+    shipped = SHIPPED_TABLES / f"{PROFILE}_{space_name}.json"
     if not table.exists() and shipped.exists() and _same_machine(shipped):
         shutil.copyfile(shipped, table)
         print(f"reusing {shipped} (measured on this machine)", file=sys.stderr)
     if table.exists() and _same_machine(table):
         steps["profile"] = {"table": str(table), "reused": True}
     else:  # a partial table from an interrupted demo is completed, not measured again
-        steps["profile"] = pipeline.profile(PROFILE, SPACE, table, quick=True, resume=True).to_dict()
+        steps["profile"] = pipeline.profile(PROFILE, space_arg, table, quick=True, resume=True,
+                                            space_options=space_options).to_dict()
 
     # 2. calibrate the predictor on end-to-end measurements of random subnets
     _step("2/5 latency predictor vs end-to-end measurements")
@@ -106,22 +116,21 @@ def demo(
     # 3. supernet
     _step("3/5 supernet training on the shipped Fashion-MNIST subset")
     ckpt = out / "supernet.pt"
-    steps["train"] = pipeline.train(out=ckpt, quick=True, resume=ckpt.exists(), threads=threads, space=SPACE,
+    steps["train"] = pipeline.train(out=ckpt, quick=True, resume=ckpt.exists(), threads=threads, space=space_arg,
                                     epochs=epochs, seed=seed).to_dict()
 
     # 4. search under the budget
     from hwnas.latency.predictor import LatencyPredictor
-    from hwnas.space import get_space
 
-    space = get_space(SPACE)
+    space_obj = LatencyPredictor.load(table).space
     if budget_ms is None:
         rng = np.random.default_rng(seed)
-        predicted = LatencyPredictor.load(table).predict([space.sample(rng) for _ in range(500)])
+        predicted = LatencyPredictor.load(table).predict([space_obj.sample(rng) for _ in range(500)])
         budget_ms = float(np.round(np.median(predicted), 3))
         print(f"budget: {budget_ms} ms = median predicted latency of 500 random subnets", file=sys.stderr)
     _step(f"4/5 NSGA-II search under {budget_ms} ms")
     search_dir = out / "search"
-    steps["search"] = pipeline.search(SPACE, table=table, supernet=ckpt, budget_ms=budget_ms, pop_size=pop,
+    steps["search"] = pipeline.search(space_arg, table=table, supernet=ckpt, budget_ms=budget_ms, pop_size=pop,
                                       generations=gens, seed=seed, out=search_dir,
                                       overwrite=overwrite).to_dict()
 
@@ -133,7 +142,7 @@ def demo(
 
     seconds = round(time.perf_counter() - began, 1)
     summary = _summary(steps, budget_ms, bundle)
-    report = _write_report(out, steps, summary, seconds)
+    report = _write_report(out, steps, summary, seconds, space_name)
     return DemoResult.from_dict({"seconds": seconds, "budget_ms": budget_ms, "report": str(report),
                                  "summary": summary, **steps})
 
@@ -173,12 +182,13 @@ def _split(figure: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _write_report(out: Path, steps: dict[str, Any], summary: dict[str, Any], seconds: float) -> Path:
+def _write_report(out: Path, steps: dict[str, Any], summary: dict[str, Any], seconds: float,
+                  space_name: str = SPACE) -> Path:
     v = steps["validate"]
     lines = [
         "# hwnas demo report",
         "",
-        f"Space `{SPACE}`, device profile `{PROFILE}` (onnxruntime CPU, 1 thread), shipped Fashion-MNIST subset.",
+        f"Space `{space_name}`, device profile `{PROFILE}` (onnxruntime CPU, 1 thread), shipped Fashion-MNIST subset.",
         f"Whole pipeline: {seconds} s.",
         "",
         "| | |",
@@ -250,6 +260,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="latency budget (default: median predicted latency of random subnets)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="search and export again into a finished demo's --out")
+    parser.add_argument("--space", default=SPACE, metavar="S",
+                        help=f"search space: a name or a spec file (default {SPACE})")
 
 
 from hwnas.verb_module import make_verb  # noqa: E402

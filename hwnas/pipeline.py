@@ -203,8 +203,9 @@ def search(space: Any, *, budget_ms: float, out: str | os.PathLike, table: str |
     objectives = parse_objectives(objectives)
     check_output_folder(out, overwrite=overwrite)  # a finished run is never replaced silently
     get_strategy(strategy)  # an unknown strategy fails before anything is loaded
-    space_name = space if isinstance(space, str) else getattr(space, "name", None)
-    get_space(space_name)  # an unknown space too
+    # an unknown space fails here too; a spec file's path is named by its spec's name
+    space_obj = get_space(space) if isinstance(space, (str, os.PathLike)) else space
+    space_name = space_obj.name
     if "accuracy" in objectives and not supernet:
         raise InputError("accuracy is an objective, so a supernet checkpoint is needed", field="supernet")
     if (table is None) == (latency_model is None):
@@ -224,7 +225,7 @@ def search(space: Any, *, budget_ms: float, out: str | os.PathLike, table: str |
     if model_space_name != space_name:
         raise InputError(f"the latency model predicts space '{model_space_name}', not '{space_name}'",
                          path=str(model_path) if model_path else None, field="space")
-    space = getattr(model, "space", None) or get_space(space_name)  # a table's: with its space options
+    space = getattr(model, "space", None) or space_obj  # a table's: with its space options
     notes = []
     if not getattr(model, "calibrated", True):
         notes.append(UNCALIBRATED_NOTE.format(table=model_path or "given"))

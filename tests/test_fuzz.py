@@ -1,4 +1,4 @@
-"""Fuzzed inputs to every file reader of the CLI (issue 28): device profiles, latency tables, calibration
+"""Fuzzed inputs to every file reader of the CLI: device profiles, latency tables, calibration
 files and pareto.json, mutated (type changes, NaN/inf, negative numbers, missing and extra keys,
 truncation, random bytes) and handed to each verb that reads them. Every mutation makes the file
 invalid by construction; the property: exit status 2, the message names the file, no traceback, and no

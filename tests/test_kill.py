@@ -1,4 +1,4 @@
-"""kill -9 at random moments (issue 28): `hwnas profile`, supernet training and `hwnas export` are killed
+"""kill -9 at random moments: `hwnas profile`, supernet training and `hwnas export` are killed
 at 5 random points each and rerun. After every kill the artifact on disk is whole (or absent); after
 every rerun it is complete and nothing is left beside it (no temporary file, partial folder or lock);
 a resumed profile holds the same op keys as an uninterrupted one.

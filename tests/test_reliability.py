@@ -1,4 +1,4 @@
-"""Nothing lost, nothing half-done (issue 28): output paths, overwrite and resume rules, interrupted runs,
+"""Nothing lost, nothing half-done: output paths, overwrite and resume rules, interrupted runs,
 one writer per artifact, range checks at the edge, and the RPC instructions."""
 
 from __future__ import annotations

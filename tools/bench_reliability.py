@@ -1,4 +1,4 @@
-"""The hostile cases of issue 28, run against a checkout of hwnas: exit status, whether a traceback was
+"""The hostile cases of the reliability table, run against a checkout of hwnas: exit status, whether a traceback was
 printed, what was left on disk, and the error's first words. Prints a Markdown table.
 
     python tools/bench_reliability.py                  # this checkout

@@ -35,7 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default=None, metavar="JSON", help="export this architecture (no run needed)")
     parser.add_argument("--supernet", default=None, metavar="C.pt",
                         help="supernet checkpoint (default: the one the run records)")
-    parser.add_argument("--space", default=None, metavar="S", help="space name, with --arch")
+    parser.add_argument("--space", default=None, metavar="S", help="space name or spec file, with --arch")
     parser.add_argument("--table", default=None, metavar="T.json",
                         help="latency table for the predicted latency, with --arch")
     parser.add_argument("--format", default="onnx,tvm", metavar="F",

@@ -30,7 +30,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("device_profile", metavar="PROFILE",
                         help=f"device profile YAML (backend: {', '.join(backend_names())}), or the name of a "
                              f"shipped one ({shipped})")
-    parser.add_argument("--space", required=True, help=f"search space: {', '.join(space_names())}")
+    parser.add_argument("--space", required=True,
+                        help=f"search space: {', '.join(space_names())}, or a spec file (YAML)")
     parser.add_argument("--out", default=None,
                         help="table to write (default: latency_tables/<profile>_<space>.json)")
     parser.add_argument("--resume", action="store_true",

@@ -29,7 +29,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from hwnas.pipeline import OBJECTIVES
     from hwnas.search.strategies import DEFAULT_STRATEGY, strategy_names
 
-    parser.add_argument("--space", required=True, help="search space name (e.g. mbv3)")
+    parser.add_argument("--space", required=True, help="search space: a name (e.g. mbv3) or a spec file (YAML)")
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--table", metavar="T.json", help="latency table of the target device")
     model.add_argument("--latency-model", metavar="M.json",

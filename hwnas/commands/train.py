@@ -27,7 +27,8 @@ FLAGS = {"space": "--space", "data": "--data", "epochs": "--epochs", "out": "--o
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--space", default="mbv3-small-input", help="search space (default: mbv3-small-input)")
+    parser.add_argument("--space", default="mbv3-small-input",
+                        help="search space: a name or a spec file (YAML) (default: mbv3-small-input)")
     parser.add_argument("--data", default=None,
                         help="dataset: fmnist-subset (default), fashion-mnist[:DIR], cifar10:DIR, folder:DIR")
     parser.add_argument("--epochs", type=int, default=None, help="default 10 (2 with --quick)")

@@ -313,7 +313,7 @@ class AccuracyPredictor:
             raise InputError(f"not an accuracy predictor (expected format '{PREDICTOR_FORMAT}')",
                              path=str(path), field="format")
         if space is None:
-            from hwnas.space.base import get_space
+            from hwnas.space import get_space
 
             space = get_space(d["space"], **d.get("space_config", {}))
         elif space.name != d["space"]:

@@ -193,8 +193,7 @@ class LatencyPredictor:
         return self._index
 
     def _op_indices(self, arch: dict) -> np.ndarray:
-        cache_key = tuple((k, tuple(v) if isinstance(v, (list, tuple, np.ndarray)) else v)
-                          for k, v in sorted(arch.items()))
+        cache_key = tuple((k, _hashable(v)) for k, v in sorted(arch.items()))
         hit = self._ops_cache.get(cache_key)
         if hit is not None:
             return hit
@@ -408,3 +407,10 @@ def _attribute_matrix(keys: Sequence[str]) -> tuple[list[str], np.ndarray]:
     for i, attrs in enumerate(per_key):
         M[i, [col[a] for a in attrs]] = 1.0
     return names, M
+
+
+def _hashable(value: Any) -> Any:
+    """An arch field as a cache key: lists (nested too, as a cell's edge ops per stage) become tuples."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(_hashable(v) for v in value)
+    return value

@@ -178,6 +178,7 @@ def profile(
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise InputError(f"expected a positive integer, got {limit!r}", field="limit")
     space_obj = _build_space(space, prof, space_options)
+    space = getattr(space_obj, "name", None) or space  # a spec file's path -> the spec's name
     backend = get_backend(prof)
     protocol = quick_protocol(prof.protocol) if quick else prof.protocol
     all_keys = list(dict.fromkeys(space_obj.all_ops()))  # ordered, without duplicates

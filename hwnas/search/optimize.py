@@ -14,7 +14,7 @@ from hwnas.search.indicators import hypervolume, normalize, pareto_front
 from hwnas.search.problem import DEFAULT_MAXIMIZE, ArchEvaluator, ArchProblem, Metric, ObjectiveSpec
 from hwnas.search.result import SearchResult
 from hwnas.search.strategies.base import DEFAULT_STRATEGY, SearchBudget, Strategy, get_strategy
-from hwnas.space.base import SearchSpace, get_space
+from hwnas.space import SearchSpace, get_space
 
 DEFAULT_GENERATIONS = 100
 # normalised reference point coordinate (objectives scaled so the worst feasible value is 1)

@@ -24,7 +24,7 @@ from hwnas.search.indicators import hypervolume, pareto_front
 from hwnas.search.optimize import search
 from hwnas.search.problem import ArchEvaluator, ArchKey, arch_key
 from hwnas.search.strategies.base import DEFAULT_STRATEGY, get_strategy
-from hwnas.space.base import Arch, SearchSpace, get_space
+from hwnas.space import Arch, SearchSpace, get_space
 
 BENCHMARKS = ("nb201",)
 # latency budgets a single-objective strategy sweeps to trace a front (evenly from the

@@ -72,6 +72,7 @@ def space_names() -> list[str]:
 
 
 def get_space(name: str, **options) -> SearchSpace:
-    """Build a registered space (built-in or from a plugin), checked against `SearchSpaceLike`;
-    an unknown name is an InputError listing the known ones."""
+    """Build a registered space (built-in, a built-in spec, or from a plugin), checked against
+    `SearchSpaceLike`; an unknown name is an InputError listing the known ones. `hwnas.space.get_space`
+    also takes a spec file's path or a spec (`spec=`)."""
     return SPACES.create(name, **options)

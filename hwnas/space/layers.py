@@ -7,6 +7,10 @@ input shape (CxHxW), output shape and hyper-parameters, e.g.
     mbconv|i24x56x56|o40x28x28|k5|e4|s2|se1|relu|res0  inverted-bottleneck block
     pool|i960x7x7|o960x1x1                               global average pool
     linear|i1280x1x1|o1000                               flatten + linear classifier
+    fmbconv|i24x56x56|o40x28x28|k3|e4|s2|se0|relu|res0 fused inverted bottleneck (kxk expand, 1x1 project)
+    basic|i64x56x56|o128x28x28|k3|s2|relu|sc1           ResNet basic block (sc: 1x1-conv shortcut)
+    bottleneck|i64x56x56|o256x56x56|k3|e0.25|s1|relu|sc1 ResNet bottleneck (hidden = out x e)
+    cellop|i16x32x32|o16x32x32|conv3x3                   one edge of a cell (NAS-Bench-201 style)
 
 The key alone determines the module (channel counts inside a block are derived from
 the input width and the expand ratio), so two networks containing the same key
@@ -22,8 +26,10 @@ from torch import nn
 
 from hwnas.errors import InputError
 
-ACTIVATIONS = ("relu", "hs", "none")
-OP_TYPES = ("conv", "mbconv", "pool", "linear")
+ACTIVATIONS = ("relu", "relu6", "hs", "silu", "none")
+OP_TYPES = ("conv", "mbconv", "fmbconv", "basic", "bottleneck", "cellop", "pool", "linear")
+# what an edge of a cell can compute ('none': no edge); convs are ReLU-conv-BN as in NAS-Bench-201
+CELL_OPS = ("none", "skip", "conv1x1", "conv3x3", "conv5x5", "avgpool3x3", "maxpool3x3")
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -39,9 +45,15 @@ def conv_out_size(size: int, stride: int) -> int:
     return (size - 1) // stride + 1
 
 
-def expanded_channels(in_channels: int, expand: int) -> int:
-    """Hidden width of an inverted-bottleneck block (OFA's rule)."""
+def expanded_channels(in_channels: int, expand: float) -> int:
+    """Hidden width of an inverted-bottleneck block (OFA's rule); of a ResNet bottleneck it is
+    `expanded_channels(out_channels, expand)` (OFA's ResNet rule, expand < 1)."""
     return in_channels if expand == 1 else make_divisible(round(in_channels * expand))
+
+
+def format_number(value: float) -> str:
+    """A choice as it appears in an op key: 4 -> '4', 0.25 -> '0.25'."""
+    return f"{value:g}"
 
 
 def se_channels(channels: int) -> int:
@@ -61,11 +73,13 @@ class OpSpec:
     out_shape: tuple[int, ...]
     kernel: int = 1
     stride: int = 1
-    expand: int = 1
+    expand: float = 1
     se: bool = False
     act: str = "none"
     residual: bool = False
     bn: bool = True
+    shortcut: bool = False  # basic / bottleneck: a 1x1-conv shortcut instead of the identity
+    op: str = ""  # cellop: the edge's op
 
     @property
     def key(self) -> str:
@@ -73,11 +87,18 @@ class OpSpec:
         o = "x".join(map(str, self.out_shape))
         if self.kind == "conv":
             return f"conv|i{i}|o{o}|k{self.kernel}|s{self.stride}|bn{int(self.bn)}|{self.act}"
-        if self.kind == "mbconv":
+        if self.kind in ("mbconv", "fmbconv"):
             return (
-                f"mbconv|i{i}|o{o}|k{self.kernel}|e{self.expand}|s{self.stride}|se{int(self.se)}"
+                f"{self.kind}|i{i}|o{o}|k{self.kernel}|e{format_number(self.expand)}|s{self.stride}|se{int(self.se)}"
                 f"|{self.act}|res{int(self.residual)}"
             )
+        if self.kind == "basic":
+            return f"basic|i{i}|o{o}|k{self.kernel}|s{self.stride}|{self.act}|sc{int(self.shortcut)}"
+        if self.kind == "bottleneck":
+            return (f"bottleneck|i{i}|o{o}|k{self.kernel}|e{format_number(self.expand)}|s{self.stride}"
+                    f"|{self.act}|sc{int(self.shortcut)}")
+        if self.kind == "cellop":
+            return f"cellop|i{i}|o{o}|{self.op}"
         if self.kind == "pool":
             return f"pool|i{i}|o{o}"
         if self.kind == "linear":
@@ -103,6 +124,16 @@ def _int_field(text: str, prefix: str, key: str) -> int:
     return int(text[len(prefix) :])
 
 
+def _num_field(text: str, prefix: str, key: str) -> float:
+    try:
+        value = float(text[len(prefix) :]) if text.startswith(prefix) else None
+    except ValueError:
+        value = None
+    if value is None or not value > 0:
+        raise InputError(f"op key {key!r}: expected '{prefix}<positive number>', got {text!r}", field="op")
+    return value
+
+
 def _act_field(text: str, key: str) -> str:
     if text not in ACTIVATIONS:
         raise InputError(f"op key {key!r}: activation {text!r} not one of {ACTIVATIONS}", field="op")
@@ -115,7 +146,8 @@ def parse_op_key(key: str) -> OpSpec:
         raise InputError(f"op key must be a string, got {type(key).__name__}", field="op")
     parts = key.split("|")
     kind = parts[0]
-    expected_len = {"conv": 7, "mbconv": 9, "pool": 3, "linear": 3}
+    expected_len = {"conv": 7, "mbconv": 9, "fmbconv": 9, "basic": 7, "bottleneck": 8, "cellop": 4, "pool": 3,
+                    "linear": 3}
     if kind not in expected_len:
         raise InputError(f"op key {key!r}: unknown op type {kind!r}; known: {', '.join(OP_TYPES)}", field="op")
     if len(parts) != expected_len[kind]:
@@ -126,12 +158,23 @@ def parse_op_key(key: str) -> OpSpec:
             "conv", i, o, kernel=_int_field(parts[3], "k", key), stride=_int_field(parts[4], "s", key),
             bn=bool(_int_field(parts[5], "bn", key)), act=_act_field(parts[6], key),
         )
-    elif kind == "mbconv":
+    elif kind in ("mbconv", "fmbconv"):
         spec = OpSpec(
-            "mbconv", i, o, kernel=_int_field(parts[3], "k", key), expand=_int_field(parts[4], "e", key),
+            kind, i, o, kernel=_int_field(parts[3], "k", key), expand=_num_field(parts[4], "e", key),
             stride=_int_field(parts[5], "s", key), se=bool(_int_field(parts[6], "se", key)),
             act=_act_field(parts[7], key), residual=bool(_int_field(parts[8], "res", key)),
         )
+    elif kind in ("basic", "bottleneck"):
+        expand = _num_field(parts[4], "e", key) if kind == "bottleneck" else 1
+        rest = parts[5:] if kind == "bottleneck" else parts[4:]
+        spec = OpSpec(
+            kind, i, o, kernel=_int_field(parts[3], "k", key), expand=expand, stride=_int_field(rest[0], "s", key),
+            act=_act_field(rest[1], key), shortcut=bool(_int_field(rest[2], "sc", key)),
+        )
+    elif kind == "cellop":
+        if parts[3] not in CELL_OPS[1:]:
+            raise InputError(f"op key {key!r}: cell op {parts[3]!r} not one of {CELL_OPS[1:]}", field="op")
+        spec = OpSpec(kind, i, o, op=parts[3])
     else:
         spec = OpSpec(kind, i, o)
     _check_shapes(spec, key)
@@ -144,16 +187,20 @@ def _check_shapes(spec: OpSpec, key: str) -> None:
     def bad(why: str) -> InputError:
         return InputError(f"op key {key!r}: {why}", field="op")
 
-    if spec.kind in ("conv", "mbconv", "pool") and (len(spec.in_shape) != 3 or len(spec.out_shape) != 3):
+    if spec.kind != "linear" and (len(spec.in_shape) != 3 or len(spec.out_shape) != 3):
         raise bad("input and output shapes must be CxHxW")
-    if spec.kind in ("conv", "mbconv"):
-        if spec.kernel % 2 != 1 or spec.stride < 1 or spec.expand < 1:
+    if spec.kind in ("conv", "mbconv", "fmbconv", "basic", "bottleneck"):
+        if spec.kernel % 2 != 1 or spec.stride < 1 or (spec.kind != "bottleneck" and spec.expand < 1):
             raise bad("kernel must be odd, stride and expand >= 1")
         c, h, w = spec.in_shape
         if spec.out_shape[1:] != (conv_out_size(h, spec.stride), conv_out_size(w, spec.stride)):
             raise bad(f"output size does not follow from input {h}x{w} and stride {spec.stride}")
-        if spec.kind == "mbconv" and spec.residual and (spec.stride != 1 or c != spec.out_shape[0]):
+        if spec.kind in ("mbconv", "fmbconv") and spec.residual and (spec.stride != 1 or c != spec.out_shape[0]):
             raise bad("a residual block needs stride 1 and equal input and output channels")
+        if spec.kind in ("basic", "bottleneck") and spec.shortcut != (spec.stride != 1 or c != spec.out_shape[0]):
+            raise bad("a 1x1-conv shortcut is used exactly when the stride or the width changes")
+    if spec.kind == "cellop" and spec.out_shape != spec.in_shape:
+        raise bad("a cell edge keeps its input's shape")
     if spec.kind == "pool" and (spec.out_shape != (spec.in_shape[0], 1, 1)):
         raise bad("a global pool maps CxHxW to Cx1x1")
     if spec.kind == "linear" and (len(spec.out_shape) != 1 or spec.in_shape[1:] not in ((), (1, 1))):
@@ -164,7 +211,7 @@ def _check_shapes(spec: OpSpec, key: str) -> None:
 
 
 def _activation(name: str) -> nn.Module:
-    return {"relu": nn.ReLU, "hs": nn.Hardswish, "none": nn.Identity}[name]()
+    return {"relu": nn.ReLU, "relu6": nn.ReLU6, "hs": nn.Hardswish, "silu": nn.SiLU, "none": nn.Identity}[name]()
 
 
 class ConvLayer(nn.Module):
@@ -198,7 +245,7 @@ class SqueezeExcite(nn.Module):
 class MBConv(nn.Module):
     """Inverted bottleneck: [1x1 expand] -> kxk depthwise -> [SE] -> 1x1 project (+ identity)."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, expand: int, stride: int, se: bool, act: str,
+    def __init__(self, cin: int, cout: int, kernel: int, expand: float, stride: int, se: bool, act: str,
                  residual: bool):
         super().__init__()
         mid = expanded_channels(cin, expand)
@@ -211,6 +258,102 @@ class MBConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.project(self.se(self.depthwise(self.expand(x))))
         return x + y if self.residual else y
+
+
+class FusedMBConv(nn.Module):
+    """Fused inverted bottleneck (EfficientNetV2): kxk expand conv -> [SE] -> 1x1 project (+ identity)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, expand: float, stride: int, se: bool, act: str,
+                 residual: bool):
+        super().__init__()
+        mid = expanded_channels(cin, expand)
+        self.residual = residual
+        self.fused = ConvLayer(cin, mid, kernel, stride, act)
+        self.se = SqueezeExcite(mid, se_channels(mid)) if se else nn.Identity()
+        self.project = ConvLayer(mid, cout, 1, 1, "none")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.project(self.se(self.fused(x)))
+        return x + y if self.residual else y
+
+
+class ResidualBlock(nn.Module):
+    """ResNet block: act(body(x) + shortcut(x)); the shortcut is a 1x1 conv + BN where shape changes."""
+
+    def __init__(self, body: list[nn.Module], shortcut: nn.Module, act: str):
+        super().__init__()
+        self.body = nn.Sequential(*body)
+        self.shortcut = shortcut
+        self.act = _activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.body(x) + self.shortcut(x))
+
+
+def _shortcut(cin: int, cout: int, stride: int, conv: bool) -> nn.Module:
+    return ConvLayer(cin, cout, 1, stride, "none") if conv else nn.Identity()
+
+
+def basic_block(cin: int, cout: int, kernel: int, stride: int, act: str, shortcut: bool) -> ResidualBlock:
+    """ResNet basic block: kxk conv (stride) -> kxk conv, plus the shortcut."""
+    return ResidualBlock([ConvLayer(cin, cout, kernel, stride, act), ConvLayer(cout, cout, kernel, 1, "none")],
+                         _shortcut(cin, cout, stride, shortcut), act)
+
+
+def bottleneck_block(cin: int, cout: int, kernel: int, expand: float, stride: int, act: str,
+                     shortcut: bool) -> ResidualBlock:
+    """ResNet bottleneck: 1x1 -> kxk (stride) -> 1x1 with hidden width `expanded_channels(cout, expand)`."""
+    mid = expanded_channels(cout, expand)
+    return ResidualBlock([ConvLayer(cin, mid, 1, 1, act), ConvLayer(mid, mid, kernel, stride, act),
+                          ConvLayer(mid, cout, 1, 1, "none")], _shortcut(cin, cout, stride, shortcut), act)
+
+
+class ReLUConvBN(nn.Module):
+    """A cell's convolution edge: ReLU -> conv -> BN (NAS-Bench-201's order)."""
+
+    def __init__(self, channels: int, kernel: int):
+        super().__init__()
+        self.relu = nn.ReLU()
+        self.conv = nn.Conv2d(channels, channels, kernel, 1, kernel // 2, bias=False)
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(self.conv(self.relu(x)))
+
+
+def cell_op_kernel(op: str) -> int:
+    """The kernel of a cell's convolution op ('conv3x3' -> 3), 0 for the others."""
+    return int(op[4]) if op.startswith("conv") else 0
+
+
+def cell_op_module(op: str, channels: int) -> nn.Module:
+    """The module of one cell edge's op (not 'none')."""
+    if op == "skip":
+        return nn.Identity()
+    if op == "avgpool3x3":
+        return nn.AvgPool2d(3, 1, 1, count_include_pad=False)
+    if op == "maxpool3x3":
+        return nn.MaxPool2d(3, 1, 1)
+    return ReLUConvBN(channels, cell_op_kernel(op))
+
+
+class Cell(nn.Module):
+    """A DAG cell (NAS-Bench-201 style): node 0 is the input, each later node sums its incoming edges'
+    ops, the last node is the output; a node with no incoming edge is zero (x * 0, so an exported
+    graph keeps its input even when no edge connects it to the output)."""
+
+    def __init__(self, channels: int, nodes: int, edges: tuple[tuple[int, int], ...], ops: list[str]):
+        super().__init__()
+        self.nodes, self.edges = nodes, tuple(edges)
+        self.ops = nn.ModuleDict({str(i): cell_op_module(op, channels) for i, op in enumerate(ops) if op != "none"})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        states = [x]
+        for node in range(1, self.nodes):
+            terms = [self.ops[str(i)](states[src]) for i, (src, dst) in enumerate(self.edges)
+                     if dst == node and str(i) in self.ops]
+            states.append(sum(terms[1:], terms[0]) if terms else x * 0.0)
+        return states[-1]
 
 
 class Classifier(nn.Module):
@@ -233,6 +376,14 @@ def build_op_module(key: str) -> tuple[nn.Module, tuple[int, ...]]:
         module: nn.Module = ConvLayer(cin, cout, spec.kernel, spec.stride, spec.act, bn=spec.bn)
     elif spec.kind == "mbconv":
         module = MBConv(cin, cout, spec.kernel, spec.expand, spec.stride, spec.se, spec.act, spec.residual)
+    elif spec.kind == "fmbconv":
+        module = FusedMBConv(cin, cout, spec.kernel, spec.expand, spec.stride, spec.se, spec.act, spec.residual)
+    elif spec.kind == "basic":
+        module = basic_block(cin, cout, spec.kernel, spec.stride, spec.act, spec.shortcut)
+    elif spec.kind == "bottleneck":
+        module = bottleneck_block(cin, cout, spec.kernel, spec.expand, spec.stride, spec.act, spec.shortcut)
+    elif spec.kind == "cellop":
+        module = cell_op_module(spec.op, cin)
     elif spec.kind == "pool":
         module = nn.AdaptiveAvgPool2d(1)
     else:
@@ -240,41 +391,58 @@ def build_op_module(key: str) -> tuple[nn.Module, tuple[int, ...]]:
     return module.eval(), spec.in_shape
 
 
+def _conv_cost(cin: int, cout: int, kernel: int, out_hw: int, groups: int = 1, bn: bool = True) -> tuple[int, int]:
+    """(MACs, parameters) of a bias-free conv (+ BN scale and shift)."""
+    weights = cin // groups * cout * kernel**2
+    return weights * out_hw, weights + (2 * cout if bn else 0)
+
+
+def _se_cost(mid: int) -> tuple[int, int]:
+    sq = se_channels(mid)
+    return 2 * mid * sq, mid * sq + sq + sq * mid + mid
+
+
+def _op_cost(spec: OpSpec) -> tuple[int, int]:
+    """(MACs, parameters) of the conv and linear layers of an op (BN, activations, pooling, the SE
+    multiply and residual adds cost no MACs)."""
+    cin, cout = spec.in_shape[0], spec.out_shape[0]
+    hw_in = spec.in_shape[1] * spec.in_shape[2] if len(spec.in_shape) == 3 else 1
+    hw = spec.out_shape[1] * spec.out_shape[2] if len(spec.out_shape) == 3 else 1
+    parts: list[tuple[int, int]] = []
+    if spec.kind == "conv":
+        parts.append(_conv_cost(cin, cout, spec.kernel, hw, bn=spec.bn))
+    elif spec.kind == "mbconv":
+        mid = expanded_channels(cin, spec.expand)
+        if spec.expand != 1:
+            parts.append(_conv_cost(cin, mid, 1, hw_in))
+        parts.append(_conv_cost(mid, mid, spec.kernel, hw, groups=mid))
+        parts += [_se_cost(mid)] if spec.se else []
+        parts.append(_conv_cost(mid, cout, 1, hw))
+    elif spec.kind == "fmbconv":
+        mid = expanded_channels(cin, spec.expand)
+        parts.append(_conv_cost(cin, mid, spec.kernel, hw))
+        parts += [_se_cost(mid)] if spec.se else []
+        parts.append(_conv_cost(mid, cout, 1, hw))
+    elif spec.kind == "basic":
+        parts += [_conv_cost(cin, cout, spec.kernel, hw), _conv_cost(cout, cout, spec.kernel, hw)]
+    elif spec.kind == "bottleneck":
+        mid = expanded_channels(cout, spec.expand)
+        parts += [_conv_cost(cin, mid, 1, hw_in), _conv_cost(mid, mid, spec.kernel, hw), _conv_cost(mid, cout, 1, hw)]
+    elif spec.kind == "cellop" and cell_op_kernel(spec.op):
+        parts.append(_conv_cost(cin, cin, cell_op_kernel(spec.op), hw))
+    elif spec.kind == "linear":
+        parts.append((cin * cout, cin * cout + cout))
+    if spec.kind in ("basic", "bottleneck") and spec.shortcut:
+        parts.append(_conv_cost(cin, cout, 1, hw))
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+
 def op_params(key: str) -> int:
     """Number of trainable parameters of the module an op key names."""
-    spec = parse_op_key(key)
-    cin, cout = spec.in_shape[0], spec.out_shape[0]
-    if spec.kind == "conv":
-        return cin * cout * spec.kernel**2 + (2 * cout if spec.bn else 0)
-    if spec.kind == "mbconv":
-        mid = expanded_channels(cin, spec.expand)
-        n = 0 if spec.expand == 1 else cin * mid + 2 * mid
-        n += mid * spec.kernel**2 + 2 * mid
-        if spec.se:
-            sq = se_channels(mid)
-            n += mid * sq + sq + sq * mid + mid
-        return n + mid * cout + 2 * cout
-    if spec.kind == "linear":
-        return cin * cout + cout
-    return 0
+    return _op_cost(parse_op_key(key))[1]
 
 
 def op_macs(key: str) -> int:
     """Multiply-accumulates of the conv and linear layers of an op (BN, activations, pooling,
     the SE multiply and residual adds are not counted)."""
-    spec = parse_op_key(key)
-    cin, cout = spec.in_shape[0], spec.out_shape[0]
-    if spec.kind == "conv":
-        return cin * cout * spec.kernel**2 * spec.out_shape[1] * spec.out_shape[2]
-    if spec.kind == "mbconv":
-        mid = expanded_channels(cin, spec.expand)
-        h, w = spec.in_shape[1:]
-        ho, wo = spec.out_shape[1:]
-        n = 0 if spec.expand == 1 else cin * mid * h * w
-        n += mid * spec.kernel**2 * ho * wo
-        if spec.se:
-            n += 2 * mid * se_channels(mid)
-        return n + mid * cout * ho * wo
-    if spec.kind == "linear":
-        return cin * cout
-    return 0
+    return _op_cost(parse_op_key(key))[0]

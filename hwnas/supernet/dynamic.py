@@ -68,6 +68,30 @@ class DynamicPointConv2d(nn.Module):
         return F.conv2d(x, self.active_weight(x.size(1), cout))
 
 
+def kernel_transforms(kernel_sizes: tuple[int, ...]) -> nn.ParameterDict:
+    """OFA's kernel transform matrices, one per step down (e.g. 7->5, 5->3), starting as identity."""
+    return nn.ParameterDict({
+        f"{big}to{small}": nn.Parameter(torch.eye(small * small))
+        for big, small in zip(kernel_sizes[:0:-1], kernel_sizes[-2::-1], strict=True)
+    })
+
+
+def transformed_kernel(weight: torch.Tensor, kernel_sizes: tuple[int, ...], transforms: nn.ParameterDict,
+                       kernel: int) -> torch.Tensor:
+    """The `kernel` x `kernel` weight of a conv holding the largest kernel: its centre, passed
+    through the transforms step by step (the same matrix for every input and output channel)."""
+    if kernel not in kernel_sizes:
+        raise ValueError(f"kernel {kernel} not one of {kernel_sizes}")
+    out_c, in_c = weight.shape[:2]
+    for big, small in zip(kernel_sizes[:0:-1], kernel_sizes[-2::-1], strict=True):
+        if big <= kernel:
+            break
+        start = (big - small) // 2
+        crop = weight[:, :, start : start + small, start : start + small].reshape(out_c * in_c, small * small)
+        weight = F.linear(crop, transforms[f"{big}to{small}"]).reshape(out_c, in_c, small, small)
+    return weight
+
+
 class DynamicDepthwiseConv2d(nn.Module):
     """Depthwise conv with elastic kernel size (OFA's transformed centre crop) and elastic width."""
 
@@ -80,22 +104,10 @@ class DynamicDepthwiseConv2d(nn.Module):
         # He init over the fan-out of one group (k*k), so the signal keeps its scale
         nn.init.normal_(self.weight, 0.0, (2.0 / self.max_kernel**2) ** 0.5)
         # one transform per step down (e.g. 7->5, 5->3), shared by all channels, starting as identity
-        self.transforms = nn.ParameterDict({
-            f"{big}to{small}": nn.Parameter(torch.eye(small * small))
-            for big, small in zip(self.kernel_sizes[:0:-1], self.kernel_sizes[-2::-1], strict=True)
-        })
+        self.transforms = kernel_transforms(self.kernel_sizes)
 
     def active_weight(self, channels: int, kernel: int) -> torch.Tensor:
-        if kernel not in self.kernel_sizes:
-            raise ValueError(f"kernel {kernel} not one of {self.kernel_sizes}")
-        weight = self.weight[:channels]
-        for big, small in zip(self.kernel_sizes[:0:-1], self.kernel_sizes[-2::-1], strict=True):
-            if big <= kernel:
-                break
-            start = (big - small) // 2
-            crop = weight[:, :, start : start + small, start : start + small].reshape(channels, small * small)
-            weight = F.linear(crop, self.transforms[f"{big}to{small}"]).reshape(channels, 1, small, small)
-        return weight
+        return transformed_kernel(self.weight[:channels], self.kernel_sizes, self.transforms, kernel)
 
     def forward(self, x: torch.Tensor, kernel: int) -> torch.Tensor:
         c = x.size(1)
@@ -130,8 +142,12 @@ class DynamicSqueezeExcite(nn.Module):
 def _act(name: str, x: torch.Tensor) -> torch.Tensor:
     if name == "relu":
         return F.relu(x)
+    if name == "relu6":
+        return F.relu6(x)
     if name == "hs":
         return F.hardswish(x)
+    if name == "silu":
+        return F.silu(x)
     return x
 
 

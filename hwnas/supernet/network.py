@@ -15,7 +15,9 @@ from hwnas.protocols import SupernetSpaceLike, check_protocol
 from hwnas.space.base import Arch, SearchSpace
 from hwnas.space.layers import Classifier, ConvLayer, MBConv
 from hwnas.space.mbv3 import EXPANDS, KERNELS, MAX_DEPTH, ElasticMobileNetSpace
+from hwnas.space.spec_space import SpecSpace
 from hwnas.supernet.dynamic import DynamicMBConv
+from hwnas.supernet.elastic import SpecSupernet
 
 
 def resize_input(x: torch.Tensor, r: int) -> torch.Tensor:
@@ -105,13 +107,18 @@ class Supernet(nn.Module):
                 block.sort_channels()
 
 
-def build_supernet(space: SearchSpace) -> Supernet:
-    """The weight-sharing supernet of an elastic MobileNetV3 space (`mbv3`, `mbv3-small-input`)."""
+def build_supernet(space: SearchSpace) -> Supernet | SpecSupernet:
+    """The weight-sharing supernet of a space: an elastic MobileNetV3 space (`mbv3`,
+    `mbv3-small-input`) or any space written as a spec (`hwnas.space.spec`)."""
     if not isinstance(space, SearchSpace):  # a plugin's object: name what it lacks
         check_protocol(space, SupernetSpaceLike, what=f"space '{getattr(space, 'name', space)}'", field="space")
+    if isinstance(space, SpecSpace):
+        return SpecSupernet(space)
     if not isinstance(space, ElasticMobileNetSpace):
         raise InputError(f"space '{getattr(space, 'name', space)}' has no weight-sharing supernet; "
-                         "use an elastic MobileNetV3 space (mbv3, mbv3-small-input)", field="space")
+                         "use an elastic MobileNetV3 space (mbv3, mbv3-small-input) or a space written as a "
+                         "spec (a YAML file, or a built-in spec such as resnet, chain, nb201-supernet)",
+                         field="space")
     return Supernet(space)
 
 
@@ -139,10 +146,10 @@ def recalibrate_bn(model: nn.Module, batches: Iterable, arch: Arch | None = None
     must be a Supernet: that subnet is made active and inputs are resized to its resolution.
     Recalibrating a supernet overwrites the statistics it shares between subnets."""
     if arch is not None:
-        if not isinstance(model, Supernet):
+        if not isinstance(model, (Supernet, SpecSupernet)):
             raise InputError("an arch can only be given with a Supernet", field="arch")
         model.set_active(arch)
-    resolution = model.active_arch["r"] if isinstance(model, Supernet) else None
+    resolution = model.active_arch["r"] if isinstance(model, (Supernet, SpecSupernet)) else None
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = [bn.momentum for bn in bns]
     was_training = model.training

@@ -93,7 +93,7 @@ def checkpoint_meta(ckpt: dict[str, Any]) -> dict[str, Any]:
 
 def space_from_meta(meta: dict[str, Any], path: str | os.PathLike | None = None):
     """The search space a checkpoint was trained on."""
-    from hwnas.space.base import get_space
+    from hwnas.space import get_space
 
     try:
         return get_space(meta["space"], **meta["space_config"])

@@ -242,7 +242,7 @@ def sandwich_archs(space, rng: np.random.Generator, num_random: int, phase: str 
 
 def build_space(settings: TrainSettings, data: Dataset):
     """The space with the dataset's channels and classes (unless the options set them)."""
-    from hwnas.space.base import get_space
+    from hwnas.space import get_space
 
     options = {"in_channels": data.in_channels, "num_classes": data.num_classes, **settings.space_options}
     try:
@@ -410,7 +410,7 @@ def _train(settings: TrainSettings, out: Path, *, resume: bool, overwrite: bool,
         if ctx.is_main:
             _log_epoch(record, settings.epochs)
             save_checkpoint(out, {
-                "space": settings.space, "space_config": config,
+                "space": space.name, "space_config": config,
                 "model": {k: v.detach().cpu() for k, v in supernet.state_dict().items()},
                 "optimizer": optimizer.state_dict(), "settings": asdict(settings),
                 "epoch": epoch + 1, "step": step, "history": history,
@@ -429,7 +429,7 @@ def _train(settings: TrainSettings, out: Path, *, resume: bool, overwrite: bool,
         "acc_smallest": last.get("acc_smallest"),
         "seconds": round(time.perf_counter() - started, 2),
         "curve": history,
-        "space": settings.space,
+        "space": space.name,
         "data": settings.data or "fmnist-subset",
         "device": str(dev),
         "world_size": ctx.world_size,
