@@ -18,6 +18,8 @@ OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", 
 # (to_node, from_node) of each edge, in arch_str order
 EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
 N_EDGES = len(EDGES)
+# ops from small to large: no computation, identity, parameter-free pooling, then convolutions
+GROWTH_ORDER: tuple[str, ...] = ("none", "skip_connect", "avg_pool_3x3", "nor_conv_1x1", "nor_conv_3x3")
 
 
 def live_mask(X: np.ndarray) -> np.ndarray:
@@ -109,6 +111,17 @@ class NB201Space(SearchSpace):
                     y = x.copy()
                     y[i] = op
                     out.append(self.decode(y))
+        return out
+
+    def grow(self, arch: Arch) -> list[Arch]:
+        """Every architecture with one edge's op one step larger in `GROWTH_ORDER` (for network
+        morphism: from 'none' to 'nor_conv_3x3' in four steps)."""
+        edges = list(self.validate(arch)["edges"])
+        out: list[Arch] = []
+        for i, op in enumerate(edges):
+            step = GROWTH_ORDER.index(op) + 1
+            if step < len(GROWTH_ORDER):
+                out.append({"edges": edges[:i] + [GROWTH_ORDER[step]] + edges[i + 1:]})
         return out
 
     def crossover(self, a: Arch, b: Arch, rng: np.random.Generator) -> Arch:
