@@ -76,6 +76,19 @@ def from_arch_str(text: str) -> Arch:
     return {"edges": edges}
 
 
+def _op_params(op: str, cin: int, cout: int) -> int:
+    bn = 2 * cout
+    if op in ("nor_conv_3x3", "stem_conv3x3_bn"):
+        return 9 * cin * cout + bn
+    if op == "nor_conv_1x1":
+        return cin * cout + bn
+    if op == "resblock_s2":
+        return (9 * cin * cout + bn) + (9 * cout * cout + bn) + cin * cout
+    if op == "bn_relu_gap_fc":
+        return 2 * cin + cin * cout + cout
+    return 0  # skip_connect, avg_pool_3x3
+
+
 @register_space("nb201")
 class NB201Space(SearchSpace):
     """The NAS-Bench-201 cell space (15,625 architectures)."""
@@ -191,6 +204,18 @@ class NB201Space(SearchSpace):
         c, h = self._stages()[-1]
         keys.append(f"nb201|bn_relu_gap_fc|i{c}x{h}x{h}|o{self.num_classes}")
         return keys
+
+    def params(self, arch: Arch) -> int:
+        """Trainable parameters of the network (conv and linear weights, biases, BN scale and
+        shift), as NAS-Bench-201 builds it: ReLU-conv-BN ops, a residual reduction block
+        (two 3x3 convs, a 1x1 shortcut) between stages."""
+        total = 0
+        for key in self.ops(arch):
+            _, op, shape_in, shape_out = key.split("|")
+            cin = int(shape_in[1:].split("x")[0])
+            cout = int(shape_out[1:].split("x")[0])
+            total += _op_params(op, cin, cout)
+        return total
 
     def all_ops(self) -> list[OpKey]:
         everything = self.ops({"edges": ["skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3",
