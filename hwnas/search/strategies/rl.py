@@ -11,6 +11,9 @@ Rewards (`reward` option):
   hypervolume of the front evaluated before its batch, or, when dominated, minus how far it
   lies behind that front (the additive epsilon), objectives scaled by the archive's range;
   an infeasible architecture gets -1 minus its scaled constraint violation;
+- "tchebycheff": `controllers` policies (decomposition, as in MOEA/D), each rewarded by minus
+  the weighted Tchebycheff distance of the scaled objectives from the ideal point, the
+  weights spread evenly over the front's directions;
 - "mnasnet": MnasNet's accuracy x (latency / target)^w with w = -0.07, the first
   objective as accuracy (maximised) and the first constraint's metric and limit as latency
   and target.
@@ -27,20 +30,21 @@ from hwnas.search.indicators import hypervolume, pareto_front
 from hwnas.search.problem import ArchProblem, vector_key
 from hwnas.search.strategies.base import SearchBudget, Strategy, register_strategy
 
-DEFAULT_POP_SIZE = 50
-DEFAULT_LEARNING_RATE = 0.2
+DEFAULT_POP_SIZE = 10
+DEFAULT_LEARNING_RATE = 0.5
+DEFAULT_CONTROLLERS = 1
 BASELINE_DECAY = 0.9
 MNASNET_W = -0.07
-REWARDS = ("hypervolume", "mnasnet")
+REWARDS = ("hypervolume", "tchebycheff", "mnasnet")
 # draws from the policy per wanted architecture before filling with uniform random ones
 _DRAWS_PER_ARCH = 20
 
 
 @register_strategy("rl")
 class ReinforceController(Strategy):
-    """Options: `pop_size`, architectures sampled per update (50; under an evaluation budget K,
-    min(50, max(10, K/20))), `learning_rate` of the logits (0.2), `reward` ("hypervolume" or
-    "mnasnet")."""
+    """Options: `pop_size`, architectures sampled per update (10: many small updates beat few
+    large ones under a budget of hundreds), `learning_rate` of the logits (0.5), `reward`
+    ("hypervolume", "tchebycheff" or "mnasnet"), `controllers` for "tchebycheff" (1)."""
 
     multi_objective = True
 
@@ -57,9 +61,12 @@ class ReinforceController(Strategy):
             raise InputError(f"unknown reward {reward!r}; expected one of {', '.join(REWARDS)}", field="reward")
         return reward
 
-    def probabilities(self) -> list[np.ndarray]:
-        """The controller's current distribution over each gene's values."""
-        return [_softmax(t) for t in self.logits]
+    def controllers(self) -> int:
+        return int(self.options.get("controllers", DEFAULT_CONTROLLERS))
+
+    def probabilities(self, controller: int = 0) -> list[np.ndarray]:
+        """A controller's current distribution over each gene's values."""
+        return [_softmax(t) for t in self.controller_logits[controller]]
 
     def run(self, problem: ArchProblem, budget: SearchBudget, seed: int,
             on_generation: Callable[[], None]) -> None:
@@ -71,39 +78,54 @@ class ReinforceController(Strategy):
         space, evaluator = problem.space, problem.evaluator
         rng = np.random.default_rng(seed)
         lo, hi = (np.asarray(b, dtype=np.int64) for b in space.bounds)
-        self.logits = [np.zeros(int(b - a + 1)) for a, b in zip(lo, hi, strict=True)]
-        batch_size = self.pop_size = self.population_size(budget, DEFAULT_POP_SIZE)
+        weights = _weights(problem.n_obj, 1 if reward_kind == "mnasnet" else self.controllers())
+        self.controller_logits = [[np.zeros(int(b - a + 1)) for a, b in zip(lo, hi, strict=True)]
+                                  for _ in weights]
+        batch_size = self.pop_size = int(self.pop_size or DEFAULT_POP_SIZE)
+        per_controller = max(1, batch_size // len(weights))
         F_seen = np.zeros((0, problem.n_obj))
         V_seen = np.zeros(0)
-        baseline: float | None = None
+        baselines: list[float | None] = [None] * len(weights)
         generation = 0
         while budget.generations_left(generation) and evaluator.remaining > 0:
-            X = self._draw(problem, rng, lo, int(min(batch_size, evaluator.remaining)))
+            drawn, owner = [], []
+            taken: set = set()
+            for c, logits in enumerate(self.controller_logits):
+                want = int(min(per_controller, evaluator.remaining - len(owner)))
+                if want <= 0:
+                    break
+                X_c = self._draw(problem, rng, lo, [_softmax(t) for t in logits], want, taken)
+                drawn.append(X_c)
+                owner += [c] * len(X_c)
+            X = np.vstack(drawn) if drawn else np.zeros((0, len(lo)), dtype=np.int64)
             if not len(X):
                 break
+            owner_arr = np.array(owner)
             F, G = problem.evaluate_archs([space.decode(x) for x in X])
             violation = np.clip(G, 0, None).sum(axis=1) if G.size else np.zeros(len(X))
-            if reward_kind == "mnasnet":
-                rewards = _mnasnet_reward(problem, F, G)
-            else:
-                rewards = _hypervolume_reward(F_seen, V_seen, F, violation)
-            F_seen, V_seen = np.vstack([F_seen, F]), np.r_[V_seen, violation]
-            baseline = float(rewards.mean()) if baseline is None else (
-                BASELINE_DECAY * baseline + (1 - BASELINE_DECAY) * float(rewards.mean()))
-            advantage = rewards - baseline
-            advantage = advantage / (advantage.std() + 1e-12) if len(advantage) > 1 else advantage
-            for g, theta in enumerate(self.logits):
-                onehot = np.eye(len(theta))[X[:, g] - lo[g]]
-                theta += self.learning_rate() * (advantage[:, None] * (onehot - _softmax(theta))).mean(axis=0)
+            F_all, V_all = np.vstack([F_seen, F]), np.r_[V_seen, violation]
+            for c, logits in enumerate(self.controller_logits):
+                mine = owner_arr == c
+                if not mine.any():
+                    continue
+                if reward_kind == "mnasnet":
+                    rewards = _mnasnet_reward(problem, F[mine], G[mine])
+                elif reward_kind == "hypervolume":
+                    rewards = _hypervolume_reward(F_seen, V_seen, F[mine], violation[mine])
+                else:
+                    rewards = _tchebycheff_reward(F_all, V_all, F[mine], violation[mine], weights[c])
+                baselines[c] = _update(logits, X[mine] - lo, rewards, baselines[c], self.learning_rate())
+            F_seen, V_seen = F_all, V_all
             on_generation()
             generation += 1
 
-    def _draw(self, problem: ArchProblem, rng: np.random.Generator, lo: np.ndarray, count: int) -> np.ndarray:
-        """`count` distinct unseen architectures (canonical encodings) from the policy; uniform
-        random ones when the policy keeps proposing known ones."""
+    def _draw(self, problem: ArchProblem, rng: np.random.Generator, lo: np.ndarray, probs: list[np.ndarray],
+              count: int, keys: set) -> np.ndarray:
+        """`count` distinct unseen architectures (canonical encodings, not in `keys`, which
+        receives theirs) from the policy `probs`; uniform random ones when the policy keeps
+        proposing known ones."""
         space, evaluator = problem.space, problem.evaluator
-        probs = self.probabilities()
-        rows, keys = [], set()
+        rows = []
         for attempt in range(_DRAWS_PER_ARCH * count * 2):
             if len(rows) >= count:
                 break
@@ -117,6 +139,47 @@ class ReinforceController(Strategy):
                 keys.add(key)
                 rows.append(x)
         return np.array(rows, dtype=np.int64).reshape(len(rows), len(lo))
+
+
+def _weights(n_obj: int, count: int) -> np.ndarray:
+    """`count` weight vectors spread evenly over the simplex (two objectives: a line)."""
+    if n_obj == 1 or count == 1:
+        return np.full((1, n_obj), 1.0 / n_obj)
+    t = (np.arange(count) + 0.5) / count
+    if n_obj == 2:
+        return np.stack([t, 1 - t], axis=1)
+    rng = np.random.default_rng(0)  # fixed: the decomposition is part of the method, not of a run
+    return rng.dirichlet(np.ones(n_obj), size=count)
+
+
+def _update(logits: list[np.ndarray], Z: np.ndarray, rewards: np.ndarray, baseline: float | None,
+            learning_rate: float) -> float:
+    """One REINFORCE step of a factorised softmax policy on the choices Z (0-based); the new baseline."""
+    baseline = float(rewards.mean()) if baseline is None else (
+        BASELINE_DECAY * baseline + (1 - BASELINE_DECAY) * float(rewards.mean()))
+    advantage = rewards - baseline
+    if len(advantage) > 1 and advantage.std() > 0:
+        advantage = advantage / advantage.std()
+    for g, theta in enumerate(logits):
+        onehot = np.eye(len(theta))[Z[:, g]]
+        theta += learning_rate * (advantage[:, None] * (onehot - _softmax(theta))).mean(axis=0)
+    return baseline
+
+
+def _tchebycheff_reward(F_all: np.ndarray, V_all: np.ndarray, F: np.ndarray, violation: np.ndarray,
+                        weight: np.ndarray) -> np.ndarray:
+    """Minus the weighted Tchebycheff distance of each row of F from the ideal point, objectives
+    scaled by the range of every feasible evaluation; -1 - scaled violation when infeasible."""
+    feasible = F_all[V_all <= 0]
+    rewards = np.empty(len(F))
+    scale_v = max(float(V_all.max(initial=0.0)), 1e-12)
+    rewards[violation > 0] = -1.0 - violation[violation > 0] / scale_v
+    if len(feasible):
+        lo, hi = feasible.min(axis=0), feasible.max(axis=0)
+        span = np.where(hi > lo, hi - lo, 1.0)
+        ok = violation <= 0
+        rewards[ok] = -np.max(weight * (F[ok] - lo) / span, axis=1)
+    return rewards
 
 
 def _softmax(theta: np.ndarray) -> np.ndarray:
