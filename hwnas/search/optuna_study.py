@@ -35,7 +35,15 @@ def import_optuna(strategy: str) -> Any:
 
 
 def constraints_of(trial) -> list[float]:
+    """Optuna < 5's `constraints_func`: the violations stored on the trial."""
     return list(trial.user_attrs.get("violations", []))
+
+
+def constraint_options(problem: ArchProblem, optuna: Any) -> dict:
+    """The sampler's constraint argument where this Optuna version still takes one (< 5)."""
+    if not problem.n_ieq_constr or hasattr(optuna.trial.Trial, "set_constraint"):
+        return {}
+    return {"constraints_func": constraints_of}
 
 
 def run_study(problem: ArchProblem, budget: SearchBudget, on_generation: Callable[[], None],
@@ -55,7 +63,12 @@ def run_study(problem: ArchProblem, budget: SearchBudget, on_generation: Callabl
         arch = space.decode(x)
         new = not evaluator.knows_key(vector_key(space.encode(arch)))
         F, G = problem.evaluate_archs([arch])
-        trial.set_user_attr("violations", G[0].tolist())
+        if problem.n_ieq_constr:
+            if hasattr(trial, "set_constraint"):
+                for (name, _), value in zip(problem.spec.constraints, G[0], strict=True):
+                    trial.set_constraint(name, float(value))
+            else:
+                trial.set_user_attr("violations", G[0].tolist())
         study.tell(trial, F[0].tolist())
         if not new:
             repeats += 1

@@ -13,9 +13,10 @@ suits expensive evaluations (trained networks, measured latency), not thousands 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
-from hwnas.search.optuna_study import constraints_of, import_optuna, run_study
+from hwnas.search.optuna_study import constraint_options, import_optuna, run_study
 from hwnas.search.problem import ArchProblem
 from hwnas.search.strategies.base import SearchBudget, Strategy, register_strategy
 
@@ -37,8 +38,9 @@ class BayesianOptimisation(Strategy):
     def run(self, problem: ArchProblem, budget: SearchBudget, seed: int,
             on_generation: Callable[[], None]) -> None:
         optuna = import_optuna(self.name)
-        sampler = optuna.samplers.GPSampler(
-            seed=seed, n_startup_trials=int(self.options.get("startup", DEFAULT_STARTUP)),
-            deterministic_objective=True,
-            constraints_func=constraints_of if problem.n_ieq_constr else None)
+        with warnings.catch_warnings():  # deterministic_objective is marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.GPSampler(
+                seed=seed, n_startup_trials=int(self.options.get("startup", DEFAULT_STARTUP)),
+                deterministic_objective=True, **constraint_options(problem, optuna))
         run_study(problem, budget, on_generation, sampler, self.pop_size or DEFAULT_BATCH)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from hwnas.search.optuna_study import constraints_of, import_optuna, run_study
+from hwnas.search.optuna_study import constraint_options, import_optuna, run_study
 from hwnas.search.problem import ArchProblem
 from hwnas.search.strategies.base import SearchBudget, Strategy, register_strategy
 
@@ -38,5 +38,5 @@ class TreeParzenEstimators(Strategy):
         sampler = optuna.samplers.TPESampler(
             seed=seed, multivariate=True, n_startup_trials=int(self.options.get("startup", DEFAULT_STARTUP)),
             n_ei_candidates=int(self.options.get("candidates", DEFAULT_CANDIDATES)),
-            constraints_func=constraints_of if problem.n_ieq_constr else None)
+            **constraint_options(problem, optuna))
         run_study(problem, budget, on_generation, sampler, self.pop_size or DEFAULT_BATCH)
