@@ -1,0 +1,107 @@
+"""Every search strategy on NAS-Bench-201: mean over (accuracy, latency) pairs and seeds.
+
+For each strategy x accuracy column x latency column: `hwnas bench nb201` (the same
+`bench` call) with the given query budget over several seeds. Prints one Markdown row per
+strategy: hv_ratio (mean over pairs of the mean over seeds), the lowest pair, front
+recall, seconds per search; with `--per-pair`, every pair as well. Columns given with
+`--holdout` are summarised separately (data not used while developing a strategy).
+
+    OMP_NUM_THREADS=1 python tools/bench_strategies.py --evals 500 --seeds 10 --json strategies.json
+    OMP_NUM_THREADS=1 python tools/bench_strategies.py --algo bo --seeds 1 --latency lat_ms_fpga lat_ms_pixel3
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from bench_nb201 import ACCURACY, DEFAULT_CSV, latency_columns
+
+from hwnas.latency.fingerprint import cpu_model
+from hwnas.search.strategies import DEFAULT_STRATEGY, strategy_names
+from hwnas.search.tabular import bench
+
+# strategies that search one objective under a limit (scored by a sweep of limits) are left
+# out by default; `bo` too, as it costs minutes per search (run it with --algo bo)
+DEFAULT_ALGOS = [DEFAULT_STRATEGY, "nsga2", "random", "grid", "tpe", "rl", "morphism", "zero-cost"]
+
+
+def summarise(rows: list[dict]) -> dict:
+    hv = np.array([r["hv_ratio"] for r in rows])
+    worst = int(np.argmin(hv))
+    return {"pairs": len(rows), "hv_ratio": float(hv.mean()), "hv_ratio_min": float(hv[worst]),
+            "worst_pair": f"{rows[worst]['accuracy']}/{rows[worst]['latency']}",
+            "pairs_below_0.95": int((hv < 0.95).sum()),
+            "front_recall": float(np.mean([r["front_recall"] for r in rows])),
+            "seconds": float(np.mean([r["seconds"] for r in rows]))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--csv", default=str(DEFAULT_CSV))
+    parser.add_argument("--evals", type=int, default=500)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--accuracy", nargs="+", default=ACCURACY)
+    parser.add_argument("--latency", nargs="+", default=None, help="latency columns (default: every lat_ms_*)")
+    parser.add_argument("--holdout", nargs="*", default=[], help="latency columns summarised separately")
+    parser.add_argument("--algo", nargs="+", default=DEFAULT_ALGOS, choices=strategy_names())
+    parser.add_argument("--per-pair", action="store_true", help="also print every pair's figures")
+    parser.add_argument("--json", dest="json_out", default=None, help="write all results here")
+    args = parser.parse_args(argv)
+
+    latencies = args.latency or latency_columns(args.csv)
+    t0 = time.perf_counter()
+    rows: dict[str, list[dict]] = {a: [] for a in args.algo}
+    for algo in args.algo:
+        for acc in args.accuracy:
+            for lat in latencies:
+                r = bench("nb201", args.csv, acc, lat, args.evals, strategy=algo, seed=args.first_seed,
+                          seeds=args.seeds, progress=False)
+                rows[algo].append(r)
+                print(f"{algo} {acc} {lat}: hv_ratio {r['hv_ratio']:.3f} recall {r['front_recall']:.3f} "
+                      f"{r['seconds']:.2f} s/search", file=sys.stderr, flush=True)
+    header = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": cpu_model(),
+              "cores": os.cpu_count(), "evals": args.evals, "seeds": args.seeds, "first_seed": args.first_seed,
+              "holdout": args.holdout,
+              "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+              "seconds": time.perf_counter() - t0}
+    groups = [("all", lambda r: True)]
+    if args.holdout:
+        groups += [("developed on", lambda r: r["latency"] not in args.holdout),
+                   ("held out", lambda r: r["latency"] in args.holdout)]
+    summary: dict = {}
+    print(f"NAS-Bench-201, {args.evals} queries, seeds {args.first_seed}-{args.first_seed + args.seeds - 1} "
+          f"({header['machine']}, {header['date']})\n")
+    for group, keep in groups:
+        print(f"{group} pairs:\n")
+        print("| strategy | pairs | mean hv_ratio | lowest pair | pairs < 0.95 | front recall | s / search |")
+        print("|---|---|---|---|---|---|---|")
+        for algo in args.algo:
+            chosen = [r for r in rows[algo] if keep(r)]
+            if not chosen:
+                continue
+            s = summary.setdefault(group, {})[algo] = summarise(chosen)
+            name = f"{algo} (default)" if algo == DEFAULT_STRATEGY else algo
+            print(f"| {name} | {s['pairs']} | {s['hv_ratio']:.3f} | {s['hv_ratio_min']:.3f} ({s['worst_pair']}) "
+                  f"| {s['pairs_below_0.95']} | {s['front_recall']:.3f} | {s['seconds']:.2f} |")
+        print()
+    if args.per_pair:
+        print("| accuracy | latency | " + " | ".join(args.algo) + " |")
+        print("|---|---|" + "---|" * len(args.algo))
+        for i, r0 in enumerate(rows[args.algo[0]]):
+            cells = " | ".join(f"{rows[a][i]['hv_ratio']:.3f}" for a in args.algo)
+            print(f"| {r0['accuracy'].split('_')[1]} | {r0['latency'].removeprefix('lat_ms_')} | {cells} |")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({**header, "summary": summary, "results": rows}, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
