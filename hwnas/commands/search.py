@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from hwnas.errors import InputError, NotAvailableError
@@ -16,7 +17,12 @@ and checkpoint paths, best_under_budget), R/pareto.png and R/hypervolume.png.
 
 example:
   hwnas search --space mbv3 --table latency_tables/cpu.json --supernet runs/supernet.pt \\
-      --budget-ms 20 --algo nsga2 --pop 100 --gens 100 --out runs/search-cpu-20ms
+      --budget-ms 20 --max-time 10m --out runs/search-cpu-20ms
+
+With no --pop, --gens or --evals, the search's evaluation budget is sized from the
+estimator's cost, measured on a few random subnets, to fill most of --max-time (10
+minutes by default); the search ends when --max-time is spent in any case. The progress
+line shows subnets/s and the time left from the first generation on.
 """
 
 OBJECTIVES = ("accuracy", "latency_ms", "params", "flops")
@@ -29,18 +35,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--supernet", default=None, metavar="C.pt",
                         help="supernet checkpoint (needed when accuracy is an objective)")
     parser.add_argument("--budget-ms", type=float, required=True, metavar="B", help="latency budget (ms)")
+    from hwnas.search.strategies import strategy_names
     from hwnas.search.strategies.base import DEFAULT_STRATEGY
 
     parser.add_argument("--algo", default=DEFAULT_STRATEGY,
-                        help=f"strategy: {DEFAULT_STRATEGY} (default; NSGA-II unless --evals is at most 2000), "
-                             "nsga2, random, evolution, regularized-evolution")
+                        help=f"strategy: {DEFAULT_STRATEGY} (default; nsga2 unless --evals is at most 2000), "
+                             + ", ".join(n for n in strategy_names() if n != DEFAULT_STRATEGY))
     parser.add_argument("--objectives", default="accuracy,latency_ms",
                         help=f"comma-separated, from {', '.join(OBJECTIVES)} (default accuracy,latency_ms)")
     parser.add_argument("--estimator", default="supernet", choices=ESTIMATORS, help="accuracy estimator")
-    parser.add_argument("--pop", type=int, default=100, metavar="N", help="population size (default 100)")
-    parser.add_argument("--gens", type=int, default=100, metavar="G", help="generations (default 100)")
+    parser.add_argument("--pop", type=int, default=None, metavar="N",
+                        help="population size (default: the strategy's own)")
+    parser.add_argument("--gens", type=int, default=None, metavar="G",
+                        help="generations (default: 100 if --pop or --evals is given)")
     parser.add_argument("--evals", type=int, default=None, metavar="K",
-                        help="stop after K distinct subnets as well (default: no limit)")
+                        help="stop after K distinct subnets (default, with no --pop/--gens either: as many as "
+                             "the estimator's measured cost fits in 80%% of --max-time)")
+    parser.add_argument("--max-time", default="10m", metavar="T",
+                        help="wall-clock budget of the search, e.g. 90s, 10m, 1h (default 10m)")
     parser.add_argument("--max-params", type=float, default=None, metavar="M",
                         help="also require at most M million parameters")
     parser.add_argument("--seed", type=int, default=0)
@@ -68,6 +80,9 @@ def run(args: argparse.Namespace) -> dict:
     for flag, value in (("--pop", args.pop), ("--gens", args.gens), ("--evals", args.evals)):
         if value is not None and value < 1:
             raise InputError(f"must be a positive integer, got {value}", field=flag)
+    from hwnas.search.planning import default_budget, parse_duration
+
+    max_seconds = parse_duration(args.max_time)
     objectives = _parse_objectives(args.objectives)
     get_strategy(args.algo)  # an unknown strategy fails before anything is loaded
     get_space(args.space)  # an unknown space too
@@ -108,8 +123,12 @@ def run(args: argparse.Namespace) -> dict:
     constraints = {"latency_ms": float(args.budget_ms)}
     if args.max_params is not None:
         constraints["params"] = float(args.max_params)
-    result = search(space, metrics, objectives, constraints, args.algo, evaluations=args.evals,
-                    generations=args.gens, pop_size=args.pop, seed=args.seed)
+    evaluations, generations, plan = default_budget(space, metrics, max_seconds, pop_size=args.pop,
+                                                    generations=args.gens, evaluations=args.evals, seed=args.seed)
+    if plan is not None:
+        print(f"search budget: {plan.describe()}", file=sys.stderr)
+    result = search(space, metrics, objectives, constraints, args.algo, evaluations=evaluations,
+                    generations=generations, pop_size=args.pop, seed=args.seed, max_seconds=max_seconds)
     files = write_search_outputs(args.out, result, budget_ms=float(args.budget_ms), metadata={
         "space": args.space,
         "table": str(Path(args.table).resolve()),
@@ -130,4 +149,7 @@ def run(args: argparse.Namespace) -> dict:
         "plots": [files["pareto_plot"], files["hypervolume_plot"]],
         "fastest_ms": fastest_ms,
         "seed": args.seed,
+        "strategy_ran": result.settings["strategy_ran"],
+        "stopped_on_time": result.settings["stopped_on_time"],
+        "seconds_per_subnet": None if plan is None else plan.seconds_per_evaluation,
     }

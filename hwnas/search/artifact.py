@@ -55,6 +55,7 @@ def pareto_document(result: SearchResult, *, budget_ms: float, metadata: Mapping
         "maximize": result.settings.get("maximize", []),
         "constraints": result.settings.get("constraints", {}),
         "settings": result.settings,
+        "strategy_ran": result.settings.get("strategy_ran", result.settings.get("strategy")),
         "seed": result.seed,
         "evaluations": result.evaluations,
         "seconds": result.seconds,
@@ -86,7 +87,8 @@ def write_search_outputs(out_dir: str | os.PathLike, result: SearchResult, *, bu
         x = "latency_ms" if "latency_ms" in _metric_names(result) else result.objectives[0]
         plot_pareto(files["pareto_plot"], result, budget_ms if x == "latency_ms" else None, x=x)
         plot_hypervolume(files["hypervolume_plot"], result.hypervolume_history,
-                         label=f"{result.settings.get('strategy', '')}, seed {result.seed}")
+                         label=f"{result.settings.get('strategy_ran', result.settings.get('strategy', ''))}, "
+                               f"seed {result.seed}")
         atomic_write_json(files["pareto"], pareto_document(result, budget_ms=budget_ms, metadata=metadata))
     except BaseException:
         for name, path in files.items():
