@@ -121,12 +121,12 @@ class SearchProgress:
         return rate, left
 
     def update(self, done: int) -> None:
-        self.bar.update(done - self.bar.n)
         rate, left = self.estimate(done, time.perf_counter())
         text = f"{rate:.3g} subnets/s"
         if math.isfinite(left):
             text += f", {format_seconds(left)} left"
-        self.bar.set_postfix_str(text, refresh=True)
+        self.bar.set_postfix_str(text, refresh=False)  # shown by the update, with its count
+        self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
         self.bar.close()
