@@ -19,6 +19,7 @@ proxies for lightweight NAS", and their warm-up / move-proposal use).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -38,6 +39,11 @@ from hwnas.space.base import SearchSpace
 
 DEFAULT_POP_SIZE = 50
 DEFAULT_POOL_SIZE = 2000
+# without a pool size given, at most this many pool members per evaluation of the budget
+POOL_PER_EVALUATION = 10
+# under a wall-clock budget, the share of the time left that scoring the pool may take
+PROXY_TIME_SHARE = 0.25
+_SCORE_CHUNK = 16
 PROXIES = ("auto", "synflow", "naswot", "params")
 # ridge penalty of the refit (the same features and scale as pareto-local-search's surrogate)
 _RIDGE = 30.0
@@ -64,7 +70,8 @@ def proxy_scores(space: SearchSpace, proxy: str, archs: list, seed: int) -> np.n
 @register_strategy("zero-cost")
 class ZeroCostSearch(Strategy):
     """Options: `pop_size`, architectures evaluated per generation (50; under an evaluation
-    budget K, min(50, max(10, K/20))); `pool_size` scored by the proxy (2,000); `proxy`
+    budget K, min(50, max(10, K/20))); `pool_size` scored by the proxy (2,000, at most 10 per
+    evaluation of the budget; under a wall-clock budget, as many as a quarter of it scores); `proxy`
     ("auto", "synflow", "naswot" or "params")."""
 
     multi_objective = True
@@ -87,11 +94,14 @@ class ZeroCostSearch(Strategy):
         space, evaluator = problem.space, problem.evaluator
         rng = np.random.default_rng(seed)
         batch_size = self.pop_size = self.population_size(budget, DEFAULT_POP_SIZE)
-        X = _pool(problem, rng, self.pool_size())
+        pool_size = self.pool_size()
+        if budget.evaluations is not None and "pool_size" not in self.options:
+            pool_size = min(pool_size, POOL_PER_EVALUATION * budget.evaluations)
+        X = _pool(problem, rng, pool_size)
         if not len(X):
             return
+        X, score = self._score_in_time(problem, X, batch_size, seed)
         archs = [space.decode(x) for x in X]
-        score = proxy_scores(space, self.proxy(), archs, seed)
         proxy_rank = np.argsort(np.argsort(score, kind="stable"), kind="stable") / max(len(score) - 1, 1)
         evaluated = np.zeros(len(X), dtype=bool)
         F = np.full((len(X), problem.n_obj), np.nan)
@@ -108,6 +118,22 @@ class ZeroCostSearch(Strategy):
             generation += 1
             count = int(min(batch_size, evaluator.remaining, (~evaluated).sum()))
             picks = self._predicted_best(space, X, proxy_rank, evaluated, F, violation, count)
+
+    def _score_in_time(self, problem: ArchProblem, X: np.ndarray, least: int, seed: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """The pool's proxy scores, in chunks; under a wall-clock budget (the evaluator's
+        deadline) scoring stops after `PROXY_TIME_SHARE` of the time left (keeping at least
+        `least` members), since a network proxy costs a fraction of a second per subnet."""
+        space, deadline = problem.space, problem.evaluator.deadline
+        start = time.perf_counter()
+        stop = None if deadline is None else start + PROXY_TIME_SHARE * max(0.0, deadline - start)
+        scores: list[float] = []
+        for i in range(0, len(X), _SCORE_CHUNK):
+            if stop is not None and len(scores) >= least and time.perf_counter() >= stop:
+                break
+            chunk = [space.decode(x) for x in X[i:i + _SCORE_CHUNK]]
+            scores.extend(proxy_scores(space, self.proxy(), chunk, seed).tolist())
+        return X[:len(scores)], np.array(scores)
 
     def _predicted_best(self, space: SearchSpace, X: np.ndarray, proxy_rank: np.ndarray, evaluated: np.ndarray,
                         F: np.ndarray, violation: np.ndarray, count: int) -> np.ndarray:
