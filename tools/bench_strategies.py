@@ -42,22 +42,8 @@ def summarise(rows: list[dict]) -> dict:
             "seconds": float(np.mean([r["seconds"] for r in rows]))}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--csv", default=str(DEFAULT_CSV))
-    parser.add_argument("--evals", type=int, default=500)
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--accuracy", nargs="+", default=ACCURACY)
-    parser.add_argument("--latency", nargs="+", default=None, help="latency columns (default: every lat_ms_*)")
-    parser.add_argument("--holdout", nargs="*", default=[], help="latency columns summarised separately")
-    parser.add_argument("--algo", nargs="+", default=DEFAULT_ALGOS, choices=strategy_names())
-    parser.add_argument("--per-pair", action="store_true", help="also print every pair's figures")
-    parser.add_argument("--json", dest="json_out", default=None, help="write all results here")
-    args = parser.parse_args(argv)
-
+def run_all(args: argparse.Namespace) -> dict[str, list[dict]]:
     latencies = args.latency or latency_columns(args.csv)
-    t0 = time.perf_counter()
     rows: dict[str, list[dict]] = {a: [] for a in args.algo}
     for algo in args.algo:
         for acc in args.accuracy:
@@ -67,15 +53,53 @@ def main(argv: list[str] | None = None) -> int:
                 rows[algo].append(r)
                 print(f"{algo} {acc} {lat}: hv_ratio {r['hv_ratio']:.3f} recall {r['front_recall']:.3f} "
                       f"{r['seconds']:.2f} s/search", file=sys.stderr, flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--csv", default=str(DEFAULT_CSV))
+    parser.add_argument("--evals", type=int, default=500)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--accuracy", nargs="+", default=ACCURACY)
+    parser.add_argument("--latency", nargs="+", default=None, help="latency columns (default: every lat_ms_*)")
+    parser.add_argument("--holdout", nargs="*", default=[],
+                        help="latency columns (or ACCURACY:LATENCY pairs) summarised separately")
+    parser.add_argument("--algo", nargs="+", default=None, choices=strategy_names(),
+                        help=f"default: {' '.join(DEFAULT_ALGOS)}")
+    parser.add_argument("--developed-on", nargs="*", default=[],
+                        help="the reverse of --holdout: these columns or pairs, every other one held out")
+    parser.add_argument("--per-pair", action="store_true", help="also print every pair's figures")
+    parser.add_argument("--json", dest="json_out", default=None, help="write all results here")
+    parser.add_argument("--from-json", nargs="+", default=None, metavar="F",
+                        help="print the tables of results written by earlier runs (--json) instead of running")
+    args = parser.parse_args(argv)
+
+    t0 = time.perf_counter()
+    if args.algo is None:
+        args.algo = [] if args.from_json else DEFAULT_ALGOS
+    if args.from_json:
+        rows = {}
+        for path in args.from_json:
+            rows.update(json.loads(Path(path).read_text())["results"])
+        args.algo = [a for a in args.algo if a in rows] + [a for a in rows if a not in args.algo]
+    else:
+        rows = run_all(args)
     header = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": cpu_model(),
               "cores": os.cpu_count(), "evals": args.evals, "seeds": args.seeds, "first_seed": args.first_seed,
-              "holdout": args.holdout,
+              "holdout": args.holdout, "developed_on": args.developed_on,
               "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
               "seconds": time.perf_counter() - t0}
     groups = [("all", lambda r: True)]
-    if args.holdout:
-        groups += [("developed on", lambda r: r["latency"] not in args.holdout),
-                   ("held out", lambda r: r["latency"] in args.holdout)]
+    if args.holdout or args.developed_on:
+        def named(r: dict, names: list[str]) -> bool:
+            return r["latency"] in names or f"{r['accuracy']}:{r['latency']}" in names
+
+        def held_out(r: dict) -> bool:
+            return named(r, args.holdout) if args.holdout else not named(r, args.developed_on)
+
+        groups += [("developed on", lambda r: not held_out(r)), ("held out", held_out)]
     summary: dict = {}
     print(f"NAS-Bench-201, {args.evals} queries, seeds {args.first_seed}-{args.first_seed + args.seeds - 1} "
           f"({header['machine']}, {header['date']})\n")
