@@ -51,6 +51,8 @@ def run_all(args: argparse.Namespace) -> dict[str, list[dict]]:
                 r = bench("nb201", args.csv, acc, lat, args.evals, strategy=algo, seed=args.first_seed,
                           seeds=args.seeds, progress=False)
                 rows[algo].append(r)
+                if args.json_out:  # after every pair, so an interrupted run keeps what it measured
+                    Path(args.json_out).write_text(json.dumps({"partial": True, "results": rows}) + "\n")
                 print(f"{algo} {acc} {lat}: hv_ratio {r['hv_ratio']:.3f} recall {r['front_recall']:.3f} "
                       f"{r['seconds']:.2f} s/search", file=sys.stderr, flush=True)
     return rows
