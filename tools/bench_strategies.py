@@ -35,7 +35,8 @@ DEFAULT_ALGOS = [DEFAULT_STRATEGY, "nsga2", "random", "grid", "tpe", "rl", "morp
 def summarise(rows: list[dict]) -> dict:
     hv = np.array([r["hv_ratio"] for r in rows])
     worst = int(np.argmin(hv))
-    return {"pairs": len(rows), "hv_ratio": float(hv.mean()), "hv_ratio_min": float(hv[worst]),
+    return {"pairs": len(rows), "seeds": rows[0].get("seeds"), "hv_ratio": float(hv.mean()),
+            "hv_ratio_min": float(hv[worst]),
             "worst_pair": f"{rows[worst]['accuracy']}/{rows[worst]['latency']}",
             "pairs_below_0.95": int((hv < 0.95).sum()),
             "front_recall": float(np.mean([r["front_recall"] for r in rows])),
@@ -103,20 +104,20 @@ def main(argv: list[str] | None = None) -> int:
 
         groups += [("developed on", lambda r: not held_out(r)), ("held out", held_out)]
     summary: dict = {}
-    print(f"NAS-Bench-201, {args.evals} queries, seeds {args.first_seed}-{args.first_seed + args.seeds - 1} "
-          f"({header['machine']}, {header['date']})\n")
+    seeds = "saved runs" if args.from_json else f"seeds {args.first_seed}-{args.first_seed + args.seeds - 1}"
+    print(f"NAS-Bench-201, {args.evals} queries, {seeds} ({header['machine']}, {header['date']})\n")
     for group, keep in groups:
         print(f"{group} pairs:\n")
-        print("| strategy | pairs | mean hv_ratio | lowest pair | pairs < 0.95 | front recall | s / search |")
-        print("|---|---|---|---|---|---|---|")
+        print("| strategy | pairs | seeds | mean hv_ratio | lowest pair | pairs < 0.95 | front recall | s / search |")
+        print("|---|---|---|---|---|---|---|---|")
         for algo in args.algo:
             chosen = [r for r in rows[algo] if keep(r)]
             if not chosen:
                 continue
             s = summary.setdefault(group, {})[algo] = summarise(chosen)
             name = f"{algo} (default)" if algo == DEFAULT_STRATEGY else algo
-            print(f"| {name} | {s['pairs']} | {s['hv_ratio']:.3f} | {s['hv_ratio_min']:.3f} ({s['worst_pair']}) "
-                  f"| {s['pairs_below_0.95']} | {s['front_recall']:.3f} | {s['seconds']:.2f} |")
+            print(f"| {name} | {s['pairs']} | {s['seeds']} | {s['hv_ratio']:.3f} "
+                  f"| {s['hv_ratio_min']:.3f} ({s['worst_pair']}) | {s['pairs_below_0.95']} | {s['front_recall']:.3f} | {s['seconds']:.2f} |")
         print()
     if args.per_pair:
         print("| accuracy | latency | " + " | ".join(args.algo) + " |")
