@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             s = summary.setdefault(group, {})[algo] = summarise(chosen)
             name = f"{algo} (default)" if algo == DEFAULT_STRATEGY else algo
             print(f"| {name} | {s['pairs']} | {s['seeds']} | {s['hv_ratio']:.3f} "
-                  f"| {s['hv_ratio_min']:.3f} ({s['worst_pair']}) | {s['pairs_below_0.95']} | {s['front_recall']:.3f} | {s['seconds']:.2f} |")
+                  f"| {s['hv_ratio_min']:.3f} ({s['worst_pair']}) | {s['pairs_below_0.95']} "
+                  f"| {s['front_recall']:.3f} | {s['seconds']:.2f} |")
         print()
     if args.per_pair:
         print("| accuracy | latency | " + " | ".join(args.algo) + " |")
