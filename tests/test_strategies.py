@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -222,3 +223,20 @@ def test_a_missing_optuna_is_an_input_error_naming_the_extra(strategy, monkeypat
                        "--latency", "lat_ms_fpga", "--evals", "20", "--algo", strategy])
         out = json.loads(capsys.readouterr().out)
         assert status == 2 and "hwnas[bo]" in out["error"]
+
+
+def test_zero_cost_scores_its_pool_within_a_share_of_the_wall_clock_budget(monkeypatch):
+    import hwnas.search.strategies.zero_cost as zero_cost
+
+    real = zero_cost.proxy_scores
+
+    def slow_proxy(space, proxy, archs, seed):  # a network proxy's cost: 10 ms a subnet
+        time.sleep(0.01 * len(archs))
+        return real(space, proxy, archs, seed)
+
+    monkeypatch.setattr(zero_cost, "proxy_scores", slow_proxy)
+    strategy = get_strategy("zero-cost", pool_size=2000)
+    result = search(get_space("nb201"), nb201_metrics(), strategy=strategy, evaluations=200, pop_size=20, seed=0,
+                    progress=False, max_seconds=2.0)
+    # scoring 2,000 would take 20 s; a quarter of the 2 s leaves a pool of a few dozen
+    assert result.seconds < 2.5 and 20 <= result.evaluations <= 64
