@@ -128,7 +128,13 @@ def demo(
         predicted = LatencyPredictor.load(table).predict([space_obj.sample(rng) for _ in range(500)])
         budget_ms = float(np.round(np.median(predicted), 3))
         print(f"budget: {budget_ms} ms = median predicted latency of 500 random subnets", file=sys.stderr)
-    _step(f"4/5 NSGA-II search under {budget_ms} ms")
+    from hwnas.search import SearchBudget, get_strategy
+    from hwnas.search.strategies import DEFAULT_STRATEGY
+
+    # the name of what runs (the default hands over to nsga2 without an evaluation budget),
+    # as the progress line, the plot and pareto.json's strategy_ran name it
+    ran = get_strategy(DEFAULT_STRATEGY, pop_size=pop).strategy_ran(SearchBudget(None, gens))
+    _step(f"4/5 {ran} search under {budget_ms} ms")
     search_dir = out / "search"
     steps["search"] = pipeline.search(space_arg, table=table, supernet=ckpt, budget_ms=budget_ms, pop_size=pop,
                                       generations=gens, seed=seed, out=search_dir,

@@ -178,9 +178,10 @@ def train(settings: Any = None, out: str | os.PathLike | None = None, *, quick: 
 def search(space: Any, *, budget_ms: float, out: str | os.PathLike, table: str | os.PathLike | None = None,
            latency_model: Any = None, supernet: str | os.PathLike | None = None,
            strategy: str | None = None, objectives: Sequence[str] | str = ("accuracy", "latency_ms"),
-           estimator: str = "supernet", pop_size: int = 100, generations: int = 100,
+           estimator: str = "supernet", pop_size: int | None = None, generations: int | None = None,
            evaluations: int | None = None, max_params: float | None = None, seed: int = 0,
-           strategy_options: dict | None = None, overwrite: bool = False) -> SearchRun:
+           strategy_options: dict | None = None, overwrite: bool = False,
+           max_time: str | float | None = "10m") -> SearchRun:
     """Search `space` (a name) for the Pareto front under `budget_ms`, latency predicted by a latency
     table (`table`) or any latency model (`latency_model`: a path `load_latency_model` reads, or an
     object with `predict(archs) -> ms`), accuracy from `estimator` on `supernet`. `strategy_options`
@@ -191,10 +192,12 @@ def search(space: Any, *, budget_ms: float, out: str | os.PathLike, table: str |
     from hwnas.search import best_under_budget, get_strategy
     from hwnas.search import search as optimize
     from hwnas.search.artifact import check_output_folder, fastest_latency, write_search_outputs
+    from hwnas.search.planning import default_budget, parse_duration
     from hwnas.search.strategies import DEFAULT_STRATEGY
     from hwnas.space import get_space
 
     strategy = strategy or DEFAULT_STRATEGY
+    max_seconds = None if max_time is None else parse_duration(max_time, field="max_time")
     if not np.isfinite(budget_ms) or budget_ms <= 0:
         raise InputError(f"must be a positive number of milliseconds, got {budget_ms}", field="budget_ms")
     for name, value in (("pop_size", pop_size), ("generations", generations), ("evaluations", evaluations)):
@@ -254,8 +257,14 @@ def search(space: Any, *, budget_ms: float, out: str | os.PathLike, table: str |
     if max_params is not None:
         constraints["params"] = float(max_params)
     chosen = _strategy(strategy, strategy_options, supernet=supernet, model=model, budget_ms=float(budget_ms))
+    # with no population, generations or evaluations given: as many evaluations as the estimator's
+    # measured cost fits in the time budget (the search ends when the time is spent in any case)
+    evaluations, generations, plan = default_budget(space, metrics, max_seconds, pop_size=pop_size,
+                                                    generations=generations, evaluations=evaluations, seed=seed)
+    if plan is not None:
+        print(f"search budget: {plan.describe()}", file=sys.stderr)
     result = optimize(space, metrics, objectives, constraints, chosen, evaluations=evaluations,
-                      generations=generations, pop_size=pop_size, seed=seed)
+                      generations=generations, pop_size=pop_size, seed=seed, max_seconds=max_seconds)
     resolved = str(Path(model_path).resolve()) if model_path is not None else None
     files = write_search_outputs(out, result, budget_ms=float(budget_ms), metadata={
         "space": space_name,
@@ -280,6 +289,9 @@ def search(space: Any, *, budget_ms: float, out: str | os.PathLike, table: str |
         "fastest_ms": fastest_ms,
         "seed": seed,
         "notes": notes,
+        "strategy_ran": result.settings.get("strategy_ran"),
+        "stopped_on_time": result.settings.get("stopped_on_time"),
+        "seconds_per_subnet": None if plan is None else plan.seconds_per_evaluation,
     })
 
 

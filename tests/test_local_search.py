@@ -121,7 +121,7 @@ def test_a_generation_budget_alone_stops_the_search():
                     generations=4, pop_size=10, seed=0, progress=False,
                     strategy_options={"max_local_search_evaluations": None})
     assert result.evaluations == 40 and len(result.hypervolume_history) == 4
-    assert result.settings["strategy_ran"] == "local-search"
+    assert result.settings["strategy_ran"] == "pareto-local-search"
 
 
 def test_is_the_default_strategy_of_search_and_bench():
@@ -129,7 +129,7 @@ def test_is_the_default_strategy_of_search_and_bench():
     result = search(space, {"cost": cost, "loss": lambda a: loss(a, k=3)}, ("cost", "loss"), maximize=(),
                     evaluations=30, seed=0, progress=False)
     assert DEFAULT_STRATEGY == STRATEGY == result.settings["strategy"]
-    assert result.settings["strategy_ran"] == "local-search" and result.evaluations == 30
+    assert result.settings["strategy_ran"] == "pareto-local-search" and result.evaluations == 30
     assert inspect.signature(bench).parameters["strategy"].default == STRATEGY
 
 
@@ -152,7 +152,7 @@ def test_runs_nsga2_when_evaluations_are_plentiful(budget):
 def test_runs_local_search_under_a_scarce_evaluation_budget():
     ours, archs = _evaluated(STRATEGY, evaluations=200, generations=6)
     _, nsga2_archs = _evaluated("nsga2", evaluations=200, generations=6)
-    assert ours.settings["strategy_ran"] == "local-search" and archs != nsga2_archs
+    assert ours.settings["strategy_ran"] == "pareto-local-search" and archs != nsga2_archs
 
 
 def test_constraints_rank_feasible_archs_first():

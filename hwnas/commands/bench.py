@@ -30,10 +30,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--accuracy", required=True, metavar="COL", help="accuracy column (%%, maximised)")
     parser.add_argument("--latency", required=True, metavar="COL", help="latency column (minimised)")
     parser.add_argument("--evals", type=int, required=True, metavar="K", help="query budget per seed")
-    from hwnas.search.strategies.base import DEFAULT_STRATEGY
+    from hwnas.search.strategies import DEFAULT_STRATEGY, strategy_names
 
     parser.add_argument("--algo", default=DEFAULT_STRATEGY,
-                        help=f"{DEFAULT_STRATEGY} (default), nsga2, random, evolution, regularized-evolution")
+                        help=f"{DEFAULT_STRATEGY} (default), "
+                             + ", ".join(n for n in strategy_names() if n != DEFAULT_STRATEGY))
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
     parser.add_argument("--seeds", type=int, default=1, metavar="N", help="seeds seed..seed+N-1 (default 1)")
     parser.add_argument("--pop", type=int, default=None, metavar="N",

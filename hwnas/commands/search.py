@@ -15,14 +15,20 @@ and R/hypervolume.png.
 
 example:
   hwnas search --space mbv3 --table latency_tables/cpu.json --supernet runs/supernet.pt \\
-      --budget-ms 20 --algo nsga2 --pop 100 --gens 100 --out runs/search-cpu-20ms
+      --budget-ms 20 --max-time 10m --out runs/search-cpu-20ms
+
+With no --pop, --gens or --evals, the search's evaluation budget is sized from the
+estimator's cost, measured on a few random subnets, to fill most of --max-time (10
+minutes by default); the search ends when --max-time is spent in any case. The progress
+line shows subnets/s and the time left from the first generation on.
 """
 
 # library field -> the flag that sets it
 FLAGS = {"space": "--space", "table": "--table", "latency_model": "--latency-model", "supernet": "--supernet",
          "budget_ms": "--budget-ms", "strategy": "--algo", "objectives": "--objectives", "estimator": "--estimator",
          "pop_size": "--pop", "generations": "--gens", "evaluations": "--evals", "max_params": "--max-params",
-         "out": "--out", "steps": "--steps", "sweep": "--sweep", "relaxation": "--relaxation"}
+         "out": "--out", "steps": "--steps", "sweep": "--sweep", "relaxation": "--relaxation",
+         "max_time": "--max-time"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -53,10 +59,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"comma-separated, from {', '.join(OBJECTIVES)} (default accuracy,latency_ms)")
     parser.add_argument("--estimator", default="supernet", help="accuracy estimator: supernet (default), "
                         "predictor, zero-cost, or a plugin's")
-    parser.add_argument("--pop", type=int, default=100, metavar="N", help="population size (default 100)")
-    parser.add_argument("--gens", type=int, default=100, metavar="G", help="generations (default 100)")
+    parser.add_argument("--pop", type=int, default=None, metavar="N",
+                        help="population size (default: the strategy's own)")
+    parser.add_argument("--gens", type=int, default=None, metavar="G",
+                        help="generations (default: 100 if --pop or --evals is given)")
     parser.add_argument("--evals", type=int, default=None, metavar="K",
-                        help="stop after K distinct subnets as well (default: no limit)")
+                        help="stop after K distinct subnets (default, with no --pop/--gens either: as many as "
+                             "the estimator's measured cost fits in 80%% of --max-time)")
+    parser.add_argument("--max-time", default="10m", metavar="T",
+                        help="wall-clock budget of the search, e.g. 90s, 10m, 1h (default 10m)")
     parser.add_argument("--max-params", type=float, default=None, metavar="M",
                         help="also require at most M million parameters")
     parser.add_argument("--seed", type=int, default=0)
@@ -71,5 +82,5 @@ def run(args: argparse.Namespace):
     return search(args.space, table=args.table, latency_model=args.latency_model, supernet=args.supernet,
                   budget_ms=args.budget_ms, strategy=args.algo, objectives=args.objectives, estimator=args.estimator,
                   pop_size=args.pop, generations=args.gens, evaluations=args.evals, max_params=args.max_params,
-                  seed=args.seed, out=args.out, overwrite=args.overwrite,
+                  seed=args.seed, out=args.out, overwrite=args.overwrite, max_time=args.max_time,
                   strategy_options=options if args.algo == "differentiable" else None)

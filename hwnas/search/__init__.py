@@ -3,7 +3,9 @@
 - problem: `ArchProblem` (a space's encoding, named objectives/constraints) and the
   counting, caching `ArchEvaluator`
 - operators: space-aware sampling, crossover, mutation, duplicate elimination
-- strategies: `nsga2`, `random`, `evolution`, `regularized-evolution`, `pareto-local-search`, by name
+- strategies: `nsga2`, `random`, `evolution`, `regularized-evolution`, `pareto-local-search`, `grid`,
+  `bo`, `tpe` (these two need the `bo` extra: Optuna), `rl`, `morphism`, `zero-cost`, by name
+- planning: wall-clock budgets (`max_seconds`), defaults sized from an evaluation's measured cost
 - indicators: `pareto_front`, `hypervolume`
 - optimize: `search(space, metrics, objectives, constraints, strategy, ...)`, the one verb
 - tabular: scoring a strategy on a tabular benchmark (NAS-Bench-201) against its true front

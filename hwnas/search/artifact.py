@@ -57,6 +57,7 @@ def pareto_document(result: SearchResult, *, budget_ms: float, metadata: Mapping
         "maximize": result.settings.get("maximize", []),
         "constraints": result.settings.get("constraints", {}),
         "settings": result.settings,
+        "strategy_ran": result.settings.get("strategy_ran", result.settings.get("strategy")),
         "seed": result.seed,
         "evaluations": result.evaluations,
         "seconds": result.seconds,
@@ -107,7 +108,8 @@ def write_search_outputs(out_dir: str | os.PathLike, result: SearchResult, *, bu
         x = "latency_ms" if "latency_ms" in _metric_names(result) else result.objectives[0]
         plot_pareto(files["pareto_plot"], result, budget_ms if x == "latency_ms" else None, x=x)
         plot_hypervolume(files["hypervolume_plot"], result.hypervolume_history,
-                         label=f"{result.settings.get('strategy', '')}, seed {result.seed}")
+                         label=f"{result.settings.get('strategy_ran', result.settings.get('strategy', ''))}, "
+                               f"seed {result.seed}")
     except OSError as exc:
         raise OutputError(f"cannot write the plots ({exc.strerror or exc}); the Pareto set is written at "
                           f"{files['pareto']}", path=str(exc.filename or out)) from exc

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from hwnas.errors import InputError
 from hwnas.search.indicators import hypervolume, normalize, pareto_front
-from hwnas.search.problem import DEFAULT_MAXIMIZE, ArchEvaluator, ArchProblem, Metric, ObjectiveSpec
+from hwnas.search.planning import SearchProgress
+from hwnas.search.problem import DEFAULT_MAXIMIZE, ArchEvaluator, ArchProblem, Metric, ObjectiveSpec, TimeUp
 from hwnas.search.result import SearchResult
 from hwnas.search.strategies.base import DEFAULT_STRATEGY, SearchBudget, Strategy, get_strategy
 from hwnas.space import SearchSpace, get_space
@@ -42,6 +41,7 @@ def search(
     strategy_options: Mapping | None = None,
     evaluator: ArchEvaluator | None = None,
     progress: bool = True,
+    max_seconds: float | None = None,
 ) -> SearchResult:
     """Search `space` for architectures that are Pareto-optimal in `objectives`.
 
@@ -50,6 +50,8 @@ def search(
     constraints: name -> upper limit (e.g. {"latency_ms": 20.0}).
     evaluations / generations: stop after that many distinct architectures / generations,
         whichever first (neither given: 100 generations).
+    max_seconds: wall-clock budget; the search ends with what it has evaluated once it is spent
+        (checked every few evaluations).
     evaluator: pass one to share its cache (and query count) between several searches;
         `evaluations` then counts only this search's new architectures.
     """
@@ -58,6 +60,8 @@ def search(
     for name, value in (("evaluations", evaluations), ("generations", generations), ("pop_size", pop_size)):
         if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
             raise InputError(f"must be a positive integer, got {value!r}", field=name)
+    if max_seconds is not None and (not np.isfinite(max_seconds) or max_seconds <= 0):
+        raise InputError(f"must be a positive number of seconds, got {max_seconds!r}", field="max_seconds")
     if evaluations is None and generations is None:
         generations = DEFAULT_GENERATIONS
     spec = ObjectiveSpec.build(metrics, objectives, constraints, maximize)
@@ -69,38 +73,57 @@ def search(
     start_count, start_metric_seconds = evaluator.n_evaluations, evaluator.metric_seconds
     evaluator.max_evaluations = None if evaluations is None else start_count + int(evaluations)
     problem = ArchProblem(space, evaluator, spec)
+    budget = SearchBudget(evaluations, generations)
+    ran = strategy.strategy_ran(budget)
 
     snapshots: list[int] = []
     stalled = 0
-    bar = tqdm(total=generations, desc=f"search {strategy.name}", unit="gen", file=sys.stderr,
-               disable=not progress, leave=False)
+    t0 = time.perf_counter()
+    evaluator.deadline = None if max_seconds is None else t0 + float(max_seconds)
+    bar = SearchProgress(ran, _planned_evaluations(strategy, evaluations, generations), evaluator.deadline, t0,
+                         enabled=progress)
 
     def on_generation() -> None:
         nonlocal stalled
         stalled = stalled + 1 if snapshots and snapshots[-1] == evaluator.n_evaluations else 0
         snapshots.append(evaluator.n_evaluations)
-        bar.update(1)
-        bar.set_postfix(evaluations=evaluator.n_evaluations - start_count)
+        bar.update(evaluator.n_evaluations - start_count)
         if stalled >= _MAX_STALLED_GENERATIONS:
             raise _Stalled
+        if evaluator.deadline is not None and time.perf_counter() >= evaluator.deadline:
+            raise TimeUp("the wall-clock budget ran out")
 
-    t0 = time.perf_counter()
+    timed_out = False
     try:
-        strategy.run(problem, SearchBudget(evaluations, generations), seed, on_generation)
+        strategy.run(problem, budget, seed, on_generation)
     except _Stalled:
         pass
+    except TimeUp:
+        timed_out = True
+        if not snapshots or snapshots[-1] != evaluator.n_evaluations:
+            snapshots.append(evaluator.n_evaluations)
     finally:
         bar.close()
+        evaluator.deadline = None
     seconds = time.perf_counter() - t0
 
     return _build_result(problem, strategy, snapshots, seconds, seed,
-                         settings={"space": space.name, "strategy": strategy.name,
+                         settings={"space": space.name, "strategy": strategy.name, "strategy_ran": ran,
+                                   "max_seconds": max_seconds, "stopped_on_time": timed_out,
                                    "objectives": list(spec.objectives),
                                    "maximize": sorted(spec.maximize & set(metrics)),
                                    "constraints": dict(spec.constraints),
                                    "evaluations": evaluations, "generations": generations,
                                    **{f"strategy_{k}": v for k, v in strategy.settings().items()}},
                          start_count=start_count, start_metric_seconds=start_metric_seconds)
+
+
+def _planned_evaluations(strategy: Strategy, evaluations: int | None, generations: int | None) -> int | None:
+    """What the progress line counts towards: the evaluation budget, else population x generations."""
+    if evaluations is not None:
+        return int(evaluations)
+    pop_size = strategy.settings().get("pop_size")
+    return int(pop_size) * int(generations) if pop_size and generations else None
 
 
 def _build_result(problem: ArchProblem, strategy: Strategy, snapshots: list[int], seconds: float,

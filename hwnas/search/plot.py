@@ -54,7 +54,8 @@ def plot_pareto(path: str | os.PathLike, result: SearchResult, budget: float | N
         ax.axvline(budget, c="k", ls="--", lw=1, label=f"budget {budget:g}")
     ax.set_xlabel(x)
     ax.set_ylabel(y)
-    ax.set_title(f"{result.settings.get('space', '')} {result.settings.get('strategy', '')}, "
+    strategy = result.settings.get("strategy_ran", result.settings.get("strategy", ""))
+    ax.set_title(f"{result.settings.get('space', '')} {strategy}, "
                  f"{result.evaluations} evaluations, seed {result.seed}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -28,6 +28,14 @@ class BudgetExhausted(RuntimeError):
     """A strategy asked for more distinct evaluations than its budget allows."""
 
 
+class TimeUp(RuntimeError):
+    """The wall-clock budget ran out: `search` ends with what was evaluated."""
+
+
+# with a deadline, new architectures are evaluated this many at a time, the clock read between
+_DEADLINE_CHUNK = 4
+
+
 ArchKey = bytes
 
 
@@ -66,6 +74,7 @@ class ArchEvaluator:
     max_evaluations: int | None = None
     records: list[EvaluatedArch] = field(default_factory=list)
     metric_seconds: float = 0.0  # time spent inside the metric callables
+    deadline: float | None = None  # time.perf_counter() after which no new architecture is evaluated
     _index: dict[ArchKey, int] = field(default_factory=dict)
 
     @property
@@ -101,12 +110,17 @@ class ArchEvaluator:
                 new[key] = self.space.decode(key_vector(key))
         if len(new) > self.remaining:
             raise BudgetExhausted(f"{len(new)} new architectures but only {self.remaining} evaluations left")
-        if new:
-            batch = list(new.values())
+        items = list(new.items())
+        step = len(items) if self.deadline is None else _DEADLINE_CHUNK
+        for start in range(0, len(items), max(step, 1)):
+            if self.deadline is not None and time.perf_counter() >= self.deadline:
+                raise TimeUp(f"the wall-clock budget ran out after {len(self.records)} evaluations")
+            chunk = items[start:start + step]
+            batch = [arch for _, arch in chunk]
             t0 = time.perf_counter()
             columns = {name: self._call(name, fn, batch) for name, fn in self.metrics.items()}
             self.metric_seconds += time.perf_counter() - t0
-            for i, (key, arch) in enumerate(new.items()):
+            for i, (key, arch) in enumerate(chunk):
                 self._index[key] = len(self.records)
                 self.records.append(EvaluatedArch(arch, {n: float(col[i]) for n, col in columns.items()}))
         rows = [self.records[self._index[k]].values for k in keys]

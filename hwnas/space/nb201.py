@@ -18,6 +18,8 @@ OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", 
 # (to_node, from_node) of each edge, in arch_str order
 EDGES: tuple[tuple[int, int], ...] = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
 N_EDGES = len(EDGES)
+# ops from small to large: no computation, identity, parameter-free pooling, then convolutions
+GROWTH_ORDER: tuple[str, ...] = ("none", "skip_connect", "avg_pool_3x3", "nor_conv_1x1", "nor_conv_3x3")
 
 
 def live_mask(X: np.ndarray) -> np.ndarray:
@@ -74,6 +76,19 @@ def from_arch_str(text: str) -> Arch:
     return {"edges": edges}
 
 
+def _op_params(op: str, cin: int, cout: int) -> int:
+    bn = 2 * cout
+    if op in ("nor_conv_3x3", "stem_conv3x3_bn"):
+        return 9 * cin * cout + bn
+    if op == "nor_conv_1x1":
+        return cin * cout + bn
+    if op == "resblock_s2":
+        return (9 * cin * cout + bn) + (9 * cout * cout + bn) + cin * cout
+    if op == "bn_relu_gap_fc":
+        return 2 * cin + cin * cout + cout
+    return 0  # skip_connect, avg_pool_3x3
+
+
 @register_space("nb201")
 class NB201Space(SearchSpace):
     """The NAS-Bench-201 cell space (15,625 architectures)."""
@@ -109,6 +124,17 @@ class NB201Space(SearchSpace):
                     y = x.copy()
                     y[i] = op
                     out.append(self.decode(y))
+        return out
+
+    def grow(self, arch: Arch) -> list[Arch]:
+        """Every architecture with one edge's op one step larger in `GROWTH_ORDER` (for network
+        morphism: from 'none' to 'nor_conv_3x3' in four steps)."""
+        edges = list(self.validate(arch)["edges"])
+        out: list[Arch] = []
+        for i, op in enumerate(edges):
+            step = GROWTH_ORDER.index(op) + 1
+            if step < len(GROWTH_ORDER):
+                out.append({"edges": edges[:i] + [GROWTH_ORDER[step]] + edges[i + 1:]})
         return out
 
     def crossover(self, a: Arch, b: Arch, rng: np.random.Generator) -> Arch:
@@ -178,6 +204,18 @@ class NB201Space(SearchSpace):
         c, h = self._stages()[-1]
         keys.append(f"nb201|bn_relu_gap_fc|i{c}x{h}x{h}|o{self.num_classes}")
         return keys
+
+    def params(self, arch: Arch) -> int:
+        """Trainable parameters of the network (conv and linear weights, biases, BN scale and
+        shift), as NAS-Bench-201 builds it: ReLU-conv-BN ops, a residual reduction block
+        (two 3x3 convs, a 1x1 shortcut) between stages."""
+        total = 0
+        for key in self.ops(arch):
+            _, op, shape_in, shape_out = key.split("|")
+            cin = int(shape_in[1:].split("x")[0])
+            cout = int(shape_out[1:].split("x")[0])
+            total += _op_params(op, cin, cout)
+        return total
 
     def all_ops(self) -> list[OpKey]:
         everything = self.ops({"edges": ["skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3",

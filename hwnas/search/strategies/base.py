@@ -49,6 +49,10 @@ class Strategy(ABC):
     def settings(self) -> dict[str, Any]:
         return {"pop_size": self.pop_size, **self.options}
 
+    def strategy_ran(self, budget: SearchBudget) -> str:
+        """The registered name of what runs under `budget` (a strategy may hand over to another)."""
+        return self.name
+
     def population_size(self, budget: SearchBudget, default: int) -> int:
         """`pop_size` if given; else `default`, shrunk under a small evaluation budget so the
         search still runs about 20 generations (never below 10)."""

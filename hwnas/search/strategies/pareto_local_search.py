@@ -82,7 +82,7 @@ class ParetoLocalSearch(Strategy):
         return {"pop_size": self.pop_size or DEFAULT_POP_SIZE, "surrogate_share": self.surrogate_share(),
                 "offspring_share": self.offspring_share(), "focus": self.focus(), "selection": self.selection(),
                 "max_local_search_evaluations": self.max_local_search_evaluations(),
-                "ran": "nsga2" if getattr(self, "_ran_nsga2", False) else "local-search", **self.options}
+                "ran": "nsga2" if getattr(self, "_ran_nsga2", False) else self.name, **self.options}
 
     def max_local_search_evaluations(self) -> int | None:
         limit = self.options.get("max_local_search_evaluations", DEFAULT_MAX_LOCAL_SEARCH_EVALUATIONS)
@@ -92,6 +92,9 @@ class ParetoLocalSearch(Strategy):
         """Whether this budget is plentiful enough for NSGA-II to run instead."""
         limit = self.max_local_search_evaluations()
         return limit is not None and (budget.evaluations is None or budget.evaluations > limit)
+
+    def strategy_ran(self, budget: SearchBudget) -> str:
+        return "nsga2" if self.runs_nsga2(budget) else self.name
 
     def focus(self) -> bool:
         return bool(self.options.get("focus", True))
