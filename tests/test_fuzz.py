@@ -336,3 +336,58 @@ def test_fuzzed_pareto_files_are_rejected_by_export(bases, data):
         argv = ["export", str(w / "pareto.json"), "--pick", "0", "--untrained", "--format", "onnx", "--no-measure",
                 "--out", str(w / "D")]
         check_rejected(w, w / "pareto.json", argv, what)
+
+
+# --- space spec files: `space show` and `profile --space` ---------------------------------------------
+
+def _positive_int(v: Any) -> bool:
+    return is_int(v, 1)
+
+
+def _choices(v: Any) -> bool:
+    return _positive_int(v) or (isinstance(v, list) and bool(v) and all(_positive_int(x) for x in v))
+
+
+SPEC = {"name": "fuzz-net", "input": {"channels": 1, "resolutions": [16, 24]}, "classes": 10,
+        "stem": {"block": "conv", "width": 8, "kernel": 3, "stride": 2, "act": "relu"},
+        "stages": [{"block": "conv", "width": [8, 16], "depth": [1, 2], "kernel": [3, 5], "stride": 1, "act": "relu"},
+                   {"block": "mbconv", "width": [16, 24], "depth": [1, 2], "kernel": [3, 5], "expand": [3, 6],
+                    "stride": 2, "act": "relu"}],
+        "head": {"width": 32}}
+
+
+def _spec_targets() -> list[Target]:
+    return [
+        Target(("name",), ("type", "missing"), lambda v: isinstance(v, str) and bool(v.strip())),
+        Target(("input",), ("type", "missing"), lambda v: False),
+        Target(("input", "channels"), ("type", "number"), _positive_int),
+        Target(("input", "resolutions"), ("type", "number", "missing"), _choices),
+        Target(("classes",), ("type", "number"), _positive_int),
+        Target(("stem", "width"), ("number",), _choices),
+        Target(("stages",), ("type", "missing"), lambda v: False),
+        Target(("stages", 0, "block"), ("type",), lambda v: v in ("conv", "mbconv", "fused_mbconv", "basic",
+                                                                    "bottleneck", "cell")),
+        Target(("stages", 0, "width"), ("number",), _choices),
+        Target(("stages", 1, "depth"), ("number",), _choices),
+        Target(("stages", 1, "kernel"), ("number",), _choices),
+        Target(("stages", 1, "expand"), ("number",), _choices),
+        Target(("stages", 1, "stride"), ("number",), _positive_int),
+    ]
+
+
+@given(data=st.data())
+@settings(FUZZ, max_examples=120 * SCALE)
+def test_fuzzed_space_specs_are_rejected_by_every_verb_that_reads_them(bases, data):
+    base = bases["root"]
+    assert cli_main(["space", "show", str(_write(base / "valid.yaml", as_yaml(SPEC))), "--json"]) == 0
+    what, blob = data.draw(mutation(SPEC, _spec_targets(), as_yaml))
+    with workdir(base, {"s.yaml": blob, "p.yaml": as_yaml(bases["profile"])}) as folder:
+        spec = folder / "s.yaml"
+        check_rejected(folder, spec, ["space", "show", str(spec)], what)
+        check_rejected(folder, spec, ["profile", str(folder / "p.yaml"), "--space", str(spec), "--out",
+                                      str(folder / "t.json")], what)
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path

@@ -132,6 +132,9 @@ def load_spec(path: str | os.PathLike) -> SpaceSpec:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise InputError(f"cannot read the space spec: {exc.strerror or exc}", path=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not a text file ({exc.reason} at byte {exc.start}); expected a YAML space spec",
+                         path=str(path)) from exc
     except yaml.YAMLError as exc:
         raise InputError(f"not valid YAML: {exc}", path=str(path)) from exc
     return parse_spec(data, source=str(path))
