@@ -328,15 +328,7 @@ class ParetoLocalSearch(Strategy):
             chosen = _greedy_hypervolume(known, predicted, reference, count)
         # the rest (or all, with selection "crowding"): the pool's members on the fronts of
         # archive plus predictions, front by front, sparsest first
-        rest = np.setdiff1d(np.arange(len(predicted)), chosen)
-        everything = np.vstack([known, predicted[rest]])
-        is_pool = np.r_[np.zeros(len(known), bool), np.ones(len(rest), bool)]
-        left = np.arange(len(everything))
-        while len(chosen) < count and len(left):
-            front = left[pareto_front(everything[left])]
-            left = np.setdiff1d(left, front)
-            front = front[np.argsort(-_crowding(everything[front]), kind="stable")]
-            chosen.extend(int(rest[j - len(known)]) for j in front if is_pool[j])
+        chosen = fill_by_fronts(known, predicted, chosen, count)
         out = [pool[keys[j]] for j in chosen[:count]]
         batch_keys.update(arch_key(space, a) for a in out)
         return out
@@ -452,3 +444,19 @@ def _ridge_predict(A: np.ndarray, Y: np.ndarray, B: np.ndarray, penalty: float =
     K = Ac @ Ac.T + penalty * np.eye(len(A))
     coef = Ac.T @ np.linalg.solve(K, Y - mean_y)
     return (B - mean_a) @ coef + mean_y
+
+
+def fill_by_fronts(known: np.ndarray, predicted: np.ndarray, chosen: list[int], count: int) -> list[int]:
+    """`chosen` (indices into `predicted`) extended toward `count` with the predicted points on the
+    fronts of `known` plus the predictions, front by front, sparsest (most crowding distance) first."""
+    chosen = list(chosen)
+    rest = np.setdiff1d(np.arange(len(predicted)), chosen)
+    everything = np.vstack([known, predicted[rest]])
+    is_pool = np.r_[np.zeros(len(known), bool), np.ones(len(rest), bool)]
+    left = np.arange(len(everything))
+    while len(chosen) < count and len(left):
+        front = left[pareto_front(everything[left])]
+        left = np.setdiff1d(left, front)
+        front = front[np.argsort(-_crowding(everything[front]), kind="stable")]
+        chosen.extend(int(rest[j - len(known)]) for j in front if is_pool[j])
+    return chosen

@@ -25,15 +25,14 @@ from collections.abc import Callable
 import numpy as np
 
 from hwnas.errors import InputError
-from hwnas.search.indicators import pareto_front
 from hwnas.search.problem import ArchProblem, vector_key
 from hwnas.search.strategies.base import SearchBudget, Strategy, register_strategy
 from hwnas.search.strategies.pareto_local_search import (
-    _crowding,
     _Features,
     _greedy_hypervolume,
     _ridge_predict,
     _with_structure,
+    fill_by_fronts,
 )
 from hwnas.space.base import SearchSpace
 
@@ -154,15 +153,7 @@ class ZeroCostSearch(Strategy):
         chosen: list[int] = []
         if known.shape[1] == 2 and len(known):
             chosen = _greedy_hypervolume(known, predicted, None, count)
-        rest = np.setdiff1d(np.arange(len(unseen)), chosen)
-        everything = np.vstack([known, predicted[rest]])
-        is_pool = np.r_[np.zeros(len(known), bool), np.ones(len(rest), bool)]
-        left = np.arange(len(everything))
-        while len(chosen) < count and len(left):
-            front = left[pareto_front(everything[left])]
-            left = np.setdiff1d(left, front)
-            front = front[np.argsort(-_crowding(everything[front]), kind="stable")]
-            chosen.extend(int(rest[j - len(known)]) for j in front if is_pool[j])
+        chosen = fill_by_fronts(known, predicted, chosen, count)
         return unseen[np.array(chosen[:count], dtype=np.int64)]
 
 
