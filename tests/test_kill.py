@@ -3,7 +3,8 @@ at 5 random points each and rerun. After every kill the artifact on disk is whol
 every rerun it is complete and nothing is left beside it (no temporary file, partial folder or lock);
 a resumed profile holds the same op keys as an uninterrupted one.
 
-Each moment is drawn uniformly over the child's writing phase, from when it takes the artifact's lock.
+Each moment is drawn uniformly over the first 80 % of the child's writing phase (from when it takes the
+artifact's lock to its exit, timed on one uninterrupted run first).
 `HWNAS_KILL_SEED` draws other moments, `HWNAS_KILL_POINTS` kills at more of them. Each test prints
 its counts (run with -s to see them).
 """
@@ -50,6 +51,18 @@ def kill_after(child: subprocess.Popen, lock: Path, delay: float) -> bool:
     return alive
 
 
+def writing_phase(child: subprocess.Popen, lock: Path) -> float:
+    """Seconds from when `child` takes `lock` to its exit, uninterrupted: the span the kill moments are
+    drawn from (a fixed span would fall after the end on a fast machine and before the start on a slow
+    one)."""
+    while not lock.exists() and child.poll() is None:
+        time.sleep(0.005)
+    start = time.time()
+    child.communicate(timeout=600)
+    assert child.returncode == 0, "the uninterrupted run failed"
+    return time.time() - start
+
+
 def report(name: str, counts: dict) -> None:
     print(f"\nkill test {name}: {json.dumps(counts)}")
 
@@ -62,13 +75,17 @@ def test_profile_killed_at_random_moments_resumes_to_the_uninterrupted_op_keys(t
     profile(fast, TINY, reference, space_options={"n_ops": n_ops}, progress=False)
     expected = set(LatencyTable.load(reference).keys())
     rng = random.Random(SEED)
+    timing = tmp_path / "timing"
+    timing.mkdir()
+    span = 0.8 * writing_phase(spawn_tiny_profile([str(fast), "--space", TINY, "--out", str(timing / "t.json"),
+                                                   "--no-progress"], n_ops=n_ops), timing / ".t.json.lock")
     counts = {"kills": 0, "table_on_disk_after_kill": 0, "leftovers_after_kill": 0, "leftovers_after_rerun": 0}
     for point in range(POINTS):
         folder = tmp_path / f"point{point}"
         folder.mkdir()
         out = folder / "t.json"
         child = spawn_tiny_profile([str(fast), "--space", TINY, "--out", str(out), "--no-progress"], n_ops=n_ops)
-        counts["kills"] += kill_after(child, folder / ".t.json.lock", rng.uniform(0.0, 2.5))
+        counts["kills"] += kill_after(child, folder / ".t.json.lock", rng.uniform(0.0, span))
         if out.exists():  # written atomically: a kill never leaves half a table
             counts["table_on_disk_after_kill"] += 1
             assert set(LatencyTable.load(out).keys()) <= expected
@@ -94,14 +111,19 @@ train(tiny_settings(epochs={epochs}, limit_train=96), Path(sys.argv[1]), resume=
 def test_training_killed_at_random_moments_never_leaves_half_a_checkpoint(tmp_path):
     epochs = 3
     rng = random.Random(SEED + 1)
+
+    def start(out: Path) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", TRAIN_CHILD.format(epochs=epochs), str(out)], cwd=TESTS,
+                                env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    (tmp_path / "timing").mkdir()
+    span = 0.8 * writing_phase(start(tmp_path / "timing" / "c.pt"), tmp_path / "timing" / ".c.pt.lock")
     counts = {"kills": 0, "checkpoint_on_disk_after_kill": 0, "leftovers_after_kill": 0, "leftovers_after_rerun": 0}
     for point in range(POINTS):
         folder = tmp_path / f"point{point}"
         folder.mkdir()
         out = folder / "c.pt"
-        child = subprocess.Popen([sys.executable, "-c", TRAIN_CHILD.format(epochs=epochs), str(out)], cwd=TESTS,
-                                 env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        counts["kills"] += kill_after(child, folder / ".c.pt.lock", rng.uniform(0.5, 6.0))
+        counts["kills"] += kill_after(start(out), folder / ".c.pt.lock", rng.uniform(0.0, span))
         if out.exists():  # written atomically: whole, with the epochs it says
             counts["checkpoint_on_disk_after_kill"] += 1
             assert 1 <= read_checkpoint(out)["epoch"] <= epochs
@@ -125,12 +147,14 @@ def test_export_killed_at_random_moments_keeps_a_whole_bundle_or_none(tmp_path, 
     argv = ["export", "--arch", SMALLEST, "--space", "mbv3-small-input", "--untrained", "--format", "onnx",
             "--no-measure"]
     rng = random.Random(SEED + 2)
+    (tmp_path / "timing").mkdir()
+    span = 0.8 * writing_phase(spawn([*argv, "--out", str(tmp_path / "timing" / "D")]), tmp_path / "timing" / ".D.lock")
     counts = {"kills": 0, "bundle_on_disk_after_kill": 0, "leftovers_after_kill": 0, "leftovers_after_rerun": 0}
     folder = tmp_path
     out = folder / "D"
     for _ in range(POINTS):  # from the second point on, the killed export replaces the rerun's bundle
         child = spawn([*argv, "--out", str(out)])
-        counts["kills"] += kill_after(child, folder / ".D.lock", rng.uniform(0.0, 2.0))
+        counts["kills"] += kill_after(child, folder / ".D.lock", rng.uniform(0.0, span))
         if out.exists():
             counts["bundle_on_disk_after_kill"] += 1
             assert whole_bundle(out)
