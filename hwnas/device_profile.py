@@ -13,9 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hwnas.errors import InputError
+from hwnas.io import read_yaml
 from hwnas.registry import BACKENDS
 from hwnas.resources import profile_dir
 
@@ -117,13 +116,7 @@ def load_profile(path_or_name: str | os.PathLike) -> DeviceProfile:
     if not path.is_file():
         known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
         raise InputError(f"device profile not found (shipped profiles: {known})", path=str(path))
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not a text file ({exc.reason} at byte {exc.start}); expected a YAML device profile",
-                         path=str(path)) from exc
-    except yaml.YAMLError as exc:
-        raise InputError(f"not valid YAML: {exc}", path=str(path)) from exc
+    raw = read_yaml(path, what="device profile")
     return profile_from_dict(raw, source=str(path))
 
 

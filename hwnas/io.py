@@ -223,6 +223,22 @@ def read_json(path: str | os.PathLike, *, what: str = "JSON file") -> Any:
         raise InputError(f"not valid JSON ({exc}); expected a {what}", path=str(path)) from exc
 
 
+def read_yaml(path: str | os.PathLike, *, what: str) -> Any:
+    """Read YAML safely, turning an unreadable, binary or malformed file into an InputError naming it."""
+    import yaml
+
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InputError(f"cannot read the {what}: {exc.strerror or exc}", path=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"not a text file ({exc.reason} at byte {exc.start}); expected a YAML {what}",
+                         path=str(path)) from exc
+    except yaml.YAMLError as exc:
+        raise InputError(f"not valid YAML: {exc}", path=str(path)) from exc
+
+
 def require(obj: dict, key: str, types: type | tuple[type, ...], *, path: str, what: str) -> Any:
     """Fetch `obj[key]` checking its type; an absent key or a wrong type is an InputError."""
     if not isinstance(obj, dict):

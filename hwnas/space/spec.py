@@ -33,9 +33,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from hwnas.errors import InputError
+from hwnas.io import read_yaml
 from hwnas.space.layers import CELL_OPS
 
 # block type -> the stage keys it takes besides block/width/depth/stride
@@ -128,15 +127,7 @@ class SpaceSpec:
 def load_spec(path: str | os.PathLike) -> SpaceSpec:
     """Read and check a YAML (or JSON) spec file."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(f"cannot read the space spec: {exc.strerror or exc}", path=str(path)) from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"not a text file ({exc.reason} at byte {exc.start}); expected a YAML space spec",
-                         path=str(path)) from exc
-    except yaml.YAMLError as exc:
-        raise InputError(f"not valid YAML: {exc}", path=str(path)) from exc
+    data = read_yaml(path, what="space spec")
     return parse_spec(data, source=str(path))
 
 
