@@ -146,8 +146,31 @@ def test_config_rebuilds_the_space_and_options_override_the_input(space):
     assert again.spec == space.spec and again.all_ops() == space.all_ops()
     other = get_space("tiny", spec=CONTRACT, in_channels=1, num_classes=3, resolutions=[32])
     assert (other.in_channels, other.num_classes, other.resolutions) == (1, 3, (32,))
-    with pytest.raises(InputError, match="width_mult"):
-        get_space("tiny", spec=CONTRACT, width_mult=2)
+    with pytest.raises(InputError, match="depth_mult"):
+        get_space("tiny", spec=CONTRACT, depth_mult=2)
+
+
+def test_width_mult_scales_every_width_rounded_to_multiples_of_8(space):
+    wide = get_space("tiny", spec=CONTRACT, width_mult=2)
+    assert [st.width for st in wide.stages] == [tuple(2 * w for w in st.width) for st in space.stages]
+    assert wide.head.width == 64 and wide.spec.width_mult == 2 and get_space(**wide.config()).spec == wide.spec
+    half = get_space("tiny", spec={**CONTRACT, "width_mult": 0.5})
+    # 12 * 0.5 = 6 rounds up to 8 (never below 8); 24 * 0.5 = 12 rounds to 16 (not more than 10 % down)
+    assert half.stages[0].width == (8,) and half.stages[2].width == (8, 16) and half.head.width == 16
+    assert "width_mult" not in space.spec.to_dict()  # defaults stay out of stored specs
+
+
+def test_ceil_sizes_take_resolutions_the_strides_do_not_divide():
+    spec = {**CONTRACT, "input": {"channels": 3, "resolutions": [20, 28], "sizes": "ceil"}}
+    ceil = get_space("tiny", spec=spec)
+    arch = {**ceil.largest(), "r": 20}
+    # stem 2, stage strides 2 and 2: 20 -> 10 -> 5 -> 3 px, as the 'same'-padded convolutions compute
+    assert ceil.blocks(arch)[-1][-1].out_size == 3
+    net = build_supernet(ceil).eval()
+    x = torch.randn(2, *ceil.input_shape(arch))
+    with torch.no_grad():
+        net.set_active(arch)
+        assert (net(x) - net.extract(arch)(x)).abs().max().item() <= 1e-5
 
 
 def test_a_spec_file_is_a_space_by_its_path(tmp_path):
@@ -211,6 +234,10 @@ MALFORMED = [
     (_with(["stem", "depth"], [1, 2]), "stem.block", "the stem is one block"),
     (_with(["stages"], []), "stages", "non-empty list"),
     (_with(["stages", 1, "expand"], [5.0]), "stages[1].expand", "<= 4"),
+    (_with(["input", "sizes"], "floor"), "input.sizes", "one of exact, ceil"),
+    (_with(["input"], {"channels": 3, "resolutions": [4, 32], "sizes": "ceil"}), "input.resolutions",
+     "below the total stride 8"),
+    (_with(["width_mult"], 0), "width_mult", "a number in [0.1, 4]"),
 ]
 
 

@@ -13,7 +13,10 @@ from hwnas.space.spec_space import SpecSpace, spec_space
 
 SPECS_DIR = Path(__file__).resolve().parent / "specs"
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
-SPEC_OPTIONS = ("resolutions", "in_channels", "num_classes")
+SPEC_OPTIONS = ("resolutions", "in_channels", "num_classes", "width_mult")
+# built-in specs a Python class serves under the spec's name (`hwnas.space.mbv3`: its own architecture
+# dict, encoding and checkpoint names, which latency tables, checkpoints and predictors store)
+CLASS_SERVED = ("mbv3", "mbv3-small-input")
 
 
 def is_spec_path(name) -> bool:
@@ -25,7 +28,7 @@ def get_space(name: str, **options) -> SearchSpace:
     """Build a space: a registered one by name (built-in, a built-in spec, or from a plugin), a spec
     file by its path (`my-net.yaml`), or a spec given as `spec=` (a dict, as `space.config()` of a
     spec space stores it; `name` is then the spec's name). Options of a spec space: resolutions,
-    in_channels, num_classes. An unknown name is an InputError listing the known ones."""
+    in_channels, num_classes, width_mult. An unknown name is an InputError listing the known ones."""
     if "spec" not in options and not is_spec_path(name):
         return SPACES.create(name, **options)
     spec = options.pop("spec", None) or name
@@ -38,16 +41,22 @@ def get_space(name: str, **options) -> SearchSpace:
 
 def _builtin_spec(path: Path):
     def factory(resolutions=None, in_channels: int | None = None, num_classes: int | None = None,
-                spec: dict | None = None) -> SpecSpace:
+                width_mult: float | None = None, spec: dict | None = None) -> SpecSpace:
         return spec_space(spec if spec is not None else path, resolutions=resolutions, in_channels=in_channels,
-                          num_classes=num_classes)
+                          num_classes=num_classes, width_mult=width_mult)
 
     factory.__doc__ = f"The built-in spec space {path.stem!r} ({path.name})."
     return factory
 
 
+def builtin_spec_path(name: str) -> Path:
+    """The file of the built-in spec `name` (hwnas/space/specs/NAME.yaml)."""
+    return SPECS_DIR / f"{name}.yaml"
+
+
 for _path in sorted(SPECS_DIR.glob("*.yaml")):
-    SPACES.add(_path.stem, _builtin_spec(_path))
+    if _path.stem not in CLASS_SERVED:
+        SPACES.add(_path.stem, _builtin_spec(_path))
 
 
 def describe(space: str | SearchSpace, **options) -> dict:

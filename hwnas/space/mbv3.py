@@ -1,16 +1,20 @@
-"""Elastic MobileNetV3 search spaces (once-for-all style).
+"""Elastic MobileNetV3 search spaces (once-for-all style), configured by their spec files.
 
-Two registered spaces share one structure: a fixed stem, five elastic stages of
-inverted-bottleneck blocks (depth {2,3,4} per stage, kernel {3,5,7} and expand ratio
-{3,4,6} per block) and a fixed head.
+Two registered spaces share one structure: a fixed stem and first block, elastic stages of
+inverted-bottleneck blocks (depth, kernel and expand ratio choices shared by every stage) and a
+fixed head. Their layouts, choices and defaults are the built-in specs (`hwnas/space/specs/`):
 
-- ``mbv3``: OFA's MobileNetV3 space for ImageNet-sized inputs (resolutions 160-224).
-- ``mbv3-small-input``: the same elastic stages with a stride-1 stem and a narrower
-  head, for 24-32 px inputs (Fashion-MNIST, CIFAR-10).
+- ``mbv3`` (mbv3.yaml): OFA's MobileNetV3 space for ImageNet-sized inputs (resolutions 160-224).
+- ``mbv3-small-input`` (mbv3-small-input.yaml): the same elastic stages with a stride-1 stem and a
+  narrower head, for 20-32 px inputs (Fashion-MNIST, CIFAR-10).
+
+The generic spec machinery builds the same networks from those files (the same op keys and, given
+the same weights, the same outputs); this class keeps OFA's architecture dict, encoding and supernet
+parameter names, which latency tables, checkpoints and accuracy predictors store.
 
 An architecture is ``{"r": int, "d": [5 ints], "k": [20 ints], "e": [20 ints]}``: 20
-block slots (5 stages x 4); slots beyond a stage's depth are unused and set to the
-smallest choice in canonical form, so the encoding is fixed-length and lossless.
+block slots (5 stages x 4); slots beyond a stage's depth are unused and set to the smallest
+choice in canonical form, so the encoding is fixed-length and lossless.
 """
 
 from __future__ import annotations
@@ -22,12 +26,9 @@ from torch import nn
 
 from hwnas.errors import InputError
 from hwnas.space.base import Arch, OpKey, SearchSpace, register_space
-from hwnas.space.layers import OpSpec, build_op_module, conv_out_size, make_divisible, op_macs, op_params
-
-DEPTHS = (2, 3, 4)
-KERNELS = (3, 5, 7)
-EXPANDS = (3, 4, 6)
-MAX_DEPTH = max(DEPTHS)
+from hwnas.space.catalog import builtin_spec_path
+from hwnas.space.layers import OpSpec, build_op_module, conv_out_size, op_macs, op_params
+from hwnas.space.spec import SpaceSpec, load_spec
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class StageLayout:
 
 @dataclass(frozen=True)
 class NetworkLayout:
-    """The fixed parts of the network and its stages (base widths, before the width multiplier)."""
+    """The fixed parts of the network and its stages (base widths, before the width multiplier), and
+    the choices every elastic stage shares."""
 
     stem_width: int
     stem_stride: int
@@ -50,41 +52,57 @@ class NetworkLayout:
     stages: tuple[StageLayout, ...]
     final_expand_width: int
     feature_mix_width: int
+    depths: tuple[int, ...]
+    kernels: tuple[int, ...]
+    expands: tuple[int, ...]
 
 
-# MobileNetV3-Large as in OFA: SE where MobileNetV3-Large has it, h-swish in the last three stages.
-MBV3_LAYOUT = NetworkLayout(
-    stem_width=16,
-    stem_stride=2,
-    first_block_width=16,
-    stages=(
-        StageLayout(24, 2, False, "relu"),
-        StageLayout(40, 2, True, "relu"),
-        StageLayout(80, 2, False, "hs"),
-        StageLayout(112, 1, True, "hs"),
-        StageLayout(160, 2, True, "hs"),
-    ),
-    final_expand_width=960,
-    feature_mix_width=1280,
-)
+def mobilenet_layout(spec: SpaceSpec) -> NetworkLayout:
+    """The MobileNetV3 layout a spec describes, or InputError naming the stage that does not fit it:
+    a conv stem (kernel 3, h-swish), a fixed mbconv first block (kernel 3, expand 1, stride 1, ReLU),
+    elastic mbconv stages of fixed width sharing one set of depth / kernel / expand choices, a fixed
+    1x1 conv (h-swish) and a head conv (h-swish, no dropout)."""
+    where = spec.source or spec.name
 
-# For 24-32 px inputs: stride-1 stem and first block, then stage strides 2,2,2,1,1 (total stride 8:
-# 32 px -> 4x4, 24 px -> 3x3 final map), narrow widths (16..96) and head (384, 512); the widest
-# stages run at 4x4 so the largest subnet trains in minutes on a CPU.
-SMALL_INPUT_LAYOUT = NetworkLayout(
-    stem_width=16,
-    stem_stride=1,
-    first_block_width=16,
-    stages=(
-        StageLayout(16, 2, False, "relu"),
-        StageLayout(24, 2, True, "relu"),
-        StageLayout(40, 2, False, "hs"),
-        StageLayout(64, 1, True, "hs"),
-        StageLayout(96, 1, True, "hs"),
-    ),
-    final_expand_width=384,
-    feature_mix_width=512,
-)
+    def refuse(key: str, message: str) -> InputError:
+        return InputError(f"not a MobileNetV3 layout: {message}", path=where, field=key)
+
+    stem, stages = spec.stem, spec.stages
+    if stem.block != "conv" or stem.kernel != (3,) or len(stem.width) != 1 or stem.act != "hs":
+        raise refuse("stem", "the stem is one fixed 3x3 conv with h-swish")
+    if len(stages) < 3:
+        raise refuse("stages", "a first block, elastic stages and a final 1x1 conv")
+    first, elastic, final = stages[0], stages[1:-1], stages[-1]
+    if (first.block != "mbconv" or first.depth != (1,) or first.kernel != (3,) or first.expand != (1,)
+            or first.stride != 1 or first.se or first.act != "relu" or len(first.width) != 1):
+        raise refuse("stages[0]", "the first block is one fixed mbconv (kernel 3, expand 1, stride 1, ReLU)")
+    choices = {(st.depth, st.kernel, st.expand) for st in elastic}
+    for i, st in enumerate(elastic, start=1):
+        if st.block != "mbconv" or len(st.width) != 1 or len(choices) != 1 or not all(e == int(e) for e in st.expand):
+            raise refuse(f"stages[{i}]", "elastic stages are mbconv stages of fixed width sharing one set of "
+                         "depth / kernel / integer expand choices")
+    if final.block != "conv" or final.kernel != (1,) or final.depth != (1,) or len(final.width) != 1 or final.act != "hs":
+        raise refuse(f"stages[{len(stages) - 1}]", "the last stage is one fixed 1x1 conv with h-swish")
+    if not spec.head.width or spec.head.act != "hs" or spec.head.dropout:
+        raise refuse("head", "the head is a 1x1 conv of fixed width with h-swish and no dropout")
+    depths, kernels, expands = choices.pop()
+    return NetworkLayout(
+        stem_width=stem.width[0], stem_stride=stem.stride, first_block_width=first.width[0],
+        stages=tuple(StageLayout(st.width[0], st.stride, st.se, st.act) for st in elastic),
+        final_expand_width=final.width[0], feature_mix_width=spec.head.width,
+        depths=tuple(depths), kernels=tuple(kernels), expands=tuple(int(e) for e in expands))
+
+
+MBV3_SPEC = load_spec(builtin_spec_path("mbv3"))
+SMALL_INPUT_SPEC = load_spec(builtin_spec_path("mbv3-small-input"))
+MBV3_LAYOUT = mobilenet_layout(MBV3_SPEC)
+SMALL_INPUT_LAYOUT = mobilenet_layout(SMALL_INPUT_SPEC)
+# the choices of the built-in layouts (importers that predate per-space choices)
+DEPTHS, KERNELS, EXPANDS = MBV3_LAYOUT.depths, MBV3_LAYOUT.kernels, MBV3_LAYOUT.expands
+MAX_DEPTH = max(DEPTHS)
+if (SMALL_INPUT_LAYOUT.depths, SMALL_INPUT_LAYOUT.kernels, SMALL_INPUT_LAYOUT.expands) != (DEPTHS, KERNELS, EXPANDS):
+    raise InputError("the MobileNetV3 spaces share one set of depth / kernel / expand choices",
+                     path=SMALL_INPUT_SPEC.source, field="stages")
 
 
 def _is_int(value) -> bool:
@@ -98,19 +116,22 @@ class ElasticMobileNetSpace(SearchSpace):
     kernels = KERNELS
     expands = EXPANDS
 
-    def __init__(
-        self,
-        name: str,
-        layout: NetworkLayout,
-        resolutions,
-        width_mult: float,
-        num_classes: int,
-        in_channels: int,
-        min_resolution: int,
-    ):
-        self.name = name
+    def __init__(self, spec: SpaceSpec, resolutions=None, width_mult: float | None = None,
+                 num_classes: int | None = None, in_channels: int | None = None):
+        """The space of a MobileNetV3-layout spec; the options override the spec's input, classes and
+        width multiplier (a resolution must be at least the total stride)."""
+        layout = mobilenet_layout(spec)
+        if (layout.depths, layout.kernels, layout.expands) != (DEPTHS, KERNELS, EXPANDS):
+            raise InputError(f"elastic stages choose depth from {list(DEPTHS)}, kernel from {list(KERNELS)} and "
+                             f"expand ratio from {list(EXPANDS)}", path=spec.source, field="stages")
+        resolutions = spec.input.resolutions if resolutions is None else resolutions
+        width_mult = spec.width_mult if width_mult is None else width_mult
+        num_classes = spec.classes if num_classes is None else num_classes
+        in_channels = spec.input.channels if in_channels is None else in_channels
+        self.name = spec.name
         self.layout = layout
-        self.resolutions = _check_resolutions(resolutions, min_resolution)
+        total_stride = layout.stem_stride * int(np.prod([st.stride for st in layout.stages]))
+        self.resolutions = _check_resolutions(resolutions, total_stride)
         if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not 0.1 <= width_mult <= 4:
             raise InputError(f"width_mult must be a number in [0.1, 4], got {width_mult!r}", field="width_mult")
         if not _is_int(num_classes) or num_classes < 1:
@@ -120,14 +141,18 @@ class ElasticMobileNetSpace(SearchSpace):
         self.width_mult = float(width_mult)
         self.num_classes = int(num_classes)
         self.in_channels = int(in_channels)
+        # the spec of exactly this space (the generic spec machinery builds the same networks from it)
+        self.spec = spec.with_input(resolutions=list(self.resolutions), channels=self.in_channels,
+                                    classes=self.num_classes, width_mult=self.width_mult)
         self.n_stages = len(layout.stages)
         self.n_slots = self.n_stages * MAX_DEPTH
-        # channel widths after the width multiplier
-        self.stem_width = make_divisible(layout.stem_width * self.width_mult)
-        self.first_block_width = make_divisible(layout.first_block_width * self.width_mult)
-        self.stage_widths = [make_divisible(s.width * self.width_mult) for s in layout.stages]
-        self.final_expand_width = make_divisible(layout.final_expand_width * self.width_mult)
-        self.feature_mix_width = make_divisible(layout.feature_mix_width * self.width_mult)
+        # channel widths after the width multiplier (the spec's rounding)
+        width = self.spec.width
+        self.stem_width = width(layout.stem_width)
+        self.first_block_width = width(layout.first_block_width)
+        self.stage_widths = [width(s.width) for s in layout.stages]
+        self.final_expand_width = width(layout.final_expand_width)
+        self.feature_mix_width = width(layout.feature_mix_width)
 
     # --- description --------------------------------------------------------------------
     def config(self) -> dict:
@@ -374,6 +399,7 @@ def _block_key(cin: int, h: int, cout: int, k: int, e: int, stride: int, se: boo
 
 
 def _check_resolutions(resolutions, min_resolution: int) -> tuple[int, ...]:
+    """Sorted distinct resolutions, each at least `min_resolution` (the total stride)."""
     if isinstance(resolutions, (int, np.integer)):
         resolutions = [resolutions]
     if not isinstance(resolutions, (list, tuple)) or not resolutions:
@@ -396,25 +422,23 @@ def _reject_unknown(name: str, unknown: dict) -> None:
 
 
 @register_space("mbv3")
-def mbv3_space(
-    resolutions=(160, 176, 192, 208, 224), width_mult: float = 1.0, num_classes: int = 1000, in_channels: int = 3,
-    **unknown,
-) -> ElasticMobileNetSpace:
-    """OFA's MobileNetV3 space: 5 elastic stages (24, 40, 80, 112, 160 channels x width_mult)."""
+def mbv3_space(resolutions=None, width_mult: float | None = None, num_classes: int | None = None,
+               in_channels: int | None = None, **unknown) -> ElasticMobileNetSpace:
+    """OFA's MobileNetV3 space (specs/mbv3.yaml): 5 elastic stages (24, 40, 80, 112, 160 channels x
+    width_mult), 160-224 px, 1000 classes, 3 channels unless the options say otherwise."""
     _reject_unknown("mbv3", unknown)
-    return ElasticMobileNetSpace("mbv3", MBV3_LAYOUT, resolutions, width_mult, num_classes, in_channels,
-                                 min_resolution=32)
+    return ElasticMobileNetSpace(MBV3_SPEC, resolutions, width_mult, num_classes, in_channels)
 
 
 @register_space("mbv3-small-input")
-def mbv3_small_input_space(
-    resolutions=(20, 24, 28), width_mult: float = 0.5, num_classes: int = 10, in_channels: int = 1, **unknown
-) -> ElasticMobileNetSpace:
-    """MobileNetV3 elastic stages for 20-32 px inputs (16, 24, 40, 64, 96 channels x width_mult).
+def mbv3_small_input_space(resolutions=None, width_mult: float | None = None, num_classes: int | None = None,
+                           in_channels: int | None = None, **unknown) -> ElasticMobileNetSpace:
+    """MobileNetV3 elastic stages for 20-32 px inputs (specs/mbv3-small-input.yaml: 16, 24, 40, 64, 96
+    channels x width_mult).
 
-    The defaults (half width, 20-28 px) train on the shipped Fashion-MNIST subset in minutes on
-    a 2-core CPU; `width_mult=1.0, resolutions=(24, 28, 32)` suits CIFAR-10.
+    The defaults (half width, 20-28 px, 1 channel, 10 classes) train on the shipped Fashion-MNIST
+    subset in minutes on a 2-core CPU; `width_mult=1.0, resolutions=(24, 28, 32), in_channels=3`
+    suits CIFAR-10.
     """
     _reject_unknown("mbv3-small-input", unknown)
-    return ElasticMobileNetSpace("mbv3-small-input", SMALL_INPUT_LAYOUT, resolutions, width_mult, num_classes,
-                                 in_channels, min_resolution=8)
+    return ElasticMobileNetSpace(SMALL_INPUT_SPEC, resolutions, width_mult, num_classes, in_channels)

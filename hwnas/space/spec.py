@@ -21,6 +21,11 @@ choice per edge, shared by the stage's cells); when the stage strides or its wid
 ResNet basic block enters it. The head is a global pool, an optional 1x1 conv of `width`
 channels, dropout and the classifier.
 
+`width_mult` (default 1) scales every width, the head's included, rounding to a multiple of 8 as
+MobileNet does. Every resolution must divide by the strides, unless `input.sizes` is `ceil`: then
+a stride-2 block maps a size h to ceil(h / 2), as a 'same'-padded convolution does (20 px -> 10 ->
+5 -> 3), and a resolution must be at least the total stride.
+
 A bad spec is an InputError naming the file, the stage and the key before anything is built.
 Blocks are the entries of `BLOCKS` (the keys each takes); their modules live in
 `hwnas.space.layers` (plain) and `hwnas.supernet.elastic` (weight-sharing).
@@ -35,7 +40,7 @@ from typing import Any
 
 from hwnas.errors import InputError
 from hwnas.io import read_yaml
-from hwnas.space.layers import CELL_OPS
+from hwnas.space.layers import CELL_OPS, make_divisible
 
 # block type -> the stage keys it takes besides block/width/depth/stride
 BLOCKS: dict[str, tuple[str, ...]] = {
@@ -50,13 +55,15 @@ BLOCKS: dict[str, tuple[str, ...]] = {
 ACTS = {"relu": "relu", "relu6": "relu6", "hswish": "hs", "hs": "hs", "silu": "silu", "swish": "silu",
         "none": "none"}
 STAGE_KEYS = ("block", "width", "depth", "stride")
-TOP_KEYS = ("name", "input", "classes", "stem", "stages", "head")
+TOP_KEYS = ("name", "input", "classes", "width_mult", "stem", "stages", "head")
+SIZES = ("exact", "ceil")
 
 
 @dataclass(frozen=True)
 class InputSpec:
     channels: int
     resolutions: tuple[int, ...]
+    sizes: str = "exact"  # 'ceil': a stride-2 block maps h to ceil(h / 2)
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,7 @@ class SpaceSpec:
     stem: StageSpec
     stages: tuple[StageSpec, ...]
     head: HeadSpec = field(default_factory=HeadSpec)
+    width_mult: float = 1.0
     source: str | None = field(default=None, compare=False)  # the file it came from (error messages)
 
     def to_dict(self) -> dict[str, Any]:
@@ -98,6 +106,10 @@ class SpaceSpec:
         d = asdict(self)
         d.pop("source")
         d["input"]["resolutions"] = list(self.input.resolutions)
+        if self.input.sizes == "exact":  # defaults left out: the dicts stored before these keys existed
+            d["input"].pop("sizes")
+        if self.width_mult == 1:
+            d.pop("width_mult")
         d["stages"] = list(d["stages"])
         for stage in [d["stem"], *d["stages"]]:
             for key, value in list(stage.items()):
@@ -107,9 +119,12 @@ class SpaceSpec:
                 stage.pop(key)
         return d
 
-    def with_input(self, *, resolutions=None, channels: int | None = None, classes: int | None = None) -> SpaceSpec:
-        """The same space for other input resolutions, channels or classes (checked again)."""
+    def with_input(self, *, resolutions=None, channels: int | None = None, classes: int | None = None,
+                   width_mult: float | None = None) -> SpaceSpec:
+        """The same space for other input resolutions, channels, classes or width multiplier (checked again)."""
         d = self.to_dict()
+        if width_mult is not None:
+            d["width_mult"] = width_mult
         if resolutions is not None:
             d["input"]["resolutions"] = resolutions
         if channels is not None:
@@ -121,6 +136,19 @@ class SpaceSpec:
     def all_stages(self) -> tuple[StageSpec, ...]:
         """The stem, then the stages (the stem is stage 0 of an architecture's per-stage lists)."""
         return (self.stem, *self.stages)
+
+    def width(self, base: int) -> int:
+        """A width as written, after the width multiplier (rounded to a multiple of 8 unless it is 1)."""
+        return base if self.width_mult == 1 else make_divisible(base * self.width_mult)
+
+    def scaled(self) -> SpaceSpec:
+        """The same spec with the width multiplier applied to every width (and set to 1)."""
+        if self.width_mult == 1:
+            return self
+        stages = tuple(replace(st, width=tuple(sorted({self.width(w) for w in st.width}))) for st in self.stages)
+        head = replace(self.head, width=self.width(self.head.width) if self.head.width else None)
+        return replace(self, stem=replace(self.stem, width=tuple(sorted({self.width(w) for w in self.stem.width}))),
+                       stages=stages, head=head, width_mult=1.0)
 
 
 # --- reading ---------------------------------------------------------------------------------
@@ -259,12 +287,15 @@ def parse_spec(data: Any, *, source: str | None = None) -> SpaceSpec:
                    "a non-empty name without '/'")
     inp = data["input"]
     where_in = _Where(source, "input")
-    if not isinstance(inp, dict) or set(inp) - {"channels", "resolutions"} or "resolutions" not in inp:
-        raise top.error("input", f"expected {{channels: C, resolutions: [R, ...]}}, got {inp!r}")
+    if not isinstance(inp, dict) or set(inp) - {"channels", "resolutions", "sizes"} or "resolutions" not in inp:
+        raise top.error("input", f"expected {{channels: C, resolutions: [R, ...], sizes: exact|ceil}}, got {inp!r}")
+    sizes = _scalar(where_in, "sizes", inp.get("sizes", "exact"), lambda v: v in SIZES, f"one of {', '.join(SIZES)}")
     channels = _scalar(where_in, "channels", inp.get("channels", 3), lambda v: _is_int(v) and v > 0,
                        "a positive integer")
     resolutions = _choices(where_in, "resolutions", inp["resolutions"])
     classes = _scalar(top, "classes", data.get("classes", 10), lambda v: _is_int(v) and v > 0, "a positive integer")
+    width_mult = _scalar(top, "width_mult", data.get("width_mult", 1.0), lambda v: _is_number(v) and 0.1 <= v <= 4,
+                         "a number in [0.1, 4]")
     stem = parse_stage(data["stem"], _Where(source, "stem"))
     if stem.block == "cell" or stem.depth != (1,):
         raise _Where(source, "stem").error("block", "the stem is one block that is not a cell (depth 1)")
@@ -285,14 +316,25 @@ def parse_spec(data: Any, *, source: str | None = None) -> SpaceSpec:
     head_act = _scalar(where_head, "act", head_raw.get("act", "relu"), lambda v: v in ACTS, f"one of {', '.join(ACTS)}")
     dropout = _scalar(where_head, "dropout", head_raw.get("dropout", 0.0), lambda v: _is_number(v) and 0 <= v < 1,
                       "a number in [0, 1)")
-    spec = SpaceSpec(name=name, input=InputSpec(channels, resolutions), classes=classes, stem=stem, stages=stages,
-                     head=HeadSpec(head_width, ACTS[head_act], float(dropout)), source=source)
+    spec = SpaceSpec(name=name, input=InputSpec(channels, resolutions, sizes), classes=classes, stem=stem,
+                     stages=stages, head=HeadSpec(head_width, ACTS[head_act], float(dropout)),
+                     width_mult=float(width_mult), source=source)
     _check_geometry(spec)
     return spec
 
 
 def _check_geometry(spec: SpaceSpec) -> None:
-    """Every resolution divides by the strides, so every stage's size is a whole number of pixels."""
+    """Every resolution divides by the strides, so every stage's size is a whole number of pixels
+    (with `sizes: ceil`, every resolution is at least the total stride)."""
+    if spec.input.sizes == "ceil":
+        total = 1
+        for stage in spec.all_stages():
+            total *= stage.stride
+        for r in spec.input.resolutions:
+            if r < total:
+                raise _Where(spec.source, "input").error(
+                    "resolutions", f"resolution {r} is below the total stride {total}; use resolutions >= {total}")
+        return
     total = 1
     for i, stage in enumerate(spec.all_stages()):
         total *= stage.stride

@@ -98,7 +98,9 @@ class SpecSpace(SearchSpace):
     def __init__(self, spec: SpaceSpec):
         self.spec = spec
         self.name = spec.name
-        self.stages = spec.all_stages()
+        scaled = spec.scaled()  # widths after the width multiplier
+        self.stages = scaled.all_stages()
+        self.head = scaled.head
         self.resolutions = spec.input.resolutions
         self.in_channels = spec.input.channels
         self.num_classes = spec.classes
@@ -296,7 +298,7 @@ class SpecSpace(SearchSpace):
         return out
 
     def _head_keys(self, channels: int, size: int) -> list[OpKey]:
-        head = self.spec.head
+        head = self.head
         keys = [OpSpec("pool", (channels, size, size), (channels, 1, 1)).key]
         if head.width:
             keys.append(OpSpec("conv", (channels, 1, 1), (head.width, 1, 1), kernel=1, act=head.act, bn=False).key)
@@ -358,7 +360,7 @@ class SpecSpace(SearchSpace):
         blocks = self.blocks(arch)
         stages = [[b.module(self.stages[b.stage]) for b in stage] for stage in blocks]
         channels, _ = self._final_shape(blocks)
-        head = self.spec.head
+        head = self.head
         parts = OrderedDict(pool=nn.AdaptiveAvgPool2d(1))
         parts["mix"] = ConvLayer(channels, head.width, 1, 1, head.act, bn=False) if head.width else nn.Identity()
         parts["dropout"] = nn.Dropout(head.dropout)
@@ -381,10 +383,10 @@ def _op_rank(op: str) -> tuple[int, int]:
 
 
 def spec_space(spec: SpaceSpec | dict | str | os.PathLike, *, resolutions=None, in_channels: int | None = None,
-               num_classes: int | None = None) -> SpecSpace:
+               num_classes: int | None = None, width_mult: float | None = None) -> SpecSpace:
     """The space of a spec (dataclasses, a dict as read from YAML, or a file path); `resolutions`,
-    `in_channels` and `num_classes` override the spec's input and classes (a profile's resolutions,
-    a dataset's channels and classes)."""
+    `in_channels`, `num_classes` and `width_mult` override the spec's (a profile's resolutions, a
+    dataset's channels and classes)."""
     if isinstance(spec, (str, os.PathLike)):
         spec = load_spec(Path(spec))
     elif isinstance(spec, dict):
@@ -392,9 +394,9 @@ def spec_space(spec: SpaceSpec | dict | str | os.PathLike, *, resolutions=None, 
     if not isinstance(spec, SpaceSpec):
         raise InputError(f"expected a space spec (a YAML path, a dict or a SpaceSpec), got {type(spec).__name__}",
                          field="space")
-    if resolutions is not None or in_channels is not None or num_classes is not None:
+    if resolutions is not None or in_channels is not None or num_classes is not None or width_mult is not None:
         if isinstance(resolutions, int):
             resolutions = [resolutions]
         spec = spec.with_input(resolutions=list(resolutions) if resolutions is not None else None,
-                               channels=in_channels, classes=num_classes)
+                               channels=in_channels, classes=num_classes, width_mult=width_mult)
     return SpecSpace(spec)

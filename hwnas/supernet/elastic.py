@@ -370,7 +370,7 @@ class SpecSupernet(nn.Module):
         super().__init__()
         self.space = space
         self.stages = nn.ModuleList(ElasticStage(space, s) for s in range(space.n_stages))
-        head = space.spec.head
+        head = space.head
         max_c = max(space.stages[-1].width)
         self.mix = ElasticConv(max_c, head.width, (1,), 1, head.act, bn=False) if head.width else None
         self.dropout = nn.Dropout(head.dropout)
