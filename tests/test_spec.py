@@ -322,3 +322,29 @@ def test_a_cell_with_no_input_to_output_path_exports_with_its_input():
     got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
     with torch.no_grad():
         assert np.abs(got - sub(x).numpy()).max() <= 1e-5
+
+
+def test_a_cells_op_keys_are_what_its_exported_graph_computes():
+    """Edges into nodes that reach no output are dead code the exporter drops, and every node adds its
+    terms: per cell, the exported graph's Conv, AveragePool, Add and Mul nodes are the keys' (a conv
+    edge one Conv, a pool one AveragePool, a sum of n terms n - 1 Adds, a node with no term one Mul)."""
+    import onnx
+
+    from hwnas.export import onnx as onnx_export
+    from hwnas.space.layers import Cell
+    from hwnas.space.spec_space import cell_keys
+
+    stage = get_space("nb201-supernet").stages[1]
+    rng = np.random.default_rng(0)
+    choices = [["conv3x3", "none", "none", "skip", "none", "avgpool3x3"]]  # node 1 and 2 dead
+    choices += [list(rng.choice(stage.ops, size=len(stage.edges))) for _ in range(60)]
+    for ops in choices:
+        keys = cell_keys(stage, ops, (8, 6, 6))
+        want = {"Conv": sum("|conv" in k for k in keys),
+                "AveragePool": sum("avgpool" in k for k in keys),
+                "Add": sum(int(k.split("|n")[1]) - 1 for k in keys if k.startswith("cellsum") and "|n0" not in k),
+                "Mul": sum(k.endswith("|n0") for k in keys)}
+        graph = onnx.load_from_string(onnx_export.onnx_bytes(Cell(8, stage.nodes, stage.edges, ops).eval(),
+                                                             (1, 8, 6, 6))).graph
+        got = {op: sum(n.op_type == op for n in graph.node) for op in want}
+        assert got == want, (ops, keys)

@@ -1,11 +1,14 @@
 """A spec written here (not a built-in) goes through the whole pipeline: profile (onnxruntime, 1 thread)
 -> validate -> train (1 epoch on a slice of the shipped subset) -> search under a budget -> export with
-ONNX (and TVM where installed) parity against the extracted torch subnet; the CLI takes the spec too."""
+ONNX (and TVM where installed) parity against the extracted torch subnet; the CLI takes the spec too.
+So does every built-in space (slow: a full table of each), and the MobileNetV3 spec file served by the
+generic spec machinery."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -42,25 +45,47 @@ def test_a_users_spec_goes_through_profile_validate_train_search_export(tmp_path
     spec, profile = tmp_path / "e2e.yaml", tmp_path / "fast.yaml"
     spec.write_text(yaml.safe_dump(SPEC))
     profile.write_text(PROFILE)
-    table = tmp_path / "table.json"
+    through_the_pipeline(tmp_path, str(spec), profile, "e2e-tiny")
 
-    prof = hwnas.profile(profile, str(spec), table, progress=False)
-    space = hwnas.get_space(str(spec))
+
+BUILTIN_SPECS = Path(hwnas.__file__).resolve().parent / "space" / "specs"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("space", ["chain", "resnet", "nb201-supernet", "mbv3-small-input",
+                                   str(BUILTIN_SPECS / "mbv3-small-input.yaml")],
+                         ids=["chain", "resnet", "nb201-supernet", "mbv3-small-input", "mbv3-small-input.yaml"])
+def test_every_builtin_space_goes_through_profile_validate_train_search_export(tmp_path, space):
+    profile = tmp_path / "fast.yaml"
+    profile.write_text(PROFILE)
+    from hwnas.data import load_dataset
+
+    data = load_dataset(None)  # the shipped subset: the space takes its channels and classes, as in the demo
+    options = {"in_channels": data.in_channels, "num_classes": data.num_classes}
+    through_the_pipeline(tmp_path, space, profile, hwnas.get_space(space).name, options)
+
+
+def through_the_pipeline(tmp_path, spec: str, profile, name: str, options: dict | None = None) -> None:
+    """profile (every op key) -> validate -> train 1 epoch -> search under a budget -> export with parity
+    (ONNX, and TVM where installed)."""
+    table = tmp_path / "table.json"
+    prof = hwnas.profile(profile, spec, table, progress=False, space_options=options)
+    space = hwnas.get_space(spec, **(options or {}))
     assert prof.entries == len(space.all_ops()) == prof.measured
-    assert json.loads(table.read_text())["space"]["name"] == "e2e-tiny"
+    assert json.loads(table.read_text())["space"]["name"] == name
 
     checked = hwnas.validate(table, 6, calib_n=6, rounds=1, progress=False)
     assert checked.n == 6 and np.isfinite(checked.mape)
 
     ckpt = tmp_path / "supernet.pt"
-    trained = hwnas.train(out=ckpt, space=str(spec), epochs=1, limit_train=256, batch_size=64, val_size=128,
+    trained = hwnas.train(out=ckpt, space=spec, epochs=1, limit_train=256, batch_size=64, val_size=128,
                           recal_batches=2, recal_batch_size=64, eval_batch_size=128, num_random=1, augment=False,
                           progress=False)
     assert trained.epochs == 1 and 0 <= trained.acc_smallest <= 100 and 0 <= trained.acc_largest <= 100
 
     predicted = hwnas.latency.predictor.LatencyPredictor.load(table).predict([space.smallest(), space.largest()])
     budget = float(np.mean(predicted))
-    run = hwnas.search(str(spec), table=table, supernet=ckpt, budget_ms=budget, pop_size=8, generations=2,
+    run = hwnas.search(spec, table=table, supernet=ckpt, budget_ms=budget, pop_size=8, generations=2,
                        out=tmp_path / "run")
     assert run.n_pareto >= 1 and run.best_under_budget is not None
 
@@ -68,9 +93,11 @@ def test_a_users_spec_goes_through_profile_validate_train_search_export(tmp_path
     bundle = hwnas.export(run.pareto, out=tmp_path / "bundle", formats=formats, profile=profile)
     assert bundle.max_abs_diff <= 1e-4
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
-    assert manifest["space"]["name"] == "e2e-tiny"
+    assert manifest["space"]["name"] == name
     parity = manifest.get("parity") or {}
     assert all(p["max_abs_diff"] <= 1e-4 for p in parity.values())
+    runtimes = {"onnx": "onnxruntime", "tvm": "tvm"}
+    assert {p["runtime"] for p in parity.values()} >= {runtimes[f] for f in formats}, parity
 
 
 def test_the_cli_verbs_take_a_spec_path(tmp_path, capsys):

@@ -11,6 +11,8 @@ input shape (CxHxW), output shape and hyper-parameters, e.g.
     basic|i64x56x56|o128x28x28|k3|s2|relu|sc1           ResNet basic block (sc: 1x1-conv shortcut)
     bottleneck|i64x56x56|o256x56x56|k3|e0.25|s1|relu|sc1 ResNet bottleneck (hidden = out x e)
     cellop|i16x32x32|o16x32x32|conv3x3                   one edge of a cell (NAS-Bench-201 style)
+    cellsum|i16x32x32|o16x32x32|n3                       a cell node's sum of its n incoming edges
+                                                         (n - 1 additions; n0: no edge, the node is zero)
 
 The key alone determines the module (channel counts inside a block are derived from
 the input width and the expand ratio), so two networks containing the same key
@@ -27,7 +29,7 @@ from torch import nn
 from hwnas.errors import InputError
 
 ACTIVATIONS = ("relu", "relu6", "hs", "silu", "none")
-OP_TYPES = ("conv", "mbconv", "fmbconv", "basic", "bottleneck", "cellop", "pool", "linear")
+OP_TYPES = ("conv", "mbconv", "fmbconv", "basic", "bottleneck", "cellop", "cellsum", "pool", "linear")
 # what an edge of a cell can compute ('none': no edge); convs are ReLU-conv-BN as in NAS-Bench-201
 CELL_OPS = ("none", "skip", "conv1x1", "conv3x3", "conv5x5", "avgpool3x3", "maxpool3x3")
 
@@ -80,6 +82,7 @@ class OpSpec:
     bn: bool = True
     shortcut: bool = False  # basic / bottleneck: a 1x1-conv shortcut instead of the identity
     op: str = ""  # cellop: the edge's op
+    terms: int = 0  # cellsum: how many edges the node sums
 
     @property
     def key(self) -> str:
@@ -99,6 +102,8 @@ class OpSpec:
                     f"|{self.act}|sc{int(self.shortcut)}")
         if self.kind == "cellop":
             return f"cellop|i{i}|o{o}|{self.op}"
+        if self.kind == "cellsum":
+            return f"cellsum|i{i}|o{o}|n{self.terms}"
         if self.kind == "pool":
             return f"pool|i{i}|o{o}"
         if self.kind == "linear":
@@ -146,8 +151,8 @@ def parse_op_key(key: str) -> OpSpec:
         raise InputError(f"op key must be a string, got {type(key).__name__}", field="op")
     parts = key.split("|")
     kind = parts[0]
-    expected_len = {"conv": 7, "mbconv": 9, "fmbconv": 9, "basic": 7, "bottleneck": 8, "cellop": 4, "pool": 3,
-                    "linear": 3}
+    expected_len = {"conv": 7, "mbconv": 9, "fmbconv": 9, "basic": 7, "bottleneck": 8, "cellop": 4, "cellsum": 4,
+                    "pool": 3, "linear": 3}
     if kind not in expected_len:
         raise InputError(f"op key {key!r}: unknown op type {kind!r}; known: {', '.join(OP_TYPES)}", field="op")
     if len(parts) != expected_len[kind]:
@@ -175,6 +180,10 @@ def parse_op_key(key: str) -> OpSpec:
         if parts[3] not in CELL_OPS[1:]:
             raise InputError(f"op key {key!r}: cell op {parts[3]!r} not one of {CELL_OPS[1:]}", field="op")
         spec = OpSpec(kind, i, o, op=parts[3])
+    elif kind == "cellsum":
+        spec = OpSpec(kind, i, o, terms=_int_field(parts[3], "n", key))
+        if spec.terms == 1:
+            raise InputError(f"op key {key!r}: a node with one edge adds nothing (n0 or n2 and more)", field="op")
     else:
         spec = OpSpec(kind, i, o)
     _check_shapes(spec, key)
@@ -199,8 +208,8 @@ def _check_shapes(spec: OpSpec, key: str) -> None:
             raise bad("a residual block needs stride 1 and equal input and output channels")
         if spec.kind in ("basic", "bottleneck") and spec.shortcut != (spec.stride != 1 or c != spec.out_shape[0]):
             raise bad("a 1x1-conv shortcut is used exactly when the stride or the width changes")
-    if spec.kind == "cellop" and spec.out_shape != spec.in_shape:
-        raise bad("a cell edge keeps its input's shape")
+    if spec.kind in ("cellop", "cellsum") and spec.out_shape != spec.in_shape:
+        raise bad("a cell edge or node keeps its input's shape")
     if spec.kind == "pool" and (spec.out_shape != (spec.in_shape[0], 1, 1)):
         raise bad("a global pool maps CxHxW to Cx1x1")
     if spec.kind == "linear" and (len(spec.out_shape) != 1 or spec.in_shape[1:] not in ((), (1, 1))):
@@ -337,19 +346,52 @@ def cell_op_module(op: str, channels: int) -> nn.Module:
     return ReLUConvBN(channels, cell_op_kernel(op))
 
 
+class CellSum(nn.Module):
+    """What a cell node computes besides its edges, timed alone: the sum of `terms` inputs (here the one
+    input `terms` times: the same n - 1 additions of tensors of that shape), or x * 0 for no input."""
+
+    def __init__(self, terms: int):
+        super().__init__()
+        self.terms = terms
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.terms == 0:
+            return x * 0.0
+        out = x
+        for _ in range(self.terms - 1):
+            out = out + x
+        return out
+
+
+def cell_live_nodes(nodes: int, edges: tuple[tuple[int, int], ...], ops) -> set[int]:
+    """The nodes of a cell whose value reaches its output (through edges that are not 'none'). An
+    exported graph keeps only these (the rest is dead code), so a subnet has only their edges."""
+    live = {nodes - 1}
+    for node in range(nodes - 2, 0, -1):
+        if any(src == node and dst in live and op != "none" for (src, dst), op in zip(edges, ops, strict=True)):
+            live.add(node)
+    return live
+
+
 class Cell(nn.Module):
     """A DAG cell (NAS-Bench-201 style): node 0 is the input, each later node sums its incoming edges'
     ops, the last node is the output; a node with no incoming edge is zero (x * 0, so an exported
-    graph keeps its input even when no edge connects it to the output)."""
+    graph keeps its input even when no edge connects it to the output). Only the edges into nodes
+    that reach the output are built (`cell_live_nodes`): the others would be dead code."""
 
     def __init__(self, channels: int, nodes: int, edges: tuple[tuple[int, int], ...], ops: list[str]):
         super().__init__()
         self.nodes, self.edges = nodes, tuple(edges)
-        self.ops = nn.ModuleDict({str(i): cell_op_module(op, channels) for i, op in enumerate(ops) if op != "none"})
+        self.live = cell_live_nodes(nodes, self.edges, ops)
+        self.ops = nn.ModuleDict({str(i): cell_op_module(op, channels) for i, op in enumerate(ops)
+                                  if op != "none" and self.edges[i][1] in self.live})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        states = [x]
+        states: list[torch.Tensor | None] = [x]
         for node in range(1, self.nodes):
+            if node not in self.live:
+                states.append(None)
+                continue
             terms = [self.ops[str(i)](states[src]) for i, (src, dst) in enumerate(self.edges)
                      if dst == node and str(i) in self.ops]
             states.append(sum(terms[1:], terms[0]) if terms else x * 0.0)
@@ -384,6 +426,8 @@ def build_op_module(key: str) -> tuple[nn.Module, tuple[int, ...]]:
         module = bottleneck_block(cin, cout, spec.kernel, spec.expand, spec.stride, spec.act, spec.shortcut)
     elif spec.kind == "cellop":
         module = cell_op_module(spec.op, cin)
+    elif spec.kind == "cellsum":
+        module = CellSum(spec.terms)
     elif spec.kind == "pool":
         module = nn.AdaptiveAvgPool2d(1)
     else:

@@ -28,6 +28,7 @@ from hwnas.space.layers import (
     ConvLayer,
     OpSpec,
     build_op_module,
+    cell_live_nodes,
     cell_op_kernel,
     conv_out_size,
     op_macs,
@@ -36,7 +37,8 @@ from hwnas.space.layers import (
 from hwnas.space.spec import SpaceSpec, StageSpec, load_spec, parse_spec
 
 # cell edges that compute nothing: no op key (timed alone, an identity measures only the runtime's
-# per-call overhead, which in a 15-cell network summed to 15x the whole network's latency)
+# per-call overhead, which in a 15-cell network summed to 15x the whole network's latency); what a
+# skip edge costs is its term in the node's sum (a `cellsum` key)
 UNTIMED_CELL_OPS = ("none", "skip")
 # spec block -> op-key kind
 _KIND = {"conv": "conv", "mbconv": "mbconv", "fused_mbconv": "fmbconv", "basic": "basic", "bottleneck": "bottleneck"}
@@ -66,7 +68,7 @@ class Block:
     def keys(self, stage: StageSpec) -> list[OpKey]:
         i, o = (self.cin, self.size, self.size), (self.cout, self.out_size, self.out_size)
         if self.kind == "cell":
-            return [OpSpec("cellop", i, i, op=op).key for op in self.ops if op not in UNTIMED_CELL_OPS]
+            return cell_keys(stage, self.ops, i)
         changes = self.stride != 1 or self.cin != self.cout
         return [OpSpec(self.kind, i, o, kernel=self.kernel, stride=self.stride, expand=self.expand, se=self.se,
                        act=self.act, residual=not changes, shortcut=changes).key]
@@ -76,6 +78,61 @@ class Block:
         if self.kind == "cell":
             return Cell(self.cin, stage.nodes, stage.edges, list(self.ops))
         return build_op_module(self.keys(stage)[0])[0]
+
+
+def cell_keys(stage: StageSpec, ops, shape: tuple[int, int, int]) -> list[OpKey]:
+    """Op keys of one cell, node by node: each incoming edge that computes (not 'none' or 'skip'), then
+    the node's sum of its terms (`cellsum|..|nN`: N - 1 additions; n0: a node without terms, x * 0).
+    The keys are what the exported graph computes: nodes that reach no output are dead code and have
+    none, and computations the exporter merges (a parameter-free op on the same value, an identical
+    partial sum, the zero node) are counted once; a ReLU shared by conv edges is not merged here."""
+    keys: list[OpKey] = []
+    live = cell_live_nodes(stage.nodes, stage.edges, ops)  # an exported graph has only these
+    value: dict[int, tuple] = {0: ("input",)}  # what each node computes, so equal computations compare equal
+    seen: set[tuple] = set()
+    for node in range(1, stage.nodes):
+        if node not in live:
+            continue
+        terms = []
+        for i, ((src, dst), op) in enumerate(zip(stage.edges, ops, strict=True)):
+            if dst != node or op == "none":
+                continue
+            if op == "skip":
+                terms.append(value[src])
+                continue
+            term = ("edge", i) if cell_op_kernel(op) else (op, value[src])  # a conv has its own weights
+            if term not in seen:
+                seen.add(term)
+                keys.append(OpSpec("cellop", shape, shape, op=op).key)
+            terms.append(term)
+        if not terms:
+            value[node] = ("zero",)
+            if value[node] not in seen:
+                seen.add(value[node])
+                keys.append(OpSpec("cellsum", shape, shape, terms=0).key)
+            continue
+        total, adds = terms[0], 0
+        for term in terms[1:]:
+            total = ("add", total, term)
+            if total not in seen:
+                seen.add(total)
+                adds += 1
+        value[node] = total
+        if adds:
+            keys.append(OpSpec("cellsum", shape, shape, terms=adds + 1).key)
+    return keys
+
+
+def cell_sum_keys(stage: StageSpec, shape: tuple[int, int, int]) -> set[OpKey]:
+    """Every `cellsum` key a cell of this stage can have: per node, each count of incoming edges that
+    compute (0 up to the node's in-degree where 'none' is a choice, else the in-degree), except 1."""
+    keys = set()
+    for node in range(1, stage.nodes):
+        degree = sum(1 for _, dst in stage.edges if dst == node)
+        for terms in range(0 if "none" in stage.ops else degree, degree + 1):
+            if terms != 1:
+                keys.add(OpSpec("cellsum", shape, shape, terms=terms).key)
+    return keys
 
 
 class SpecNet(nn.Module):
@@ -336,6 +393,7 @@ class SpecSpace(SearchSpace):
                     for w in stage.width:
                         keys.update(OpSpec("cellop", (w, size, size), (w, size, size), op=op).key
                                     for op in stage.ops if op not in UNTIMED_CELL_OPS)
+                        keys.update(cell_sum_keys(stage, (w, size, size)))
                     continue
                 for j in range(max(stage.depth)):
                     stride = stage.stride if j == 0 else 1

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hwnas.space.base import Arch
-from hwnas.space.layers import cell_op_kernel, expanded_channels
+from hwnas.space.layers import cell_live_nodes, cell_op_kernel, expanded_channels
 from hwnas.space.spec_space import Block, SpecSpace
 from hwnas.supernet.dynamic import (
     DynamicBatchNorm2d,
@@ -296,7 +296,11 @@ class CellBlock(ElasticBlock):
 
     def forward(self, x, b):
         states = [x]
+        live = cell_live_nodes(self.nodes, self.edges, b.ops)
         for node in range(1, self.nodes):
+            if node not in live:  # its value reaches no output
+                states.append(None)
+                continue
             terms = [self._edge(i, b.ops[i], states[src]) for i, (src, dst) in enumerate(self.edges)
                      if dst == node and b.ops[i] != "none"]
             states.append(sum(terms[1:], terms[0]) if terms else x * 0.0)
@@ -304,8 +308,9 @@ class CellBlock(ElasticBlock):
 
     def state(self, b):
         out: dict[str, torch.Tensor] = {}
+        live = cell_live_nodes(self.nodes, self.edges, b.ops)  # the plain cell has only their edges
         for i, op in enumerate(b.ops):
-            if cell_op_kernel(op):
+            if cell_op_kernel(op) and self.edges[i][1] in live:
                 conv = self.convs[i][op]
                 out.update(conv.state(b.cin, b.cin, cell_op_kernel(op), f"ops.{i}."))
         return out
