@@ -118,3 +118,36 @@ def test_the_spec_file_served_by_the_spec_machinery_computes_the_frozen_outputs(
             expected = net.extract(arch)(x)
             got = spec_net.extract(spec_arch(arch, mbv3))(x)
         assert (got - expected).abs().max().item() <= 1e-5 and expected.abs().max().item() > 0.1
+
+
+def test_the_mobilenet_class_takes_its_configuration_from_the_spec_files(tmp_path):
+    """The class serving `mbv3` / `mbv3-small-input` reads layout, choices and defaults from the
+    package's spec files; an edited file changes it, and a spec of another shape is refused by stage."""
+    import dataclasses
+
+    import yaml
+
+    from hwnas.errors import InputError
+    from hwnas.space import get_space, load_spec
+    from hwnas.space.catalog import builtin_spec_path
+    from hwnas.space.mbv3 import ElasticMobileNetSpace
+
+    for name in CASES:
+        space, spec = get_space(name), load_spec(builtin_spec_path(name))
+        assert (space.resolutions, space.num_classes, space.in_channels, space.width_mult) == (
+            spec.input.resolutions, spec.classes, spec.input.channels, spec.width_mult)
+        assert space.stage_widths == [spec.width(st.width[0]) for st in spec.stages[1:-1]]
+    raw = yaml.safe_load(builtin_spec_path("mbv3").read_text())
+    raw["stages"][3]["width"] = 88
+    edited = tmp_path / "mbv3-edited.yaml"
+    edited.write_text(yaml.safe_dump(raw))
+    assert ElasticMobileNetSpace(load_spec(edited)).stage_widths == [24, 40, 88, 112, 160]
+    chain = load_spec(builtin_spec_path("chain"))
+    with pytest.raises(InputError, match="not a MobileNetV3 layout") as err:
+        ElasticMobileNetSpace(chain)
+    assert err.value.field == "stem"
+    stages = list(load_spec(builtin_spec_path("mbv3")).stages)
+    stages[2] = dataclasses.replace(stages[2], kernel=(3, 5))
+    with pytest.raises(InputError, match="sharing one set") as err:
+        ElasticMobileNetSpace(dataclasses.replace(load_spec(builtin_spec_path("mbv3")), stages=tuple(stages)))
+    assert err.value.field == "stages[1]" or err.value.field == "stages[2]"

@@ -81,7 +81,8 @@ def mobilenet_layout(spec: SpaceSpec) -> NetworkLayout:
         if st.block != "mbconv" or len(st.width) != 1 or len(choices) != 1 or not all(e == int(e) for e in st.expand):
             raise refuse(f"stages[{i}]", "elastic stages are mbconv stages of fixed width sharing one set of "
                          "depth / kernel / integer expand choices")
-    if final.block != "conv" or final.kernel != (1,) or final.depth != (1,) or len(final.width) != 1 or final.act != "hs":
+    if (final.block != "conv" or final.kernel != (1,) or final.depth != (1,) or len(final.width) != 1
+            or final.act != "hs"):
         raise refuse(f"stages[{len(stages) - 1}]", "the last stage is one fixed 1x1 conv with h-swish")
     if not spec.head.width or spec.head.act != "hs" or spec.head.dropout:
         raise refuse("head", "the head is a 1x1 conv of fixed width with h-swish and no dropout")
