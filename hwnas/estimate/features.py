@@ -32,7 +32,7 @@ def has_cost(space) -> bool:
 
 def cost_features(space, archs: list[dict]) -> np.ndarray:
     """(N, 2) float32: log MACs and log parameters of each subnet (what one-hot codes state only implicitly)."""
-    if is_elastic(space) and hasattr(space, "_slot_key"):
+    if is_elastic(space) and callable(getattr(space, "slot_op", None)):
         genes = np.stack([space.encode(a) for a in archs]) if archs else np.zeros((0, len(space.bounds[0])), int)
         cost = _elastic_cost(space, genes)
     else:
@@ -51,16 +51,15 @@ def _cost_tables(space) -> tuple[np.ndarray, np.ndarray]:
     key = (space.name, repr(sorted(space.config().items())) if hasattr(space, "config") else id(space))
     if key not in _COST_TABLES:
         rs, ks, es = space.resolutions, space.kernels, space.expands
-        per_stage = space.n_slots // space.n_stages
         fixed = np.zeros((len(rs), 2))
         slot = np.zeros((len(rs), space.n_slots, len(ks), len(es), 2))
         for ri, r in enumerate(rs):
-            for op in space._stem_keys(r) + space._head_keys(r):
+            for op in space.fixed_ops(r):
                 fixed[ri] += (op_macs(op), op_params(op))
             for m in range(space.n_slots):
                 for ki, k in enumerate(ks):
                     for ei, e in enumerate(es):
-                        op = space._slot_key(r, m // per_stage, m % per_stage, k, e)
+                        op = space.slot_op(r, m, k, e)
                         slot[ri, m, ki, ei] = (op_macs(op), op_params(op))
         _COST_TABLES[key] = (fixed, slot)
     return _COST_TABLES[key]

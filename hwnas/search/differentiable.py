@@ -141,9 +141,9 @@ class ExpectedLatency(nn.Module):
 
         fixed, slots = [], []
         for r in space.resolutions:
-            fixed.append(sum(cost(k) for k in space._stem_keys(r) + space._head_keys(r)))
-            slots.append([[[cost(space._slot_key(r, s, j, k, e)) for e in space.expands] for k in space.kernels]
-                          for s in range(space.n_stages) for j in range(MAX_DEPTH)])
+            fixed.append(sum(cost(k) for k in space.fixed_ops(r)))
+            slots.append([[[cost(space.slot_op(r, m, k, e)) for e in space.expands] for k in space.kernels]
+                          for m in range(space.n_slots)])
         self.register_buffer("fixed", torch.tensor(fixed, dtype=torch.float64))  # (R,)
         self.register_buffer("slots", torch.tensor(slots, dtype=torch.float64))  # (R, slots, K, E)
         # slot j of a stage is in use when the stage's depth exceeds j: (depth choices, MAX_DEPTH)
@@ -243,7 +243,7 @@ def _estimate_darts_memory_mb(space: Any, batch: int) -> float:
     """Activations kept by darts: every (kernel, expand) variant of every block slot at the largest
     resolution, expanded width, float32 (a rough upper bound, for the refusal only)."""
     r = max(space.resolutions)
-    h, sizes = space._geometry(r)
+    sizes = space.stage_sizes(r)
     total = 0.0
     for s in range(space.n_stages):
         width = space.stage_widths[s]
@@ -265,7 +265,7 @@ def differentiable_search(supernet: Any, meta: dict, predictor: Any, budget_ms: 
     if not math.isfinite(budget_ms) or budget_ms <= 0:
         raise InputError(f"must be a positive number of milliseconds, got {budget_ms}", field="budget_ms")
     space = supernet.space
-    if not all(hasattr(space, a) for a in ("depths", "kernels", "expands", "_slot_key")):
+    if not all(hasattr(space, a) for a in ("depths", "kernels", "expands", "slot_op", "fixed_ops", "stage_sizes")):
         raise InputError(f"space '{space.name}' has no elastic depth / kernel / expand choices to relax",
                          field="space")
     if settings.relaxation == "darts":

@@ -341,6 +341,21 @@ class ElasticMobileNetSpace(SearchSpace):
                     keys.update(self._slot_key(r, s, j, k, e) for k in KERNELS for e in EXPANDS)
         return sorted(keys)
 
+    # --- slot decomposition: what cost tables over choices read (estimate.features,
+    # search.differentiable); a space that has these three has a subnet's op keys as the fixed ones
+    # plus one per block slot in use, each a function of the slot's own choices only ------------
+    def fixed_ops(self, r: int) -> list[OpKey]:
+        """The op keys every subnet at resolution `r` has (stem, first block, head)."""
+        return self._stem_keys(r) + self._head_keys(r)
+
+    def slot_op(self, r: int, slot: int, kernel: int, expand: int) -> OpKey:
+        """The op key of block slot `slot` (stage slot // max depth) with these choices at resolution `r`."""
+        return self._slot_key(r, slot // MAX_DEPTH, slot % MAX_DEPTH, kernel, expand)
+
+    def stage_sizes(self, r: int) -> list[int]:
+        """The spatial size entering each elastic stage at resolution `r` (depth never changes them)."""
+        return self._geometry(r)[1]
+
     def _geometry(self, r: int) -> tuple[int, list[int]]:
         """Spatial size after the stem, and the size entering each stage (depth never changes them)."""
         h = conv_out_size(r, self.layout.stem_stride)
