@@ -8,6 +8,12 @@ tau), the supernet's test accuracy of its largest and smallest subnet after the 
 (the shipped Fashion-MNIST subset), and the subnet the search found under the budget against a
 hand-made member of the family (every choice its median) at equal or higher predicted latency, both
 scored by the same supernet estimator. Writes bench/spaces/<space>/ and prints Markdown rows.
+
+    flock /work/timing.lock python tools/bench_spaces.py nb201-supernet --latency-only
+
+With --latency-only: the table and its fidelity alone (profile with the quick protocol, validate on
+30 + 30 subnets with a retest of the held-out ones: how well the timing agrees with itself, the
+ceiling of any table on this machine at this load), no training or search.
 """
 
 from __future__ import annotations
@@ -64,13 +70,36 @@ def bench_space(name: str, out: Path, epochs: int) -> dict:
     }
 
 
+def bench_latency(name: str, out: Path) -> dict:
+    """Profile (quick) and validate (30 + 30 subnets, retest) one space's table; no training."""
+    import hwnas
+
+    began = time.perf_counter()
+    load_before = os.getloadavg()
+    table = out / name / "latency_table.json"
+    table.parent.mkdir(parents=True, exist_ok=True)
+    prof = hwnas.profile("cpu-ort-1t", name, table, quick=True, resume=True, progress=False).to_dict()
+    checked = hwnas.validate(table, 30, calib_n=30, retest=True, progress=False).to_dict()
+    return {"space": name, "op_keys": prof.get("entries"), "profile_s": prof.get("seconds"),
+            "validate": {k: checked.get(k) for k in ("within_10pct", "kendall_tau", "mape", "method", "raw",
+                                                     "retest", "anchor", "measured_ms")},
+            "seconds": round(time.perf_counter() - began, 1), "load_avg": [load_before, os.getloadavg()]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spaces", nargs="+")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--out", default="bench/spaces")
+    p.add_argument("--latency-only", action="store_true", help="profile and validate only (no training)")
     args = p.parse_args()
     out = Path(args.out)
+    if args.latency_only:
+        for name in args.spaces:
+            row = bench_latency(name, out)
+            (out / name / "bench_latency.json").write_text(json.dumps(row, indent=1, default=str) + "\n")
+            print(json.dumps(row, default=str), flush=True)
+        return
     rows = []
     for name in args.spaces:
         row = bench_space(name, out, args.epochs)
