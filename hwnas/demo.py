@@ -58,6 +58,13 @@ def _same_machine(table_path: Path) -> bool:
     return table.complete and not device_differences(table.device, device_fingerprint())
 
 
+def _same_space(table_path: Path, config: dict) -> bool:
+    """Whether the table is of this very space (a spec file named like a built-in space is another one)."""
+    from hwnas.latency.table import LatencyTable
+
+    return LatencyTable.load(table_path).space.get("config") == json.loads(json.dumps(config))
+
+
 def demo(
     out: str | Path = "hwnas-demo",
     *,
@@ -92,17 +99,18 @@ def demo(
 
     data = load_dataset(None)  # the shipped subset: the space takes its channels and classes
     space_options = {"in_channels": data.in_channels, "num_classes": data.num_classes}
-    space_arg, space_name = space, get_space(space, **space_options).name
-    del data
+    space_obj = get_space(space, **space_options)
+    space_arg, space_name, space_config = space, space_obj.name, space_obj.config()
+    del data, space_obj
 
     # 1. latency table: reuse a complete table measured on this same machine, else profile
     _step(f"1/5 latency table for {PROFILE} ({space_name})")
     table = out / "latency_table.json"
     shipped = SHIPPED_TABLES / f"{PROFILE}_{space_name}.json"
-    if not table.exists() and shipped.exists() and _same_machine(shipped):
+    if not table.exists() and shipped.exists() and _same_machine(shipped) and _same_space(shipped, space_config):
         shutil.copyfile(shipped, table)
         print(f"reusing {shipped} (measured on this machine)", file=sys.stderr)
-    if table.exists() and _same_machine(table):
+    if table.exists() and _same_machine(table) and _same_space(table, space_config):
         steps["profile"] = {"table": str(table), "reused": True}
     else:  # a partial table from an interrupted demo is completed, not measured again
         steps["profile"] = pipeline.profile(PROFILE, space_arg, table, quick=True, resume=True,

@@ -151,3 +151,15 @@ def test_the_mobilenet_class_takes_its_configuration_from_the_spec_files(tmp_pat
     with pytest.raises(InputError, match="sharing one set") as err:
         ElasticMobileNetSpace(dataclasses.replace(load_spec(builtin_spec_path("mbv3")), stages=tuple(stages)))
     assert err.value.field == "stages[1]" or err.value.field == "stages[2]"
+
+
+def test_the_demo_reuses_a_shipped_table_only_for_its_own_space():
+    """The spec file served by the generic spec space has the same op keys but another architecture
+    dict: the demo reuses the shipped table of `mbv3-small-input` for that name, not for the file."""
+    from hwnas.demo import _same_space
+    from hwnas.space import get_space
+    from hwnas.space.catalog import builtin_spec_path
+
+    table = FIXTURES.parent.parent / "latency_tables" / "cpu-ort-1t_mbv3-small-input.json"
+    assert _same_space(table, get_space("mbv3-small-input").config())
+    assert not _same_space(table, get_space(str(builtin_spec_path("mbv3-small-input"))).config())
