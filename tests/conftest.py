@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import pytest
 import torch
 
@@ -19,3 +21,13 @@ def shared_benchmarks() -> Path:
     if not SHARED_BENCHMARKS.is_dir():
         pytest.skip(f"public benchmark tables not found at {SHARED_BENCHMARKS}")
     return SHARED_BENCHMARKS
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `heavy` (minutes each) run only when asked: `-m heavy` or HWNAS_HEAVY_TESTS=1."""
+    if os.environ.get("HWNAS_HEAVY_TESTS") == "1" or "heavy" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="heavy (minutes each): run with HWNAS_HEAVY_TESTS=1 or -m heavy")
+    for item in items:
+        if "heavy" in item.keywords:
+            item.add_marker(skip)

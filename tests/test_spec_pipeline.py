@@ -51,7 +51,7 @@ def test_a_users_spec_goes_through_profile_validate_train_search_export(tmp_path
 BUILTIN_SPECS = Path(hwnas.__file__).resolve().parent / "space" / "specs"
 
 
-@pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.parametrize("space", ["chain", "resnet", "nb201-supernet", "mbv3-small-input",
                                    str(BUILTIN_SPECS / "mbv3-small-input.yaml")],
                          ids=["chain", "resnet", "nb201-supernet", "mbv3-small-input", "mbv3-small-input.yaml"])
