@@ -308,24 +308,36 @@ class ParetoLocalSearch(Strategy):
         X_seen = np.array([np.frombuffer(k, dtype=np.int64) for k in self._keys])
         X_pool = np.array([np.frombuffer(k, dtype=np.int64) for k in keys])
         X_seen, X_pool, lo, hi = _with_structure(space, X_seen, X_pool, lo, hi)
-        features = _Features(lo, hi)
+        n_paired = len(lo)
+        if self.options.get("paths") and hasattr(space, "path_genes"):
+            P_seen, p_hi = space.path_genes(X_seen[:, :len(space.bounds[0])])
+            P_pool, _ = space.path_genes(X_pool[:, :len(space.bounds[0])])
+            X_seen, X_pool = np.hstack([X_seen, P_seen]), np.hstack([X_pool, P_pool])
+            lo, hi = np.r_[lo, np.zeros_like(p_hi)], np.r_[hi, p_hi]
+        features = _Features(lo, hi, n_paired)
         # ranks, not values: a few very poor archs would otherwise dominate the fit
         ranks = np.argsort(np.argsort(self._F, axis=0, kind="stable"), axis=0, kind="stable") / len(self._F)
-        predicted_ranks = _ridge_predict(features(X_seen), ranks, features(X_pool),
-                                         float(self.options.get("ridge", _RIDGE)))
-        predicted = np.stack([np.quantile(self._F[:, k], np.clip(predicted_ranks[:, k], 0, 1))
-                              for k in range(self._F.shape[1])], axis=1)
+        acquisition = str(self.options.get("acquisition", "mean"))
+        predicted_ranks, rank_std = _ridge_posterior(features(X_seen), ranks, features(X_pool),
+                                                     float(self.options.get("ridge", _RIDGE)))
+        to_values = lambda R: np.stack([np.quantile(self._F[:, k], np.clip(R[..., k], 0, 1))  # noqa: E731
+                                        for k in range(self._F.shape[1])], axis=-1)
+        predicted = to_values(predicted_ranks)
         # rank the pool's predictions against the archive's true values; keep pool entries
         feasible = self._violation <= 0
         reference = self._focus_reference(np.flatnonzero(feasible))
-        if reference is not None:  # candidates predicted to beat the typical architecture
+        samples = None
+        if acquisition == "expected":
+            z = rng.standard_normal((int(self.options.get("samples", 32)), 1, self._F.shape[1]))
+            samples = to_values(predicted_ranks[None] + z * rank_std[None])  # (S, m, n_obj)
+        if reference is not None and acquisition == "mean":  # candidates predicted to beat the typical architecture
             inside = np.all(predicted < reference, axis=1)
             if inside.sum() >= count:
                 keys, predicted = [k for k, ok in zip(keys, inside, strict=True) if ok], predicted[inside]
         known = self._F[feasible]
         chosen: list[int] = []
         if self.selection() == "hypervolume" and known.shape[1] == 2 and len(known):
-            chosen = _greedy_hypervolume(known, predicted, reference, count)
+            chosen = _greedy_hypervolume(known, predicted, reference, count, samples)
         # the rest (or all, with selection "crowding"): the pool's members on the fronts of
         # archive plus predictions, front by front, sparsest first
         chosen = fill_by_fronts(known, predicted, chosen, count)
@@ -353,7 +365,7 @@ class ParetoLocalSearch(Strategy):
 
 
 def _greedy_hypervolume(known: np.ndarray, predicted: np.ndarray, reference: np.ndarray | None,
-                        count: int) -> list[int]:
+                        count: int, samples: np.ndarray | None = None) -> list[int]:
     """Up to `count` rows of `predicted` picked one at a time by the hypervolume their predicted
     point adds to the front of `known` and of those already picked (two minimised objectives,
     scaled by the archive's range, below `reference` or the archive's worst values). Stops
@@ -364,15 +376,29 @@ def _greedy_hypervolume(known: np.ndarray, predicted: np.ndarray, reference: np.
     front = (known - lo) / scale
     front = front[pareto_front(front)]
     P = (predicted - lo) / scale
+    Q = None if samples is None else (samples - lo) / scale  # (S, m, 2)
+
+    def gains(rows: np.ndarray) -> np.ndarray:
+        if Q is None:
+            return _hypervolume_gain_2d(front, P[rows], ref)
+        return _hypervolume_gain_2d(front, Q[:, rows].reshape(-1, 2), ref).reshape(len(Q), -1).mean(axis=0)
+
+    # lazy greedy: a point's gain only shrinks as the front grows, so a stale gain is an upper
+    # bound and only the candidate on top needs recomputing
+    bound = gains(np.arange(len(P)))
     chosen: list[int] = []
-    open_ = np.ones(len(P), dtype=bool)
-    while len(chosen) < count and open_.any():
-        gain = np.where(open_, _hypervolume_gain_2d(front, P, ref), -1.0)
-        j = int(np.argmax(gain))
-        if gain[j] <= 0:
+    while len(chosen) < count:
+        j = int(np.argmax(bound))
+        if bound[j] <= 0:
+            break
+        fresh = float(gains(np.array([j]))[0]) if chosen else float(bound[j])
+        bound[j] = fresh
+        if len(bound) > 1 and fresh < np.max(np.delete(bound, j)):
+            continue
+        if fresh <= 0:
             break
         chosen.append(j)
-        open_[j] = False
+        bound[j] = -1.0
         front = np.vstack([front, P[j]])
         front = front[pareto_front(front)]
     return chosen
@@ -421,9 +447,9 @@ def _with_structure(space, X_seen: np.ndarray, X_pool: np.ndarray, lo: np.ndarra
 class _Features:
     """One-hot indicators of every gene value, and of every pair of gene values when few."""
 
-    def __init__(self, lo: np.ndarray, hi: np.ndarray):
+    def __init__(self, lo: np.ndarray, hi: np.ndarray, n_paired: int | None = None):
         self.lo, self.sizes = lo, (hi - lo + 1)
-        n = len(lo)
+        n = len(lo) if n_paired is None else n_paired
         self.pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
         if sum(int(self.sizes[i] * self.sizes[j]) for i, j in self.pairs) > _MAX_PAIR_FEATURES:
             self.pairs = []
@@ -434,6 +460,27 @@ class _Features:
         for i, j in self.pairs:
             cols.append(np.eye(int(self.sizes[i] * self.sizes[j]))[Z[:, i] * self.sizes[j] + Z[:, j]])
         return np.hstack(cols)
+
+
+def _ridge_posterior(A: np.ndarray, Y: np.ndarray, B: np.ndarray,
+                     penalty: float = _RIDGE) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge regression of `Y` on features `A` read as Bayesian linear regression (a Gaussian
+    process with the linear kernel of the features): the predictive mean and standard
+    deviation of a new observation at each row of `B`, per column of `Y`. The noise variance
+    is the residual sum of squares over the residual degrees of freedom, n - trace(hat)."""
+    mean_a, mean_y = A.mean(axis=0), Y.mean(axis=0)
+    Ac, Bc = A - mean_a, B - mean_a
+    K = Ac @ Ac.T
+    inv = np.linalg.inv(K + penalty * np.eye(len(A)))
+    alpha = inv @ (Y - mean_y)
+    mean = Bc @ (Ac.T @ alpha) + mean_y
+    hat = K @ inv
+    residual = (Y - mean_y) - K @ alpha
+    dof = max(len(A) - float(np.trace(hat)), 1.0)
+    noise = (residual ** 2).sum(axis=0) / dof
+    kb = Bc @ Ac.T
+    latent = np.clip(np.einsum("ij,ij->i", Bc, Bc) - np.einsum("ij,jk,ik->i", kb, inv, kb), 0, None) / penalty
+    return mean, np.sqrt(noise[None] * (1.0 + latent[:, None]))
 
 
 def _ridge_predict(A: np.ndarray, Y: np.ndarray, B: np.ndarray, penalty: float = _RIDGE) -> np.ndarray:
