@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Callable
 
 import numpy as np
+from scipy.linalg import solve_triangular
 from scipy.special import ndtr as _normal_cdf
 from scipy.special import ndtri as _normal_ppf
 
@@ -170,29 +171,29 @@ class HammingGP:
 
     def posterior(self, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mean, standard deviation) of a new observation at each new encoding, per column of
-        `Y` (n, k); length scale and noise by the marginal likelihood of each column."""
+        `Y` (n, k); each column's length scale and noise maximise its marginal likelihood."""
         Y = np.atleast_2d(np.asarray(Y, float).T).T
+        mu, sd = Y.mean(axis=0), np.where(Y.std(axis=0) > 0, Y.std(axis=0), 1.0)
+        T = (Y - mu) / sd
+        best: list = [None] * T.shape[1]
+        for ell in _LENGTH_SCALES:
+            K = np.exp(-self.d / ell)
+            for noise in _NOISES:
+                try:
+                    L = np.linalg.cholesky(K + noise * np.eye(len(K)))
+                except np.linalg.LinAlgError:
+                    continue
+                alpha = solve_triangular(L, solve_triangular(L, T, lower=True), lower=True, trans=1)
+                evidence = -0.5 * (T * alpha).sum(axis=0) - np.log(np.diag(L)).sum()
+                for c in range(T.shape[1]):
+                    if best[c] is None or evidence[c] > best[c][0]:
+                        best[c] = (evidence[c], ell, noise, L, alpha[:, c])
         means, stds = [], []
-        for y in Y.T:
-            mu, sd = y.mean(), y.std() or 1.0
-            t = (y - mu) / sd
-            best = None
-            for ell in _LENGTH_SCALES:
-                K = np.exp(-self.d / ell)
-                for noise in _NOISES:
-                    try:
-                        L = np.linalg.cholesky(K + noise * np.eye(len(K)))
-                    except np.linalg.LinAlgError:
-                        continue
-                    alpha = np.linalg.solve(L.T, np.linalg.solve(L, t))
-                    evidence = -0.5 * t @ alpha - np.log(np.diag(L)).sum()
-                    if best is None or evidence > best[0]:
-                        best = (evidence, ell, noise, L, alpha)
-            _, ell, noise, L, alpha = best
+        for c, (_, ell, noise, L, alpha) in enumerate(best):
             k = np.exp(-self.d_new / ell)
-            v = np.linalg.solve(L, k.T)
-            means.append(mu + sd * (k @ alpha))
-            stds.append(sd * np.sqrt(np.clip(1.0 + noise - (v ** 2).sum(axis=0), 1e-12, None)))
+            v = solve_triangular(L, k.T, lower=True)
+            means.append(mu[c] + sd[c] * (k @ alpha))
+            stds.append(sd[c] * np.sqrt(np.clip(1.0 + noise - (v ** 2).sum(axis=0), 1e-12, None)))
         return np.stack(means, axis=1), np.stack(stds, axis=1)
 
 

@@ -318,8 +318,12 @@ class ParetoLocalSearch(Strategy):
         # ranks, not values: a few very poor archs would otherwise dominate the fit
         ranks = np.argsort(np.argsort(self._F, axis=0, kind="stable"), axis=0, kind="stable") / len(self._F)
         acquisition = str(self.options.get("acquisition", "mean"))
-        predicted_ranks, rank_std = _ridge_posterior(features(X_seen), ranks, features(X_pool),
-                                                     float(self.options.get("ridge", _RIDGE)))
+        if self.options.get("surrogate") == "gp":
+            from hwnas.search.strategies.bo import HammingGP
+            predicted_ranks, rank_std = HammingGP(X_seen, X_pool).posterior(ranks)
+        else:
+            predicted_ranks, rank_std = _ridge_posterior(features(X_seen), ranks, features(X_pool),
+                                                         float(self.options.get("ridge", _RIDGE)))
         to_values = lambda R: np.stack([np.quantile(self._F[:, k], np.clip(R[..., k], 0, 1))  # noqa: E731
                                         for k in range(self._F.shape[1])], axis=-1)
         predicted = to_values(predicted_ranks)
