@@ -211,7 +211,7 @@ def test_bo_after_its_random_start_improves_on_random_search():
 
 
 def test_bo_gp_interpolates_what_it_has_seen_and_is_unsure_far_from_it():
-    from hwnas.search.strategies.bo import HammingGP, normal_scores
+    from hwnas.search.gp import HammingGP, normal_scores
 
     rng = np.random.default_rng(0)
     X = rng.integers(0, 5, size=(40, 6))

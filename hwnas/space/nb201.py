@@ -45,35 +45,6 @@ def live_genes(X: np.ndarray) -> np.ndarray:
     return np.where(live_mask(X), X, OPS.index("none"))
 
 
-# the cell's four input->output paths, as edge indices
-PATHS: tuple[tuple[int, ...], ...] = ((3,), (0, 4), (1, 5), (0, 2, 5))
-_COMPUTING = (OPS.index("nor_conv_1x1"), OPS.index("nor_conv_3x3"), OPS.index("avg_pool_3x3"))
-
-
-def path_counts(X: np.ndarray) -> np.ndarray:
-    """For each row of op indices (n, 6), how many of the cell's input->output paths compute
-    each sequence of ops, skips left out (a skip is the identity): column 0 counts the paths
-    that are all skips, then one column per sequence of 1, 2 and 3 computing ops (3 + 9 + 27).
-    A path through a 'none' edge computes nothing. Cells with equal counts sum the same
-    compositions of ops, e.g. `conv3x3` alone and `conv3x3` then a skip."""
-    X = np.asarray(X, dtype=np.int64).reshape(-1, N_EDGES)
-    offsets = {0: 0, 1: 1, 2: 4, 3: 13}
-    out = np.zeros((len(X), 40), dtype=np.int64)
-    for path in PATHS:
-        alive = np.all(X[:, list(path)] != OPS.index("none"), axis=1)
-        length = np.zeros(len(X), dtype=np.int64)
-        code = np.zeros(len(X), dtype=np.int64)
-        for e in path:
-            op = X[:, e]
-            computing = np.isin(op, _COMPUTING)
-            digit = np.searchsorted(np.array(_COMPUTING), op)
-            code = np.where(computing, code * 3 + digit, code)
-            length += computing
-        column = np.array([offsets[int(n)] for n in length]) + code
-        np.add.at(out, (np.flatnonzero(alive), column[alive]), 1)
-    return out
-
-
 def to_arch_str(arch: Arch) -> str:
     """`{"edges": [...]}` -> `|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`."""
     edges = arch["edges"]
@@ -201,10 +172,6 @@ class NB201Space(SearchSpace):
         bounds: the cell with its dead edges as 'none'), which is what accuracy depends
         on, while latency may still pay for dead edges."""
         return live_genes(X), np.full(N_EDGES, len(OPS) - 1, dtype=np.int64)
-
-    def path_genes(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`path_counts` of encoded cells with their upper bounds (4 paths)."""
-        return path_counts(X), np.full(40, len(PATHS), dtype=np.int64)
 
     def live_edges(self, arch: Arch) -> list[bool]:
         """Which edges the cell's output depends on (see `live_mask`)."""

@@ -28,11 +28,10 @@ import warnings
 from collections.abc import Callable
 
 import numpy as np
-from scipy.linalg import solve_triangular
 from scipy.special import ndtr as _normal_cdf
-from scipy.special import ndtri as _normal_ppf
 
 from hwnas.errors import InputError
+from hwnas.search.gp import HammingGP, encodings, normal_scores, score_of
 from hwnas.search.indicators import pareto_front
 from hwnas.search.optuna_study import constraint_options, import_optuna, run_study
 from hwnas.search.problem import ArchKey, ArchProblem, arch_key
@@ -47,9 +46,6 @@ _POOL_RANDOM = 1000
 _POOL_MUTANTS = 30
 # posterior draws averaged by the acquisition
 _SAMPLES = 32
-# the grid the GP's hyperparameters are chosen from: length scale in genes, noise variance
-_LENGTH_SCALES = (1.0, 2.0, 4.0, 8.0)
-_NOISES = (1e-3, 1e-2, 1e-1)
 _MAX_DRAWS = 200
 
 
@@ -137,7 +133,7 @@ class BayesianOptimisation(Strategy):
         predicted = to_values(mean[:, :n_obj])
         samples = to_values(mean[None, :, :n_obj] + z * std[None, :, :n_obj])
         if G.size:  # probability of meeting every limit: keep candidates likely feasible
-            limits = np.array([_score_of(G[:, k], 0.0) for k in range(G.shape[1])])
+            limits = np.array([score_of(G[:, k], 0.0) for k in range(G.shape[1])])
             p_ok = np.prod(_normal_cdf((limits[None] - mean[:, n_obj:]) / std[:, n_obj:]), axis=1)
             likely = p_ok >= 0.5
             if likely.sum() >= count:
@@ -151,70 +147,6 @@ class BayesianOptimisation(Strategy):
         rest = [i for i in np.argsort(samples.min(axis=0).sum(axis=1)) if i not in set(chosen)]
         chosen += [int(i) for i in rest[:count - len(chosen)]]  # nothing adds volume: most optimistic
         return [pool[i] for i in chosen[:count]]
-
-
-def encodings(space, archs: list[Arch]) -> np.ndarray:
-    """Encodings of `archs`, extended by the space's `structure_genes` where it has them."""
-    X = np.array([space.encode(a) for a in archs], dtype=np.int64)
-    if hasattr(space, "structure_genes"):
-        X = np.hstack([X, space.structure_genes(X)[0]])
-    return X
-
-
-class HammingGP:
-    """A GP with the exponential Hamming kernel exp(-d / ell) between integer encodings, fitted
-    to standardised targets (one GP per column, sharing the kernel's grid search)."""
-
-    def __init__(self, X: np.ndarray, X_new: np.ndarray):
-        self.d = _hamming(X, X)
-        self.d_new = _hamming(X_new, X)
-
-    def posterior(self, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, standard deviation) of a new observation at each new encoding, per column of
-        `Y` (n, k); each column's length scale and noise maximise its marginal likelihood."""
-        Y = np.atleast_2d(np.asarray(Y, float).T).T
-        mu, sd = Y.mean(axis=0), np.where(Y.std(axis=0) > 0, Y.std(axis=0), 1.0)
-        T = (Y - mu) / sd
-        best: list = [None] * T.shape[1]
-        for ell in _LENGTH_SCALES:
-            K = np.exp(-self.d / ell)
-            for noise in _NOISES:
-                try:
-                    L = np.linalg.cholesky(K + noise * np.eye(len(K)))
-                except np.linalg.LinAlgError:
-                    continue
-                alpha = solve_triangular(L, solve_triangular(L, T, lower=True), lower=True, trans=1)
-                evidence = -0.5 * (T * alpha).sum(axis=0) - np.log(np.diag(L)).sum()
-                for c in range(T.shape[1]):
-                    if best[c] is None or evidence[c] > best[c][0]:
-                        best[c] = (evidence[c], ell, noise, L, alpha[:, c])
-        means, stds = [], []
-        for c, (_, ell, noise, L, alpha) in enumerate(best):
-            k = np.exp(-self.d_new / ell)
-            v = solve_triangular(L, k.T, lower=True)
-            means.append(mu[c] + sd[c] * (k @ alpha))
-            stds.append(sd[c] * np.sqrt(np.clip(1.0 + noise - (v ** 2).sum(axis=0), 1e-12, None)))
-        return np.stack(means, axis=1), np.stack(stds, axis=1)
-
-
-def _hamming(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    return (A[:, None, :] != B[None, :, :]).sum(axis=2).astype(float)
-
-
-def normal_scores(Y: np.ndarray) -> np.ndarray:
-    """Each column replaced by the standard normal quantiles of its ranks (ties share a rank)."""
-    Y = np.atleast_2d(np.asarray(Y, float).T).T
-    out = np.empty_like(Y)
-    for k in range(Y.shape[1]):
-        out[:, k] = _score_of(Y[:, k], Y[:, k])
-    return out
-
-
-def _score_of(column: np.ndarray, values) -> np.ndarray:
-    """The normal score that `values` would have among `column` (mid-rank of ties)."""
-    s = np.sort(column)
-    rank = (np.searchsorted(s, values, "left") + np.searchsorted(s, values, "right")) / 2.0
-    return _normal_ppf((rank + 0.5) / (len(s) + 1.0))
 
 
 def _unseen(space, rng: np.random.Generator, offers: list[Arch], seen: set[ArchKey], evaluator,
