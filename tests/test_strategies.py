@@ -262,3 +262,13 @@ def test_zero_cost_scores_its_pool_within_a_share_of_the_wall_clock_budget(monke
                     progress=False, max_seconds=2.0)
     # scoring 2,000 would take 20 s; a quarter of the 2 s leaves a pool of a few dozen
     assert result.seconds < 2.5 and 20 <= result.evaluations <= 64
+
+
+def test_normal_scores_rank_ties_alike_and_score_of_places_a_new_value():
+    from hwnas.search.gp import normal_scores, score_of
+
+    y = np.array([3.0, 1.0, 3.0, 2.0, 10.0])
+    s = normal_scores(y[:, None])[:, 0]
+    assert s[0] == s[2] and s[1] < s[3] < s[0] < s[4]
+    assert abs(s.mean()) < 0.2
+    assert score_of(y, 2.5) > s[3] and score_of(y, 2.5) < s[0]
