@@ -84,6 +84,18 @@ def synthetic_csv(src: str, columns: list[str], kinds: list[str], out: Path) -> 
     return added
 
 
+def merge_results(saved: list[dict[str, list[dict]]], accuracies: list[str], latencies: list[str]) -> dict:
+    """Results of several runs, by strategy: a later run's pair replaces an earlier one's; pairs
+    in the order of `accuracies` x `latencies` (then any others)."""
+    merged: dict[str, dict[tuple[str, str], dict]] = {}
+    for results in saved:
+        for algo, rows in results.items():
+            merged.setdefault(algo, {}).update({(r["accuracy"], r["latency"]): r for r in rows})
+    order = {(a, lat): i for i, (a, lat) in enumerate((a, lat) for a in accuracies for lat in latencies)}
+    return {algo: sorted(pairs.values(), key=lambda r: order.get((r["accuracy"], r["latency"]), len(order)))
+            for algo, pairs in merged.items()}
+
+
 def summarise(rows: list[dict]) -> dict:
     hv = np.array([r["hv_ratio"] for r in rows])
     worst = int(np.argmin(hv))
@@ -137,9 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.algo is None:
         args.algo = [] if args.from_json else DEFAULT_ALGOS
     if args.from_json:
-        rows = {}
-        for path in args.from_json:
-            rows.update(json.loads(Path(path).read_text())["results"])
+        rows = merge_results([json.loads(Path(path).read_text())["results"] for path in args.from_json],
+                             args.accuracy, latency_columns(args.csv))
         args.algo = [a for a in args.algo if a in rows] + [a for a in rows if a not in args.algo]
     elif args.synthetic:
         import tempfile
@@ -185,8 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.per_pair:
         print("| accuracy | latency | " + " | ".join(args.algo) + " |")
         print("|---|---|" + "---|" * len(args.algo))
-        for i, r0 in enumerate(rows[args.algo[0]]):
-            cells = " | ".join(f"{rows[a][i]['hv_ratio']:.3f}" for a in args.algo)
+        by_pair = {a: {(r["accuracy"], r["latency"]): r for r in rows[a]} for a in args.algo}
+        for r0 in rows[args.algo[0]]:
+            pair = (r0["accuracy"], r0["latency"])
+            cells = " | ".join(f"{by_pair[a][pair]['hv_ratio']:.3f}" if pair in by_pair[a] else "-"
+                               for a in args.algo)
             print(f"| {r0['accuracy'].split('_')[1]} | {r0['latency'].removeprefix('lat_ms_')} | {cells} |")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({**header, "summary": summary, "results": rows}, indent=1) + "\n")
