@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predictor", required=True, help="a saved accuracy predictor (hwnas.estimate)")
     parser.add_argument("--evals", type=int, default=400)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=1,
+                        help="seeds first-seed, first-seed+1, ... (not 0: `fit_predictor` draws its training "
+                             "subnets with seed 0, and a seed-0 search would start from them)")
     parser.add_argument("--algo", nargs="+", default=DEFAULT_ALGOS, choices=strategy_names())
     parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args(argv)
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict] = {}
     for algo in args.algo:
         curves, seconds, ran = [], [], set()
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             strategy = get_strategy(algo)
             t0 = time.perf_counter()
             result = search(space, metrics, objectives, None, strategy, evaluations=args.evals, seed=seed,
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                       "hv_per_seed": C.tolist(), "seconds": float(np.mean(seconds))}
     report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": cpu_model(),
               "cores": os.cpu_count(), "space": space.name, "table": args.table, "predictor": args.predictor,
-              "evals": args.evals, "seeds": args.seeds, "counts": counts,
+              "evals": args.evals, "seeds": args.seeds, "first_seed": args.first_seed, "counts": counts,
               "hv_box": {"ideal": box[0].tolist(), "nadir": box[1].tolist(), "reference": HV_REFERENCE},
               "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
               "results": rows}
