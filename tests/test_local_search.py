@@ -244,3 +244,37 @@ def test_unknown_selection_is_an_input_error():
         search(space, {"a": lambda archs: np.zeros(len(archs)), "b": lambda archs: np.zeros(len(archs))},
                ("a", "b"), None, STRATEGY, evaluations=50, seed=0, strategy_options={"selection": "best"},
                progress=False)
+
+
+def test_expected_gain_counts_an_uncertain_candidate_just_behind_the_front():
+    from hwnas.search.strategies.pareto_local_search import _greedy_hypervolume
+
+    known = np.array([[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
+    # both predicted just behind the front's middle point: no gain at their means
+    predicted = np.array([[0.55, 0.55], [0.55, 0.55]])
+    assert _greedy_hypervolume(known, predicted, np.array([1.2, 1.2]), 2) == []
+    # posterior draws: the first sure of its mean, the second spread around it
+    rng = np.random.default_rng(0)
+    spread = predicted[1] + 0.2 * rng.standard_normal((64, 2))
+    samples = np.stack([np.repeat(predicted[:1], 64, axis=0), spread], axis=1)  # (draws, candidates, 2)
+    assert _greedy_hypervolume(known, predicted, np.array([1.2, 1.2]), 2, samples) == [1]
+
+
+def test_the_gp_surrogate_is_the_default_and_ridge_still_runs():
+    from hwnas.errors import InputError
+    from hwnas.search.strategies.base import get_strategy
+
+    space = get_space("nb201")
+    metrics = {"a": lambda archs: np.array([space.params(x) for x in archs], float),
+               "b": lambda archs: -np.array([space.params(x) ** 0.5 + len(set(x["edges"])) for x in archs], float)}
+    runs = {}
+    for surrogate in ("gp", "ridge"):
+        result = search(space, metrics, ("a", "b"), None, STRATEGY, maximize=(), evaluations=60, seed=0,
+                        strategy_options={"surrogate": surrogate}, progress=False)
+        assert result.evaluations == 60 and result.settings["strategy_surrogate"] == surrogate
+        runs[surrogate] = [tuple(e["arch"]["edges"]) for e in result.evaluated]
+    assert runs["gp"][:10] == runs["ridge"][:10] and runs["gp"] != runs["ridge"]  # same random start (10)
+    assert get_strategy(STRATEGY).surrogate() == "gp"
+    with pytest.raises(InputError, match="surrogate"):
+        search(space, metrics, ("a", "b"), None, STRATEGY, maximize=(), evaluations=20,
+               strategy_options={"surrogate": "forest"}, progress=False)

@@ -23,12 +23,11 @@ from hwnas.space.nb201 import GROWTH_ORDER
 NEW = ["grid", "bo", "tpe", "rl", "morphism", "zero-cost"]
 HAS_OPTUNA = importlib.util.find_spec("optuna") is not None
 needs_optuna = pytest.mark.skipif(not HAS_OPTUNA, reason="Optuna (extra 'bo') is not installed")
-# bo refits a GP per architecture (seconds each): its shared tests use a small budget
-BUDGET = {"bo": 20}
+BUDGET = {"bo": 60}
 
 
 def _params(strategy):
-    marks = [needs_optuna] if strategy in ("bo", "tpe") else []
+    marks = [needs_optuna] if strategy == "tpe" else []
     return pytest.param(strategy, marks=marks)
 
 
@@ -194,7 +193,7 @@ def test_zero_cost_beats_random_on_a_toy_trade_off():
         toy(strategy="zero-cost", evaluations=10)
 
 
-# --- tpe and bo (Optuna) ------------------------------------------------------------------------
+# --- tpe (Optuna) and bo (a GP) ------------------------------------------------------------------------
 
 @needs_optuna
 def test_tpe_beats_random_search_on_the_toy_front():
@@ -204,21 +203,44 @@ def test_tpe_beats_random_search_on_the_toy_front():
     assert len(points(tpe) & analytic_front()) > len(points(random) & analytic_front())
 
 
-@needs_optuna
 def test_bo_after_its_random_start_improves_on_random_search():
-    bo = toy(strategy="bo", evaluations=30, seed=0, strategy_options={"startup": 10})
-    random = toy(strategy="random", evaluations=30, seed=0)
+    bo = toy(strategy="bo", evaluations=40, seed=0, strategy_options={"startup": 10})
+    random = toy(strategy="random", evaluations=40, seed=0)
     assert toy_hypervolume(bo) > toy_hypervolume(random)
+    assert bo.settings["strategy_engine"] == "numpy"
 
 
-@pytest.mark.parametrize("strategy", ["bo", "tpe"])
-def test_a_missing_optuna_is_an_input_error_naming_the_extra(strategy, monkeypatch, capsys):
+def test_bo_gp_interpolates_what_it_has_seen_and_is_unsure_far_from_it():
+    from hwnas.search.gp import HammingGP, normal_scores
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 5, size=(40, 6))
+    y = (X == 3).sum(axis=1) + 0.5 * (X[:, 0] == 1)  # additive in the genes
+    scores = normal_scores(y[:, None])[:, 0]
+    near = X[:5].copy()
+    far = 9 + np.zeros((1, 6), dtype=np.int64)  # every gene differs from every seen one
+    mean, std = HammingGP(X, np.vstack([near, far])).posterior(scores[:, None])
+    assert np.abs(mean[:5, 0] - scores[:5]).max() < 0.5 * scores.std()
+    assert std[5, 0] > 2 * std[:5, 0].max()
+    assert abs(mean[5, 0] - scores.mean()) < 0.2  # far from the data: the prior mean
+
+
+def test_bo_with_the_optuna_engine_runs_optunas_gp_sampler():
+    pytest.importorskip("optuna", reason="Optuna (extra 'bo') is not installed")
+    bo = toy(strategy="bo", evaluations=14, seed=0, strategy_options={"startup": 10, "engine": "optuna"})
+    assert bo.evaluations == 14 and bo.settings["strategy_engine"] == "optuna"
+    with pytest.raises(InputError, match="unknown engine"):
+        toy(strategy="bo", evaluations=5, strategy_options={"engine": "botorch"})
+
+
+@pytest.mark.parametrize("strategy, options", [("bo", {"engine": "optuna"}), ("tpe", {})])
+def test_a_missing_optuna_is_an_input_error_naming_the_extra(strategy, options, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna -> ImportError
     with pytest.raises(InputError, match=r"pip install 'hwnas\[bo\]'"):
-        toy(strategy=strategy, evaluations=10)
+        toy(strategy=strategy, evaluations=10, strategy_options=options)
     from test_search import NB201_CSV
 
-    if NB201_CSV.is_file():
+    if NB201_CSV.is_file() and not options:
         status = main(["bench", "nb201", "--json", "--csv", str(NB201_CSV), "--accuracy", "acc_cifar10_test_200ep",
                        "--latency", "lat_ms_fpga", "--evals", "20", "--algo", strategy])
         out = json.loads(capsys.readouterr().out)
@@ -240,3 +262,13 @@ def test_zero_cost_scores_its_pool_within_a_share_of_the_wall_clock_budget(monke
                     progress=False, max_seconds=2.0)
     # scoring 2,000 would take 20 s; a quarter of the 2 s leaves a pool of a few dozen
     assert result.seconds < 2.5 and 20 <= result.evaluations <= 64
+
+
+def test_normal_scores_rank_ties_alike_and_score_of_places_a_new_value():
+    from hwnas.search.gp import normal_scores, score_of
+
+    y = np.array([3.0, 1.0, 3.0, 2.0, 10.0])
+    s = normal_scores(y[:, None])[:, 0]
+    assert s[0] == s[2] and s[1] < s[3] < s[0] < s[4]
+    assert abs(s.mean()) < 0.2
+    assert score_of(y, 2.5) > s[3] and score_of(y, 2.5) < s[0]

@@ -8,6 +8,8 @@ recall, seconds per search; with `--per-pair`, every pair as well. Columns given
 
     OMP_NUM_THREADS=1 python tools/bench_strategies.py --evals 500 --seeds 10 --json strategies.json
     OMP_NUM_THREADS=1 python tools/bench_strategies.py --algo bo --seeds 1 --latency lat_ms_fpga lat_ms_pixel3
+    OMP_NUM_THREADS=1 python tools/bench_strategies.py --algo pareto-local-search --latency lat_ms_pixel3 \
+        --synthetic wholems stairs interaction   # synthetic devices made from a shipped column
 """
 
 from __future__ import annotations
@@ -30,6 +32,68 @@ from hwnas.search.tabular import bench
 # strategies that search one objective under a limit (scored by a sweep of limits) are left
 # out by default; `bo` too, as it costs minutes per search (run it with --algo bo)
 DEFAULT_ALGOS = [DEFAULT_STRATEGY, "nsga2", "random", "grid", "tpe", "rl", "morphism", "zero-cost"]
+
+
+# synthetic latency columns made from a shipped one (`--synthetic`), each a way runtimes differ
+SYNTHETIC = ("wholems", "stairs", "interaction")
+
+
+def synthetic_csv(src: str, columns: list[str], kinds: list[str], out: Path) -> list[str]:
+    """Write `src` with, for each latency column and kind, a transformed copy `COLUMN_KIND`:
+
+    - wholems: rounded to whole milliseconds (a timer of 1 ms resolution: many ties);
+    - stairs: cells whose output does not depend on the input (no input->output path of
+      non-'none' edges) cost 0.1 % of their latency, as on runtimes that prune them (a long
+      stair of near-zero-latency cells, accuracy 10 % / 1 %);
+    - interaction: plus a pseudo-random term for every pair of edges and their two ops (a
+      fixed draw per (edge, op, edge, op), seed 0), scaled to a fifth of the column's standard
+      deviation: latency that is not a smooth function of the cell.
+
+    Returns the new columns' names."""
+    import csv
+
+    from hwnas.space.nb201 import N_EDGES, OPS, from_arch_str, live_mask
+
+    with open(src, newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = list(reader.fieldnames or []), list(reader)
+    X = np.array([[OPS.index(op) for op in from_arch_str(r["arch_str"])["edges"]] for r in rows])
+    dead = ~live_mask(X).any(axis=1)
+    pairs = [(i, j) for i in range(N_EDGES) for j in range(i + 1, N_EDGES)]
+    draws = np.random.default_rng(0).random((len(pairs), len(OPS), len(OPS)))
+    interaction = sum(draws[k, X[:, i], X[:, j]] for k, (i, j) in enumerate(pairs))
+    interaction = (interaction - interaction.mean()) / interaction.std()
+    added = []
+    for column in columns:
+        lat = np.array([float(r[column]) for r in rows])
+        for kind in kinds:
+            if kind == "wholems":
+                new = np.round(lat)
+            elif kind == "stairs":
+                new = np.where(dead, lat * 1e-3, lat)
+            else:
+                new = np.clip(lat + 0.2 * lat.std() * interaction, lat.min(), None)
+            name = f"{column}_{kind}"
+            for r, v in zip(rows, new, strict=True):
+                r[name] = f"{v:.6g}"
+            added.append(name)
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields + added)
+        writer.writeheader()
+        writer.writerows(rows)
+    return added
+
+
+def merge_results(saved: list[dict[str, list[dict]]], accuracies: list[str], latencies: list[str]) -> dict:
+    """Results of several runs, by strategy: a later run's pair replaces an earlier one's; pairs
+    in the order of `accuracies` x `latencies` (then any others)."""
+    merged: dict[str, dict[tuple[str, str], dict]] = {}
+    for results in saved:
+        for algo, rows in results.items():
+            merged.setdefault(algo, {}).update({(r["accuracy"], r["latency"]): r for r in rows})
+    order = {(a, lat): i for i, (a, lat) in enumerate((a, lat) for a in accuracies for lat in latencies)}
+    return {algo: sorted(pairs.values(), key=lambda r: order.get((r["accuracy"], r["latency"]), len(order)))
+            for algo, pairs in merged.items()}
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -73,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"default: {' '.join(DEFAULT_ALGOS)}")
     parser.add_argument("--developed-on", nargs="*", default=[],
                         help="the reverse of --holdout: these columns or pairs, every other one held out")
+    parser.add_argument("--synthetic", nargs="+", default=None, choices=SYNTHETIC,
+                        help="score on these transforms of the --latency columns instead (synthetic devices)")
     parser.add_argument("--per-pair", action="store_true", help="also print every pair's figures")
     parser.add_argument("--json", dest="json_out", default=None, help="write all results here")
     parser.add_argument("--from-json", nargs="+", default=None, metavar="F",
@@ -83,10 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.algo is None:
         args.algo = [] if args.from_json else DEFAULT_ALGOS
     if args.from_json:
-        rows = {}
-        for path in args.from_json:
-            rows.update(json.loads(Path(path).read_text())["results"])
+        rows = merge_results([json.loads(Path(path).read_text())["results"] for path in args.from_json],
+                             args.accuracy, latency_columns(args.csv))
         args.algo = [a for a in args.algo if a in rows] + [a for a in rows if a not in args.algo]
+    elif args.synthetic:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "nb201_synthetic.csv"
+            args.latency = synthetic_csv(args.csv, args.latency or latency_columns(args.csv), args.synthetic, out)
+            args.csv = str(out)
+            rows = run_all(args)
     else:
         rows = run_all(args)
     header = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": cpu_model(),
@@ -123,8 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.per_pair:
         print("| accuracy | latency | " + " | ".join(args.algo) + " |")
         print("|---|---|" + "---|" * len(args.algo))
-        for i, r0 in enumerate(rows[args.algo[0]]):
-            cells = " | ".join(f"{rows[a][i]['hv_ratio']:.3f}" for a in args.algo)
+        by_pair = {a: {(r["accuracy"], r["latency"]): r for r in rows[a]} for a in args.algo}
+        for r0 in rows[args.algo[0]]:
+            pair = (r0["accuracy"], r0["latency"])
+            cells = " | ".join(f"{by_pair[a][pair]['hv_ratio']:.3f}" if pair in by_pair[a] else "-"
+                               for a in args.algo)
             print(f"| {r0['accuracy'].split('_')[1]} | {r0['latency'].removeprefix('lat_ms_')} | {cells} |")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({**header, "summary": summary, "results": rows}, indent=1) + "\n")

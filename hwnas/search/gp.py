@@ -1,0 +1,100 @@
+"""A Gaussian process over architecture encodings, for surrogate-guided search (`bo`, `pareto-local-search`).
+
+The kernel is the exponential kernel of the Hamming distance between two integer encodings
+(how many genes differ; with a space's `structure_genes`, e.g. a cell without its dead
+edges, those count too): k(a, b) = exp(-d(a, b) / ell). Its length scale and noise are the
+ones of a small grid that maximise each target's marginal likelihood. Targets are best given
+as normal scores of ranks (`normal_scores`): a few very poor architectures then do not
+dominate the fit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.linalg import solve_triangular
+from scipy.special import ndtri as _normal_ppf
+
+from hwnas.space.base import Arch
+
+# the grid the hyperparameters are chosen from: length scale in genes, noise variance
+_LENGTH_SCALES = (1.0, 2.0, 4.0, 8.0, 32.0)
+_NOISES = (1e-3, 1e-2, 1e-1)
+# the grid is searched on at most this many training points (then one fit on all of them)
+_MAX_GRID_POINTS = 400
+
+
+def encodings(space, archs: list[Arch]) -> np.ndarray:
+    """Encodings of `archs`, extended by the space's `structure_genes` where it has them."""
+    X = np.array([space.encode(a) for a in archs], dtype=np.int64)
+    if hasattr(space, "structure_genes"):
+        X = np.hstack([X, space.structure_genes(X)[0]])
+    return X
+
+
+class HammingGP:
+    """A GP with the exponential Hamming kernel exp(-d / ell) between integer encodings, fitted
+    to standardised targets (one GP per column, sharing the kernel's grid search)."""
+
+    def __init__(self, X: np.ndarray, X_new: np.ndarray):
+        self.d = _hamming(X, X)
+        self.d_new = _hamming(X_new, X)
+
+    def posterior(self, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, standard deviation) of a new observation at each new encoding, per column of
+        `Y` (n, k); each column's length scale and noise maximise its marginal likelihood (on
+        an evenly spaced subset of at most `_MAX_GRID_POINTS` training points)."""
+        Y = np.atleast_2d(np.asarray(Y, float).T).T
+        mu, sd = Y.mean(axis=0), np.where(Y.std(axis=0) > 0, Y.std(axis=0), 1.0)
+        T = (Y - mu) / sd
+        n = len(T)
+        sub = np.unique(np.linspace(0, n - 1, min(n, _MAX_GRID_POINTS)).astype(np.int64))
+        best: list = [None] * T.shape[1]
+        for ell in _LENGTH_SCALES:
+            for noise in _NOISES:
+                fit = _fit(self.d[np.ix_(sub, sub)], T[sub], ell, noise)
+                if fit is None:
+                    continue
+                L, alpha = fit
+                evidence = -0.5 * (T[sub] * alpha).sum(axis=0) - np.log(np.diag(L)).sum()
+                for c in range(T.shape[1]):
+                    if best[c] is None or evidence[c] > best[c][0]:
+                        best[c] = (evidence[c], ell, noise)
+        means, stds = [], []
+        for c in range(T.shape[1]):
+            _, ell, noise = best[c] if best[c] is not None else (0.0, _LENGTH_SCALES[-1], _NOISES[-1])
+            fit = _fit(self.d, T[:, c:c + 1], ell, noise) or _fit(self.d, T[:, c:c + 1], ell, 1.0)
+            L, alpha = fit
+            k = np.exp(-self.d_new / ell)
+            v = solve_triangular(L, k.T, lower=True)
+            means.append(mu[c] + sd[c] * (k @ alpha[:, 0]))
+            stds.append(sd[c] * np.sqrt(np.clip(1.0 + noise - (v ** 2).sum(axis=0), 1e-12, None)))
+        return np.stack(means, axis=1), np.stack(stds, axis=1)
+
+
+def _fit(d: np.ndarray, T: np.ndarray, ell: float, noise: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """(Cholesky factor of K + noise I, K^-1 T) for the kernel exp(-d / ell); None if not positive definite."""
+    try:
+        L = np.linalg.cholesky(np.exp(-d / ell) + noise * np.eye(len(d)))
+    except np.linalg.LinAlgError:
+        return None
+    return L, solve_triangular(L, solve_triangular(L, T, lower=True), lower=True, trans=1)
+
+
+def _hamming(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    return (A[:, None, :] != B[None, :, :]).sum(axis=2).astype(float)
+
+
+def normal_scores(Y: np.ndarray) -> np.ndarray:
+    """Each column replaced by the standard normal quantiles of its ranks (ties share a rank)."""
+    Y = np.atleast_2d(np.asarray(Y, float).T).T
+    out = np.empty_like(Y)
+    for k in range(Y.shape[1]):
+        out[:, k] = score_of(Y[:, k], Y[:, k])
+    return out
+
+
+def score_of(column: np.ndarray, values) -> np.ndarray:
+    """The normal score that `values` would have among `column` (mid-rank of ties)."""
+    s = np.sort(column)
+    rank = (np.searchsorted(s, values, "left") + np.searchsorted(s, values, "right")) / 2.0
+    return _normal_ppf((rank + 0.5) / (len(s) + 1.0))
