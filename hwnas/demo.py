@@ -30,6 +30,7 @@ from hwnas.resources import table_dir
 
 SPACE = "mbv3-small-input"
 PROFILE = "cpu-ort-1t"
+DEMO_EPOCHS = 6  # of the short schedule (TrainSettings.short_schedule)
 SHIPPED_TABLES = table_dir()  # the checkout's latency_tables/, or the installed package's copy
 
 
@@ -58,10 +59,67 @@ def _same_machine(table_path: Path) -> bool:
     return table.complete and not device_differences(table.device, device_fingerprint())
 
 
+def _space(space: str) -> tuple[str, dict, str]:
+    """(the space argument, its options for the shipped subset, its name)."""
+    from hwnas.data import load_dataset
+    from hwnas.space import get_space
+
+    data = load_dataset(None)  # the shipped subset: the space takes its channels and classes
+    space_options = {"in_channels": data.in_channels, "num_classes": data.num_classes}
+    return space, space_options, get_space(space, **space_options).name
+
+
+def latency_table(out: Path, space: str = SPACE) -> tuple[Path, dict[str, Any]]:
+    """out/latency_table.json for PROFILE: a complete table measured on this same machine (the shipped
+    one when it was), else profiled (quick protocol; an interrupted one is completed)."""
+    from hwnas import pipeline
+
+    space_arg, space_options, space_name = _space(space)
+    table = out / "latency_table.json"
+    shipped = SHIPPED_TABLES / f"{PROFILE}_{space_name}.json"
+    if not table.exists() and shipped.exists() and _same_machine(shipped):
+        shutil.copyfile(shipped, table)
+        print(f"reusing {shipped} (measured on this machine)", file=sys.stderr)
+    if table.exists() and _same_machine(table):
+        return table, {"table": str(table), "reused": True}
+    return table, pipeline.profile(PROFILE, space_arg, table, quick=True, resume=True,
+                                   space_options=space_options).to_dict()
+
+
+def train_and_search(out: Path, table: Path, *, space: str = SPACE, epochs: int = DEMO_EPOCHS,
+                     budget_ms: float | None = None, pop: int = 20, gens: int = 8, seed: int = 0,
+                     threads: int | None = None, overwrite: bool = False) -> tuple[float, dict, dict]:
+    """The demo's steps 3 and 4: train the supernet (out/supernet.pt, the short schedule), then search
+    under `budget_ms` (default: the median predicted latency of 500 random subnets) into out/search.
+    Returns (budget_ms, the train result, the search result) as dicts."""
+    from hwnas import pipeline
+    from hwnas.latency.predictor import LatencyPredictor
+    from hwnas.search import SearchBudget, get_strategy
+    from hwnas.search.strategies import DEFAULT_STRATEGY
+
+    _step("3/5 supernet training on the shipped Fashion-MNIST subset")
+    ckpt = out / "supernet.pt"
+    trained = pipeline.train(out=ckpt, quick=True, resume=ckpt.exists(), threads=threads, space=space,
+                             epochs=epochs, seed=seed).to_dict()
+    predictor = LatencyPredictor.load(table)
+    if budget_ms is None:
+        rng = np.random.default_rng(seed)
+        predicted = predictor.predict([predictor.space.sample(rng) for _ in range(500)])
+        budget_ms = float(np.round(np.median(predicted), 3))
+        print(f"budget: {budget_ms} ms = median predicted latency of 500 random subnets", file=sys.stderr)
+    # the name of what runs (the default hands over to nsga2 without an evaluation budget),
+    # as the progress line, the plot and pareto.json's strategy_ran name it
+    ran = get_strategy(DEFAULT_STRATEGY, pop_size=pop).strategy_ran(SearchBudget(None, gens))
+    _step(f"4/5 {ran} search under {budget_ms} ms")
+    searched = pipeline.search(space, table=table, supernet=ckpt, budget_ms=budget_ms, pop_size=pop,
+                               generations=gens, seed=seed, out=out / "search", overwrite=overwrite).to_dict()
+    return budget_ms, trained, searched
+
+
 def demo(
     out: str | Path = "hwnas-demo",
     *,
-    epochs: int = 6,
+    epochs: int = DEMO_EPOCHS,
     budget_ms: float | None = None,
     validate_n: int = 30,
     pop: int = 20,
@@ -87,58 +145,23 @@ def demo(
     steps: dict[str, Any] = {}
 
     from hwnas import pipeline
-    from hwnas.data import load_dataset
-    from hwnas.space import get_space
 
-    data = load_dataset(None)  # the shipped subset: the space takes its channels and classes
-    space_options = {"in_channels": data.in_channels, "num_classes": data.num_classes}
-    space_arg, space_name = space, get_space(space, **space_options).name
-    del data
+    space_arg, space_options, space_name = _space(space)
 
     # 1. latency table: reuse a complete table measured on this same machine, else profile
     _step(f"1/5 latency table for {PROFILE} ({space_name})")
-    table = out / "latency_table.json"
-    shipped = SHIPPED_TABLES / f"{PROFILE}_{space_name}.json"
-    if not table.exists() and shipped.exists() and _same_machine(shipped):
-        shutil.copyfile(shipped, table)
-        print(f"reusing {shipped} (measured on this machine)", file=sys.stderr)
-    if table.exists() and _same_machine(table):
-        steps["profile"] = {"table": str(table), "reused": True}
-    else:  # a partial table from an interrupted demo is completed, not measured again
-        steps["profile"] = pipeline.profile(PROFILE, space_arg, table, quick=True, resume=True,
-                                            space_options=space_options).to_dict()
+    table, steps["profile"] = latency_table(out, space_arg)
 
     # 2. calibrate the predictor on end-to-end measurements of random subnets
     _step("2/5 latency predictor vs end-to-end measurements")
     steps["validate"] = pipeline.validate(table, validate_n, calib_n=validate_n, plot=out / "validate.png",
                                           seed=seed).to_dict()
 
-    # 3. supernet
-    _step("3/5 supernet training on the shipped Fashion-MNIST subset")
-    ckpt = out / "supernet.pt"
-    steps["train"] = pipeline.train(out=ckpt, quick=True, resume=ckpt.exists(), threads=threads, space=space_arg,
-                                    epochs=epochs, seed=seed).to_dict()
-
-    # 4. search under the budget
-    from hwnas.latency.predictor import LatencyPredictor
-
-    space_obj = LatencyPredictor.load(table).space
-    if budget_ms is None:
-        rng = np.random.default_rng(seed)
-        predicted = LatencyPredictor.load(table).predict([space_obj.sample(rng) for _ in range(500)])
-        budget_ms = float(np.round(np.median(predicted), 3))
-        print(f"budget: {budget_ms} ms = median predicted latency of 500 random subnets", file=sys.stderr)
-    from hwnas.search import SearchBudget, get_strategy
-    from hwnas.search.strategies import DEFAULT_STRATEGY
-
-    # the name of what runs (the default hands over to nsga2 without an evaluation budget),
-    # as the progress line, the plot and pareto.json's strategy_ran name it
-    ran = get_strategy(DEFAULT_STRATEGY, pop_size=pop).strategy_ran(SearchBudget(None, gens))
-    _step(f"4/5 {ran} search under {budget_ms} ms")
-    search_dir = out / "search"
-    steps["search"] = pipeline.search(space_arg, table=table, supernet=ckpt, budget_ms=budget_ms, pop_size=pop,
-                                      generations=gens, seed=seed, out=search_dir,
-                                      overwrite=overwrite).to_dict()
+    # 3. supernet, 4. search under the budget
+    ckpt, search_dir = out / "supernet.pt", out / "search"
+    budget_ms, steps["train"], steps["search"] = train_and_search(
+        out, table, space=space_arg, epochs=epochs, budget_ms=budget_ms, pop=pop, gens=gens, seed=seed,
+        threads=threads, overwrite=overwrite)
 
     # 5. export and measure
     _step("5/5 export the best subnet under the budget (ONNX, TVM) and measure it")
@@ -155,6 +178,53 @@ def demo(
     report = _write_report(out, steps, summary, seconds, space_name)
     return DemoResult.from_dict({"seconds": seconds, "budget_ms": budget_ms, "report": str(report),
                                  "summary": summary, **steps})
+
+
+def signal_benchmark(out: str | Path, seeds: list[int], *, full: bool = False, epochs: int = DEMO_EPOCHS,
+                     pop: int = 20, gens: int = 8, space: str = SPACE) -> list[dict[str, Any]]:
+    """Whether the demo's accuracy estimates can be trusted, per seed: the whole demo (`full`) or its
+    train and search steps at the demo's settings, in out/seed-N. Each seed's record: Kendall tau
+    between the evaluated subnets' accuracy estimates (val) and their MACs, the best subnet under the
+    budget's estimate and test accuracy (the bundle's model.onnx when `full`, else the same subnet's
+    shared weights, BN recalibrated, on the test split), their difference and its standard error."""
+    from hwnas.estimate.supernet import SupernetEstimator
+    from hwnas.stats import binomial_stderr
+
+    threads = max(1, (os.cpu_count() or 1) - 1)  # as the demo runs
+    torch.set_num_threads(threads)
+    records = []
+    for seed in seeds:
+        where = Path(out) / f"seed-{seed}"
+        began = time.perf_counter()
+        if full:
+            summary = demo(where, seed=seed, epochs=epochs, pop=pop, gens=gens, overwrite=True,
+                           space=space).summary
+            estimate, test = summary["estimate"], summary["test"]
+            signal, selection = summary["accuracy_vs_macs"], summary["selection"]
+            trained = {"acc_largest": summary["extremes"]["largest"]["test"]["percent"],
+                       "acc_smallest": summary["extremes"]["smallest"]["test"]["percent"]}
+        else:
+            where.mkdir(parents=True, exist_ok=True)
+            table, _ = latency_table(where, space)
+            _, trained, searched = train_and_search(where, table, space=space, epochs=epochs, pop=pop, gens=gens,
+                                                    seed=seed, threads=threads, overwrite=True)
+            best = searched["best_under_budget"]
+            signal, selection = searched.get("accuracy_vs_macs"), best.get("selection")
+            uncertainty = searched["uncertainty"]["accuracy"]
+            value = best["objectives"]["accuracy"]
+            estimate = {"percent": value, "stderr": binomial_stderr(value, uncertainty["images"]),
+                        "split": uncertainty["split"], "images": uncertainty["images"]}
+            on_test = SupernetEstimator(where / "supernet.pt", split="test")
+            value = on_test.accuracy(best["arch"])
+            test = {"percent": value, "stderr": binomial_stderr(value, on_test.eval_size), "split": "test",
+                    "images": on_test.eval_size}
+        records.append({"seed": seed, "kendall_tau_accuracy_macs": (signal or {}).get("kendall_tau"),
+                        "evaluated": (signal or {}).get("subnets"), "estimate": estimate, "test": test,
+                        "estimate_vs_test": _agreement(estimate, test),
+                        "tied": (selection or {}).get("tied"),
+                        "acc_largest_test": trained.get("acc_largest"), "acc_smallest_test": trained.get("acc_smallest"),
+                        "seconds": round(time.perf_counter() - began, 1), "full_demo": full})
+    return records
 
 
 def extremes_accuracy(checkpoint: str | os.PathLike) -> dict[str, dict[str, Any]]:
@@ -344,7 +414,8 @@ def print_table(result: dict[str, Any]) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="hwnas-demo", metavar="D/", help="output folder (default hwnas-demo/)")
-    parser.add_argument("--epochs", type=int, default=6, help="supernet training epochs (default 6)")
+    parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS,
+                        help=f"supernet training epochs of the short schedule (default {DEMO_EPOCHS})")
     parser.add_argument("--budget-ms", type=float, default=None,
                         help="latency budget (default: median predicted latency of random subnets)")
     parser.add_argument("--seed", type=int, default=0)
