@@ -222,7 +222,8 @@ def signal_benchmark(out: str | Path, seeds: list[int], *, full: bool = False, e
                         "evaluated": (signal or {}).get("subnets"), "estimate": estimate, "test": test,
                         "estimate_vs_test": _agreement(estimate, test),
                         "tied": (selection or {}).get("tied"),
-                        "acc_largest_test": trained.get("acc_largest"), "acc_smallest_test": trained.get("acc_smallest"),
+                        "acc_largest_test": trained.get("acc_largest"),
+                        "acc_smallest_test": trained.get("acc_smallest"),
                         "seconds": round(time.perf_counter() - began, 1), "full_demo": full})
     return records
 

@@ -190,10 +190,10 @@ def search(space: Any, *, budget_ms: float, out: str | os.PathLike, table: str |
     from hwnas.latency.model import load_latency_model
     from hwnas.protocols import LatencyModel, check_protocol
     from hwnas.search import best_under_budget, get_strategy
-    from hwnas.search.result import accuracy_size_agreement, attach_stderr
     from hwnas.search import search as optimize
     from hwnas.search.artifact import check_output_folder, fastest_latency, write_search_outputs
     from hwnas.search.planning import default_budget, parse_duration
+    from hwnas.search.result import accuracy_size_agreement, attach_stderr
     from hwnas.search.strategies import DEFAULT_STRATEGY
     from hwnas.space import get_space
 
