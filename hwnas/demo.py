@@ -88,7 +88,8 @@ def latency_table(out: Path, space: str = SPACE) -> tuple[Path, dict[str, Any]]:
 
 def train_and_search(out: Path, table: Path, *, space: str = SPACE, epochs: int = DEMO_EPOCHS,
                      budget_ms: float | None = None, pop: int = 20, gens: int = 8, seed: int = 0,
-                     threads: int | None = None, overwrite: bool = False) -> tuple[float, dict, dict]:
+                     threads: int | None = None, overwrite: bool = False,
+                     max_time: str | float | None = "10m") -> tuple[float, dict, dict]:
     """The demo's steps 3 and 4: train the supernet (out/supernet.pt, the short schedule), then search
     under `budget_ms` (default: the median predicted latency of 500 random subnets) into out/search.
     Returns (budget_ms, the train result, the search result) as dicts."""
@@ -112,7 +113,8 @@ def train_and_search(out: Path, table: Path, *, space: str = SPACE, epochs: int 
     ran = get_strategy(DEFAULT_STRATEGY, pop_size=pop).strategy_ran(SearchBudget(None, gens))
     _step(f"4/5 {ran} search under {budget_ms} ms")
     searched = pipeline.search(space, table=table, supernet=ckpt, budget_ms=budget_ms, pop_size=pop,
-                               generations=gens, seed=seed, out=out / "search", overwrite=overwrite).to_dict()
+                               generations=gens, seed=seed, out=out / "search", overwrite=overwrite,
+                               max_time=max_time).to_dict()
     return budget_ms, trained, searched
 
 
@@ -181,13 +183,18 @@ def demo(
 
 
 def signal_benchmark(out: str | Path, seeds: list[int], *, full: bool = False, epochs: int = DEMO_EPOCHS,
-                     pop: int = 20, gens: int = 8, space: str = SPACE) -> list[dict[str, Any]]:
+                     pop: int = 20, gens: int = 8, space: str = SPACE, table: str | Path | None = None,
+                     max_time: str | float | None = "10m") -> list[dict[str, Any]]:
     """Whether the demo's accuracy estimates can be trusted, per seed: the whole demo (`full`) or its
     train and search steps at the demo's settings, in out/seed-N. Each seed's record: Kendall tau
     between the evaluated subnets' accuracy estimates (val) and their MACs, the best subnet under the
     budget's estimate and test accuracy (the bundle's model.onnx when `full`, else the same subnet's
-    shared weights, BN recalibrated, on the test split), their difference and its standard error."""
+    shared weights, BN recalibrated, on the test split), their difference and its standard error.
+    `table`: a latency table (with its calibration beside it, as a demo's validate step leaves it) to
+    search with instead of the shipped, uncalibrated one; `max_time`: the search's time limit (None:
+    all pop x gens evaluations however long they take)."""
     from hwnas.estimate.supernet import SupernetEstimator
+    from hwnas.latency.predictor import calibration_path
     from hwnas.stats import binomial_stderr
 
     threads = max(1, (os.cpu_count() or 1) - 1)  # as the demo runs
@@ -205,9 +212,15 @@ def signal_benchmark(out: str | Path, seeds: list[int], *, full: bool = False, e
                        "acc_smallest": summary["extremes"]["smallest"]["test"]["percent"]}
         else:
             where.mkdir(parents=True, exist_ok=True)
-            table, _ = latency_table(where, space)
-            _, trained, searched = train_and_search(where, table, space=space, epochs=epochs, pop=pop, gens=gens,
-                                                    seed=seed, threads=threads, overwrite=True)
+            if table is not None:
+                for source in (Path(table), calibration_path(table)):
+                    if source.exists():
+                        shutil.copyfile(source, calibration_path(where / "latency_table.json")
+                                        if source.name.endswith(".calibration.json") else where / "latency_table.json")
+            searched_table, _ = latency_table(where, space)
+            _, trained, searched = train_and_search(where, searched_table, space=space, epochs=epochs, pop=pop,
+                                                    gens=gens, seed=seed, threads=threads, overwrite=True,
+                                                    max_time=max_time)
             best = searched["best_under_budget"]
             signal, selection = searched.get("accuracy_vs_macs"), best.get("selection")
             uncertainty = searched["uncertainty"]["accuracy"]

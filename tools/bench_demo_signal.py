@@ -29,11 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="folder for the runs (one sub-folder per seed)")
     parser.add_argument("--full", action="store_true", help="run the whole demo per seed")
     parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
+    parser.add_argument("--table", default=None, help="a calibrated latency table to search with (e.g. a demo's "
+                        "latency_table.json, its calibration beside it); default: the shipped one, uncalibrated")
+    parser.add_argument("--max-time", default="10m", help="the search's time limit, as the demo's (default 10m); "
+                        "'none': every evaluation of pop x gens")
     parser.add_argument("--json", default=None, metavar="FILE", help="also write the records as JSON")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     load_start = os.getloadavg()
-    records = signal_benchmark(args.out, seeds, full=args.full, epochs=args.epochs)
+    max_time = None if args.max_time.lower() == "none" else args.max_time
+    records = signal_benchmark(args.out, seeds, full=args.full, epochs=args.epochs, table=args.table,
+                               max_time=max_time)
     print(f"{'seed':>4}  {'tau(acc,MACs)':>13}  {'estimate (val)':>16}  {'test':>16}  {'test-est':>8}  "
           f"{'se':>5}  within  ties  seconds")
     for r in records:
