@@ -118,12 +118,9 @@ class TrainSettings:
     def short_schedule(cls, **overrides) -> TrainSettings:
         """A few minutes on a laptop CPU (2 epochs of 4,000 images, one random subnet per step;
         no augmentation and small batches, which converge fastest on such short schedules; 1,000
-        validation images keep each search-time evaluation short). Every subnet of a step runs at one
-        resolution drawn for the step: with the largest subnet always at the highest resolution and
-        the smallest at the lowest, so few steps leave every other pairing of architecture and
-        resolution undertrained, and the accuracies of subnets did not rise with their size."""
+        validation images keep each search-time evaluation short)."""
         return cls(**{"epochs": 2, "limit_train": 4000, "num_random": 1, "recal_batches": 10, "batch_size": 64,
-                      "augment": False, "val_size": 1000, "shared_resolution": True, **overrides})
+                      "augment": False, "val_size": 1000, **overrides})
 
     @property
     def base_lr(self) -> float:
