@@ -248,7 +248,9 @@ def test_demo_report_names_the_split_of_every_accuracy(trained, tmp_path):
     assert [row.split("|")[1].strip() for row in table] == ["exported (best under the budget)", "largest subnet",
                                                            "smallest subnet"]
     assert "| 72 ± 1.5 % (300 images) | 71 ± 1 % (2000 images)" in table[1]
-    assert table[0].split("|")[2].strip().startswith("61 ± ") and "(300 images)" in table[0].split("|")[2]
+    estimate = summary["estimate"]  # the bundle's record of the search's estimate, with its split and size
+    assert estimate["split"] == "val" and estimate["images"] == 300
+    assert table[0].split("|")[2].strip().startswith(f"{estimate['percent']:.4g} ± {estimate['stderr']:.2g} %")
     assert "(2000 images), the bundle's model.onnx" in table[0]
     agreement = summary["estimate_vs_test"]
     assert agreement["within"] == (abs(agreement["difference"]) <= agreement["stderr"])
