@@ -193,6 +193,7 @@ def search(space: Any, *, budget_ms: float, out: str | os.PathLike, table: str |
     from hwnas.search import search as optimize
     from hwnas.search.artifact import check_output_folder, fastest_latency, write_search_outputs
     from hwnas.search.planning import default_budget, parse_duration
+    from hwnas.search.result import accuracy_size_agreement, attach_stderr
     from hwnas.search.strategies import DEFAULT_STRATEGY
     from hwnas.space import get_space
 
@@ -265,6 +266,13 @@ def search(space: Any, *, budget_ms: float, out: str | os.PathLike, table: str |
         print(f"search budget: {plan.describe()}", file=sys.stderr)
     result = optimize(space, metrics, objectives, constraints, chosen, evaluations=evaluations,
                       generations=generations, pop_size=pop_size, seed=seed, max_seconds=max_seconds)
+    uncertainty, agreement = {}, None
+    if "accuracy" in objectives:
+        if hasattr(accuracy, "stderr"):  # each estimate's standard error, which best_under_budget weighs
+            attach_stderr(result, "accuracy", accuracy.stderr)
+            uncertainty["accuracy"] = accuracy.uncertainty() if hasattr(accuracy, "uncertainty") else {}
+        if hasattr(space, "flops"):
+            agreement = accuracy_size_agreement(result, space.flops)
     resolved = str(Path(model_path).resolve()) if model_path is not None else None
     files = write_search_outputs(out, result, budget_ms=float(budget_ms), metadata={
         "space": space_name,
@@ -275,6 +283,8 @@ def search(space: Any, *, budget_ms: float, out: str | os.PathLike, table: str |
         "estimator": estimator if "accuracy" in objectives else None,
         "fastest_ms": fastest_ms,
         "fastest_arch": fastest_arch,
+        "uncertainty": uncertainty,
+        "accuracy_vs_macs": agreement,
         "notes": notes,
     })
     return SearchRun.from_dict({
@@ -292,6 +302,8 @@ def search(space: Any, *, budget_ms: float, out: str | os.PathLike, table: str |
         "strategy_ran": result.settings.get("strategy_ran"),
         "stopped_on_time": result.settings.get("stopped_on_time"),
         "seconds_per_subnet": None if plan is None else plan.seconds_per_evaluation,
+        "uncertainty": uncertainty,
+        "accuracy_vs_macs": agreement,
     })
 
 

@@ -78,7 +78,9 @@ class StrategyLike(Protocol):
 
 @runtime_checkable
 class EstimatorLike(Protocol):
-    """Scores architectures (accuracy in %, or a proxy where higher is better)."""
+    """Scores architectures (accuracy in %, or a proxy where higher is better). An estimator that can
+    say how uncertain its scores are also has `stderr(archs)` (a standard error per score, in the
+    score's units) and `uncertainty()` (a dict saying how it is computed); the search records them."""
 
     def predict(self, archs: Sequence[dict]) -> Any: ...
 

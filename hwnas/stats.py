@@ -1,6 +1,7 @@
 """The statistics hwnas fits and scores with, in one place.
 
 - rank and error metrics: `kendall_tau`, `latency_metrics` (MAPE, share within +-10 %, tau)
+- sampling error of an accuracy: `binomial_stderr` (percentage points, from the number of images)
 - robust weights: `tukey_weights` (biweight of MAD-scaled residuals), `trimmed_rms`
 - ridge with leave-one-out model choice: `weighted_ridge_loo`, `grouped_ridge_loo` (a penalty per
   feature group), `relative_least_squares` and `relative_ridge` (relative error, Tukey-reweighted)
@@ -30,6 +31,15 @@ def kendall_tau(a, b, *, undefined: float = 0.0) -> float:
 
     tau = kendalltau(np.asarray(a), np.asarray(b)).statistic
     return float(tau) if np.isfinite(tau) else undefined
+
+
+def binomial_stderr(percent: float, images: int | None) -> float | None:
+    """The binomial standard error, in percentage points, of an accuracy of `percent` % measured on
+    `images` images (None when the number of images is unknown or zero)."""
+    if not images or images < 1:
+        return None
+    p = min(max(float(percent) / 100.0, 0.0), 1.0)
+    return 100.0 * math.sqrt(p * (1.0 - p) / images)
 
 
 def latency_metrics(predicted_ms: Iterable[float], measured_ms: Iterable[float]) -> dict[str, float]:

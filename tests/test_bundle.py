@@ -232,13 +232,28 @@ def test_demo_report_names_the_split_of_every_accuracy(trained, tmp_path):
     steps = {"search": {"best_under_budget": {"objectives": {"accuracy": 61.0}}},
              "export": {"predicted_ms": 0.1, "measured_ms": 0.12, "files": {}},
              "train": {"acc_largest": 70.0, "acc_smallest": 60.0},
+             "extremes": {name: {"macs": 1, "val": {"percent": p, "stderr": 1.5, "split": "val", "images": 300},
+                                 "test": {"percent": p - 1, "stderr": 1.0, "split": "test", "images": 2000}}
+                          for name, p in (("largest", 72.0), ("smallest", 58.0))},
              "validate": {"n": 10, "within_10pct": 0.9, "kendall_tau": 0.9, "mape": 5.0}}
     summary = _summary(steps, 0.15, bundle)
     assert summary["accuracy_estimate_split"].startswith("val, 300 images, standard error")
     assert summary["accuracy_test_split"].startswith("test, 2000 images, standard error")
     report = _write_report(tmp_path, steps, summary, 1.0).read_text()
     assert "used by the search (val, 300 images" in report and "model.onnx (test, 2000 images" in report
-    assert "largest / smallest subnet accuracy (test split" in report
+    # one table, a column per split: the exported subnet's val estimate sits beside the extremes' val figures
+    section = report.split("## Accuracy by split")[1].split("\n## ")[0]
+    table = [line for line in section.splitlines() if line.startswith("| ")][1:]  # rows, header left out
+    assert report.count("| subnet | val (search's estimate) | test |") == 1
+    assert [row.split("|")[1].strip() for row in table] == ["exported (best under the budget)", "largest subnet",
+                                                           "smallest subnet"]
+    assert "| 72 ± 1.5 % (300 images) | 71 ± 1 % (2000 images)" in table[1]
+    estimate = summary["estimate"]  # the bundle's record of the search's estimate, with its split and size
+    assert estimate["split"] == "val" and estimate["images"] == 300
+    assert table[0].split("|")[2].strip().startswith(f"{estimate['percent']:.4g} ± {estimate['stderr']:.2g} %")
+    assert "(2000 images), the bundle's model.onnx" in table[0]
+    agreement = summary["estimate_vs_test"]
+    assert agreement["within"] == (abs(agreement["difference"]) <= agreement["stderr"])
 
 
 @pytest.mark.skipif(not HAS_TVM, reason="apache-tvm is not installed")

@@ -332,6 +332,70 @@ def test_search_outputs_hold_the_front_settings_and_best_under_budget(tmp_path):
     assert Path(files["pareto_plot"]).is_file() and Path(files["hypervolume_plot"]).is_file()
 
 
+def _result(entries, budget_metric="latency_ms"):
+    from hwnas.search.result import SearchResult
+
+    return SearchResult(pareto=entries, evaluated=entries, hypervolume_history=[0.0], evaluations=len(entries),
+                        seconds=0.0, seed=0, settings={"objectives": ["accuracy", budget_metric],
+                                                        "maximize": ["accuracy"]})
+
+
+def _entry(acc, ms, se=None, feasible=True):
+    entry = {"arch": {"x": [acc, ms]}, "objectives": {"accuracy": acc, "latency_ms": ms},
+             "constraints": {"latency_ms": ms}, "feasible": feasible}
+    if se is not None:
+        entry["stderr"] = {"accuracy": se}
+    return entry
+
+
+def test_best_under_budget_calls_a_lead_inside_the_standard_error_a_tie_and_picks_the_faster():
+    # 80.0 leads 79.5 by 0.5 points; one standard error of the difference is hypot(1, 1) = 1.41
+    entries = [_entry(80.0, 0.9, 1.0), _entry(79.5, 0.5, 1.0), _entry(76.0, 0.3, 1.0), _entry(90.0, 2.0, 1.0)]
+    best = best_under_budget(_result(entries), 1.0)
+    assert best["objectives"] == {"accuracy": 79.5, "latency_ms": 0.5}  # the faster of the two tied
+    selection = best["selection"]
+    assert selection["tied"] == 2 and "cannot tell them apart" in selection["note"]
+    assert selection["highest_estimate"]["accuracy"] == 80.0 and selection["highest_estimate"]["latency_ms"] == 0.9
+    assert [t["latency_ms"] for t in selection["tied_with"]] == [0.5, 0.9]
+    assert "lowest latency_ms" in selection["rule"]
+
+
+def test_best_under_budget_keeps_a_lead_larger_than_the_standard_error():
+    entries = [_entry(80.0, 0.9, 0.5), _entry(78.0, 0.5, 0.5)]  # 2 points against 0.71
+    best = best_under_budget(_result(entries), 1.0)
+    assert best["objectives"]["accuracy"] == 80.0 and best["selection"]["tied"] == 1
+    assert "note" not in best["selection"]
+    # the same estimates measured on fewer images: the lead is noise, the faster one is picked
+    wide = [_entry(80.0, 0.9, 2.0), _entry(78.0, 0.5, 2.0)]
+    assert best_under_budget(_result(wide), 1.0)["objectives"]["accuracy"] == 78.0
+    # without standard errors nothing is called a tie, as before
+    bare = [_entry(80.0, 0.9), _entry(79.9, 0.5)]
+    assert best_under_budget(_result(bare), 1.0) == bare[0]
+
+
+def test_pareto_json_holds_each_estimates_standard_error_and_how_it_was_computed(tmp_path):
+    from hwnas.search.artifact import write_search_outputs
+    from hwnas.search.result import accuracy_size_agreement, attach_stderr
+    from hwnas.stats import binomial_stderr
+
+    space, metrics = get_space("nb201"), nb201_metrics()
+    result = search(space, metrics, ("accuracy", "latency_ms"), {"latency_ms": 7.0}, generations=3, pop_size=12,
+                    seed=3, progress=False)
+    attach_stderr(result, "accuracy", lambda archs: [binomial_stderr(a, 1000) for a in metrics["accuracy"](archs)])
+    uncertainty = {"accuracy": {"kind": "binomial standard error", "split": "val", "images": 1000}}
+    files = write_search_outputs(tmp_path / "run", result, budget_ms=7.0, metadata={"uncertainty": uncertainty})
+    doc = json.loads(Path(files["pareto"]).read_text())
+    assert doc["uncertainty"] == uncertainty
+    for entry in doc["pareto"]:
+        acc = entry["objectives"]["accuracy"]
+        assert entry["stderr"]["accuracy"] == pytest.approx(100 * np.sqrt(acc / 100 * (1 - acc / 100) / 1000),
+                                                            abs=1e-4)
+    assert doc["best_under_budget"]["selection"]["tied"] >= 1
+    # the accuracy here is a sum of per-op gains, the cost a sum of per-op prices: they rise together
+    signal = accuracy_size_agreement(result, lambda arch: metrics["latency_ms"]([arch])[0])
+    assert signal["subnets"] == len(result.evaluated) and signal["kendall_tau"] > 0.3
+
+
 def test_search_cli_reports_bad_flags_before_loading_anything(tmp_path, capsys):
     args = ["search", "--json", "--space", "nb201", "--table", str(tmp_path / "none.json"),
             "--supernet", str(tmp_path / "none.pt"), "--out", str(tmp_path / "r")]

@@ -88,6 +88,12 @@ def through_the_pipeline(tmp_path, spec: str, profile, name: str, options: dict 
     run = hwnas.search(spec, table=table, supernet=ckpt, budget_ms=budget, pop_size=8, generations=2,
                        out=tmp_path / "run")
     assert run.n_pareto >= 1 and run.best_under_budget is not None
+    doc = json.loads((tmp_path / "run" / "pareto.json").read_text())
+    assert doc["uncertainty"]["accuracy"] == {"kind": "binomial standard error", "split": "val", "images": 128}
+    for entry in doc["pareto"]:  # each estimate's sampling error on the 128 validation images
+        p = entry["objectives"]["accuracy"] / 100
+        assert entry["stderr"]["accuracy"] == pytest.approx(100 * np.sqrt(p * (1 - p) / 128), abs=1e-4)
+    assert -1 <= doc["accuracy_vs_macs"]["kendall_tau"] <= 1 and doc["accuracy_vs_macs"]["subnets"] > 1
 
     formats = ("onnx", "tvm") if importlib.util.find_spec("tvm") else ("onnx",)
     bundle = hwnas.export(run.pareto, out=tmp_path / "bundle", formats=formats, profile=profile)

@@ -57,6 +57,20 @@ def test_sandwich_archs_are_largest_smallest_then_random():
     assert archs[0] == space.largest() and archs[1] == space.smallest() and len(archs) == 5
 
 
+def test_shared_resolution_runs_every_subnet_of_a_step_at_one_drawn_resolution():
+    space = get_space("mbv3-small-input", resolutions=[8, 12, 16], width_mult=0.25)
+    rng = np.random.default_rng(0)
+    drawn = set()
+    for _ in range(30):
+        archs = sandwich_archs(space, rng, 2, shared_resolution=True)
+        assert len({a["r"] for a in archs}) == 1
+        assert {k: v for k, v in archs[0].items() if k != "r"} == {k: v for k, v in space.largest().items() if k != "r"}
+        drawn.add(archs[0]["r"])
+    assert drawn == {8, 12, 16}
+    apart = sandwich_archs(space, np.random.default_rng(0), 2)
+    assert apart[0]["r"] == 16 and apart[1]["r"] == 8
+
+
 def test_progressive_phases_release_dimensions_in_order():
     assert [phase_of(e, 10, True) for e in range(10)] == ["largest"] * 2 + ["kernel"] * 2 + ["depth"] * 2 + [
         "expand"] * 4

@@ -33,7 +33,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="dataset: fmnist-subset (default), fashion-mnist[:DIR], cifar10:DIR, folder:DIR")
     parser.add_argument("--epochs", type=int, default=None, help="default 10 (2 with --quick)")
     parser.add_argument("--quick", action="store_true",
-                        help="short schedule for a first look: 2 epochs of 4000 images, 1 random subnet per step")
+                        help="short schedule for a first look: 2 epochs of 4000 images, 2 random subnets per step")
     parser.add_argument("--out", required=True, help="checkpoint to write (rewritten after every epoch)")
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint at --out")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out")
@@ -46,7 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="progressive shrinking: largest, then elastic kernel, depth, expand (OFA)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-random", type=int, default=None,
-                        help="random subnets per step besides the two ends (default 2; 1 with --quick)")
+                        help="random subnets per step besides the two ends (default 2)")
     parser.add_argument("--no-distill", action="store_true", help="train every subnet on the labels")
     parser.add_argument("--width-mult", type=float, default=None, help="space option width_mult")
     parser.add_argument("--resolutions", default=None, help="space option resolutions, e.g. 16,20,24")

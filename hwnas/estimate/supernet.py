@@ -136,6 +136,17 @@ class SupernetEstimator:
             self._inputs[r] = (xs, ys)
         return self._inputs[r]
 
+    def stderr(self, archs: list[dict]) -> np.ndarray:
+        """The binomial standard error (percentage points) of each subnet's accuracy: the sampling error
+        of measuring it on `eval_size` images (BN recalibration adds a smaller share, not counted)."""
+        from hwnas.stats import binomial_stderr
+
+        return np.array([binomial_stderr(a, self.eval_size) for a in self.predict(archs)], dtype=np.float64)
+
+    def uncertainty(self) -> dict:
+        """How `stderr` is computed, for the search's record."""
+        return {"kind": "binomial standard error", "split": self.split, "images": self.eval_size}
+
     def predict(self, archs: list[dict]) -> np.ndarray:
         it = tqdm(archs, desc=f"supernet accuracy ({self.split})", file=sys.stderr, disable=not self.progress,
                   leave=False)

@@ -67,10 +67,9 @@ class AccuracyFigure:
     @property
     def stderr(self) -> float | None:
         """The binomial standard error in percentage points (None when the number of images is unknown)."""
-        if not self.images:
-            return None
-        p = min(max(self.percent / 100.0, 0.0), 1.0)
-        return 100.0 * (p * (1.0 - p) / self.images) ** 0.5
+        from hwnas.stats import binomial_stderr
+
+        return binomial_stderr(self.percent, self.images)
 
     def to_dict(self) -> dict[str, Any]:
         return {"percent": round(self.percent, 4), "stderr": None if self.stderr is None else round(self.stderr, 4),

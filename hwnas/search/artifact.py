@@ -106,7 +106,8 @@ def write_search_outputs(out_dir: str | os.PathLike, result: SearchResult, *, bu
                     what="Pareto set")
     try:
         x = "latency_ms" if "latency_ms" in _metric_names(result) else result.objectives[0]
-        plot_pareto(files["pareto_plot"], result, budget_ms if x == "latency_ms" else None, x=x)
+        best = best_under_budget(result, budget_ms) if x == "latency_ms" else None
+        plot_pareto(files["pareto_plot"], result, budget_ms if x == "latency_ms" else None, x=x, best=best)
         plot_hypervolume(files["hypervolume_plot"], result.hypervolume_history,
                          label=f"{result.settings.get('strategy_ran', result.settings.get('strategy', ''))}, "
                                f"seed {result.seed}")

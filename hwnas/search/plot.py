@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from hwnas.search.result import SearchResult
+from hwnas.search.result import SearchResult, stderr_of
 
 
 def _pyplot():
@@ -28,9 +28,11 @@ def _save(fig, path: str | os.PathLike) -> None:
 
 
 def plot_pareto(path: str | os.PathLike, result: SearchResult, budget: float | None = None, *,
-                x: str = "latency_ms", y: str | None = None) -> None:
+                x: str = "latency_ms", y: str | None = None, best: dict | None = None) -> None:
     """Scatter every evaluated architecture, the Pareto front as a step line, the budget as
-    a vertical line. `x`/`y` name objectives or constraints (y: the first other objective)."""
+    a vertical line, `best` (the pick under the budget) circled. `x`/`y` name objectives or
+    constraints (y: the first other objective). Where the entries carry standard errors of `y`
+    (`attach_stderr`), each point has its error bar."""
     plt = _pyplot()
     names = result.objectives
     if y is None:
@@ -39,17 +41,30 @@ def plot_pareto(path: str | os.PathLike, result: SearchResult, budget: float | N
     def value(entry: dict, name: str) -> float:
         return entry["objectives"].get(name, entry["constraints"].get(name))
 
+    def errors(entries: list[dict]) -> list[float] | None:
+        """The standard errors of `y` (entry["stderr"]); None when some entry has none."""
+        se = [stderr_of(e, y) for e in entries]
+        return None if not se or any(v is None for v in se) else se
+
     fig, ax = plt.subplots(figsize=(6, 4.2))
     ok = [e for e in result.evaluated if e["feasible"]]
     bad = [e for e in result.evaluated if not e["feasible"]]
     if bad:
-        ax.scatter([value(e, x) for e in bad], [value(e, y) for e in bad], s=6, c="0.8",
-                   label=f"infeasible ({len(bad)})")
-    ax.scatter([value(e, x) for e in ok], [value(e, y) for e in ok], s=6, c="tab:blue", alpha=0.5,
-               label=f"evaluated ({len(ok)})")
+        ax.errorbar([value(e, x) for e in bad], [value(e, y) for e in bad], yerr=errors(bad), fmt="o", ms=2,
+                    c="0.8", elinewidth=0.5, label=f"infeasible ({len(bad)})")
+    ax.errorbar([value(e, x) for e in ok], [value(e, y) for e in ok], yerr=errors(ok), fmt="o", ms=2,
+                c="tab:blue", alpha=0.5, elinewidth=0.5, label=f"evaluated ({len(ok)})")
     front = sorted(result.pareto, key=lambda e: value(e, x))
     ax.step([value(e, x) for e in front], [value(e, y) for e in front], where="post", c="tab:red",
             marker="o", ms=3, label=f"Pareto front ({len(front)})")
+    front_se = errors(front)
+    if front_se is not None:
+        ax.errorbar([value(e, x) for e in front], [value(e, y) for e in front], yerr=front_se, fmt="none",
+                    c="tab:red", capsize=2, elinewidth=0.8, label=f"± 1 standard error of {y}")
+    if best is not None:
+        ax.scatter([value(best, x)], [value(best, y)], s=60, facecolors="none", edgecolors="k", zorder=5,
+                   label="best under the budget" + (" (picked among ties)" if
+                                                     (best.get("selection") or {}).get("tied", 1) > 1 else ""))
     if budget is not None:
         ax.axvline(budget, c="k", ls="--", lw=1, label=f"budget {budget:g}")
     ax.set_xlabel(x)

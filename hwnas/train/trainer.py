@@ -71,6 +71,9 @@ class TrainSettings:
     num_random: int = 2
     distill: bool = True
     kd_temperature: float = 1.0
+    # every subnet of a step at one resolution drawn per step (once-for-all's elastic resolution);
+    # False: the largest subnet always at the highest resolution, the smallest at the lowest
+    shared_resolution: bool = False
     progressive: bool = False
     grad_clip: float = 5.0
     augment: bool = True
@@ -113,10 +116,11 @@ class TrainSettings:
 
     @classmethod
     def short_schedule(cls, **overrides) -> TrainSettings:
-        """A few minutes on a laptop CPU (2 epochs of 4,000 images, one random subnet per step;
-        no augmentation and small batches, which converge fastest on such short schedules; 1,000
-        validation images keep each search-time evaluation short)."""
-        return cls(**{"epochs": 2, "limit_train": 4000, "num_random": 1, "recal_batches": 10, "batch_size": 64,
+        """A few minutes on a laptop CPU (2 epochs of 4,000 images, two random subnets per step: with
+        one, the subnets between the two extremes stayed undertrained and their accuracies did not rise
+        with their size; no augmentation and small batches, which converge fastest on such short
+        schedules; 1,000 validation images keep each search-time evaluation short)."""
+        return cls(**{"epochs": 2, "limit_train": 4000, "num_random": 2, "recal_batches": 10, "batch_size": 64,
                       "augment": False, "val_size": 1000, **overrides})
 
     @property
@@ -227,13 +231,23 @@ def constrain(arch: dict, largest: dict, phase: str) -> dict:
     return {k: (v if k in elastic else largest[k]) for k, v in arch.items()}
 
 
-def sandwich_archs(space, rng: np.random.Generator, num_random: int, phase: str = "all") -> list[dict]:
-    """[largest, smallest, random...] constrained to the phase's elastic fields."""
+def sandwich_archs(space, rng: np.random.Generator, num_random: int, phase: str = "all", *,
+                   shared_resolution: bool = False) -> list[dict]:
+    """[largest, smallest, random...] constrained to the phase's elastic fields.
+
+    With `shared_resolution` (and a space with several resolutions), every subnet of the step runs at
+    one resolution drawn for the step, as once-for-all's elastic resolution trains; without it the
+    largest subnet is always at the highest resolution and the smallest at the lowest.
+    """
     largest = space.largest()
-    if phase == "largest":
-        return [largest]
-    archs = [largest, constrain(space.smallest(), largest, phase)]
-    archs += [constrain(space.sample(rng), largest, phase) for _ in range(num_random)]
+    archs = [largest]
+    if phase != "largest":
+        archs.append(constrain(space.smallest(), largest, phase))
+        archs += [constrain(space.sample(rng), largest, phase) for _ in range(num_random)]
+    resolutions = getattr(space, "resolutions", ())
+    if shared_resolution and "r" in largest and len(resolutions) > 1:
+        r = resolutions[int(rng.integers(len(resolutions)))]
+        archs = [{**arch, "r": r} for arch in archs]
     return archs
 
 
@@ -384,7 +398,8 @@ def _train(settings: TrainSettings, out: Path, *, resume: bool, overwrite: bool,
         for x, y in shard.batches("train", settings.batch_size, augment=settings.augment, generator=g):
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, settings.base_lr, warmup_steps)
-            archs = sandwich_archs(space, rng, settings.num_random, phase)
+            archs = sandwich_archs(space, rng, settings.num_random, phase,
+                                   shared_resolution=settings.shared_resolution)
             stats = sandwich_step(
                 supernet, optimizer, x.to(dev, non_blocking=True), y.to(dev, non_blocking=True), archs,
                 label_smoothing=settings.label_smoothing, distill=settings.distill,
