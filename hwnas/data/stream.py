@@ -326,7 +326,7 @@ class StreamDataset:
     def part(self, name: str, train_idx: np.ndarray, test: ImageSet) -> StreamDataset:
         return StreamDataset(name=name, train=self.train.subset(train_idx), test=test, classes=list(self.classes),
                              source=self.source, mean=list(self.mean), std=list(self.std),
-                             num_workers=self.num_workers)
+                             num_workers=self.num_workers, skipped=self.skipped)  # one count for all parts
 
     def batches(self, split: str, batch_size: int, *, shuffle: bool = False, generator: torch.Generator | None = None,
                 augment: bool = False, limit: int | None = None,
