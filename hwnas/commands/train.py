@@ -44,7 +44,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint at --out")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out")
     parser.add_argument("--batch-size", type=int, default=None, help="per process (default 128; 64 with --quick)")
-    parser.add_argument("--no-augment", action="store_true", help="no augmentation (random flips and shifts; random-resized crops for a folder)")
+    parser.add_argument("--no-augment", action="store_true",
+                        help="no augmentation (random flips and shifts; random-resized crops for a folder)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.1 SGD, 2e-3 AdamW)")
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help="sgd = nesterov momentum")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")

@@ -515,7 +515,9 @@ def _train(settings: TrainSettings, out: Path, *, resume: bool, overwrite: bool,
                 skipped_total += len(batch.skipped)
                 report_skipped(batch.skipped, f"in epoch {epoch + 1}, batch {batch.position + 1}")
             bar.update(1)
-            if len(batch.y):
+            # BatchNorm needs two images; a short batch (unreadable files, a last batch of one) is passed
+            # over by every rank at once, or the others would wait for its gradients forever
+            if sum_over_ranks(int(len(batch.y) < 2), ctx) == 0:
                 if per_batch:
                     archs = [{**a, "r": batch.resolution} for a in archs]
                 for group in optimizer.param_groups:
