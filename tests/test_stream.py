@@ -186,3 +186,16 @@ def test_batch_resolution_trains_every_subnet_of_a_step_at_the_batch_resolution(
     assert result["elastic_resolution"] == "batch"
     assert all(rs == {size} for size, rs in seen)
     assert {size for size, _ in seen} == set(TINY["resolutions"])
+
+
+def test_the_checkpoint_stores_the_normalisation_the_export_contract_uses(tmp_path):
+    from hwnas.export.preprocess import InputContract
+
+    data = tiny_data()
+    train(tiny_settings(), tmp_path / "c.pt", device="cpu", progress=False, dataset=data)
+    stored = read_checkpoint(tmp_path / "c.pt")["data"]
+    assert stored["mean"] == pytest.approx(data.mean) and stored["std"] == pytest.approx(data.std)
+    other = {"mean": [0.25], "std": [0.5]}  # e.g. a folder's statistics, computed on a sample when training
+    contract = InputContract.from_dataset(data, 12, stats=other)
+    assert (contract.mean, contract.std) == ([0.25], [0.5])
+    assert InputContract.from_dataset(data, 12, stats={}).mean == pytest.approx(data.mean)
