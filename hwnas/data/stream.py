@@ -184,8 +184,9 @@ class FolderImages(ImageSet):
     """Image files read lazily with Pillow (RGB), decoded and augmented when their batch is built."""
 
     def __init__(self, files: np.ndarray, labels: np.ndarray, *, augment: bool = True, default_resolution: int = 224):
-        # file names as one numpy string array: no per-item Python objects for forked workers to copy
-        self.files = np.asarray(files, dtype=np.str_)
+        # file names as one numpy bytes array (1 byte a character): no per-item Python objects, whose
+        # reference counts would make forked workers copy the pages they sit on
+        self.files = np.asarray(files, dtype=np.bytes_)
         self.labels = np.asarray(labels, dtype=np.int64)
         self.augment, self.default_resolution = augment, default_resolution
         self.channels = 3
@@ -206,7 +207,7 @@ class FolderImages(ImageSet):
                 images.append(self.load(int(i), r, draws if plan.train else None))
                 labels.append(self.labels[i])
             except Exception as exc:  # noqa: BLE001 - any decode failure: skip the image, report it
-                skipped.append(f"{self.files[i]} ({type(exc).__name__}: {exc})")
+                skipped.append(f"{os.fsdecode(self.files[i])} ({type(exc).__name__}: {exc})")
         x = torch.from_numpy(np.stack(images)) if images else torch.zeros((0, 3, r, r), dtype=torch.uint8)
         return LoadedBatch(x, torch.as_tensor(np.asarray(labels, dtype=np.int64)), skipped, plan.position, r)
 
@@ -214,7 +215,7 @@ class FolderImages(ImageSet):
         """Image `i` as uint8 (3, r, r): augmented with `draws` (5 uniforms) when given."""
         from PIL import Image
 
-        with Image.open(self.files[i]) as im:
+        with Image.open(os.fsdecode(self.files[i])) as im:
             if draws is None:
                 im.draft("RGB", (r, r))  # JPEG: decode at the smallest DCT scale still >= r
             im = im.convert("RGB")
@@ -373,13 +374,14 @@ def list_image_folder(directory: Path, classes: list[str]) -> tuple[np.ndarray, 
         sub = directory / name
         if not sub.is_dir():
             raise InputError(f"class folder '{name}' missing (classes: {', '.join(classes)})", path=str(directory))
-        found = sorted(e.path for e in os.scandir(sub) if e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
+        found = sorted(os.fsencode(e.path) for e in os.scandir(sub)
+                       if e.is_file() and Path(e.name).suffix.lower() in IMAGE_SUFFIXES)
         if not found:
             raise InputError("class folder holds no images (" + ", ".join(sorted(IMAGE_SUFFIXES)) + ")",
                              path=str(sub))
         files.extend(found)
         labels.extend([label] * len(found))
-    return np.asarray(files, dtype=np.str_), np.asarray(labels, dtype=np.int64)
+    return np.asarray(files, dtype=np.bytes_), np.asarray(labels, dtype=np.int64)
 
 
 def open_image_folder(directory: str | os.PathLike, *, seed: int = 0, augment: bool = True,
