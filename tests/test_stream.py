@@ -199,3 +199,13 @@ def test_the_checkpoint_stores_the_normalisation_the_export_contract_uses(tmp_pa
     contract = InputContract.from_dataset(data, 12, stats=other)
     assert (contract.mean, contract.std) == ([0.25], [0.5])
     assert InputContract.from_dataset(data, 12, stats={}).mean == pytest.approx(data.mean)
+
+
+@pytest.mark.parametrize("field, value", [("checkpoint_every", 0), ("checkpoint_minutes", -1.0), ("num_workers", -1),
+                                          ("elastic_resolution", "pixel")])
+def test_bad_loader_and_checkpoint_settings_name_their_field(field, value):
+    from hwnas.errors import InputError
+
+    with pytest.raises(InputError) as err:
+        tiny_settings(**{field: value}).validate()
+    assert err.value.field == field
