@@ -20,8 +20,9 @@ epoch's batches through the loader without a network step (the loader still open
 augments every image of the epoch).
 
 `throughput` trains `mbv3` (sandwich rule: largest, smallest, one random subnet) on the same batches
-twice: decoded beforehand and held as tensors, and through the loader with 2 worker processes, in
-the order pre-decoded, loader, pre-decoded, loader; it reports images/s of each and their ratio.
+`--rounds` times each: decoded beforehand and held as tensors, and through the loader with 2 worker
+processes, alternated (pre-decoded, loader, pre-decoded, loader, ...); it reports images/s of each
+round, of each way over all rounds, and their ratio.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def memory(folder: Path, max_steps: int | None) -> dict:
             "pss_samples": samples[0], **json.loads(stdout.strip().splitlines()[-1]), "machine": machine()}
 
 
-def throughput(folder: Path, steps: int, workers: int, seed: int) -> dict:
+def throughput(folder: Path, steps: int, workers: int, seed: int, n_rounds: int) -> dict:
     from hwnas.data import open_dataset
     from hwnas.data.stream import EpochBatches, make_loader, normalize, training_images
     from hwnas.space import get_space
@@ -185,11 +186,13 @@ def throughput(folder: Path, steps: int, workers: int, seed: int) -> dict:
 
     run(predecoded[:2])  # warm-up (oneDNN primitives for each resolution)
     rounds = {"predecoded": [], "loader": []}
-    for _ in range(2):
+    for _ in range(n_rounds):  # alternated, so a change in the machine's load falls on both
         rounds["predecoded"].append(run(predecoded))
         rounds["loader"].append(run(make_loader(images, plans, num_workers=workers)))
-    pre, live = (float(np.mean(rounds[k])) for k in ("predecoded", "loader"))
-    return {"folder": str(folder), "steps": steps, "batch_size": settings.batch_size, "workers": workers,
+    # images/s over all rounds: every round has the same images, so the harmonic mean of the rates
+    pre, live = (len(r) / sum(1 / v for v in r) for r in (rounds["predecoded"], rounds["loader"]))
+    return {"folder": str(folder), "steps": steps, "rounds": n_rounds, "batch_size": settings.batch_size,
+            "workers": workers,
             "torch_threads": torch.get_num_threads(), "images_per_s": {k: [round(v, 2) for v in r]
                                                                        for k, r in rounds.items()},
             "predecoded_mean": round(pre, 2), "loader_mean": round(live, 2), "ratio": round(live / pre, 3),
@@ -205,6 +208,7 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--steps", type=int, default=24)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if args.stage == "make":
@@ -215,7 +219,7 @@ def main() -> None:
     elif args.stage == "memory":
         result = memory(args.folder, args.max_steps)
     else:
-        result = throughput(args.folder, args.steps, args.workers, args.seed)
+        result = throughput(args.folder, args.steps, args.workers, args.seed, args.rounds)
     print(json.dumps(result, indent=1))
 
 
