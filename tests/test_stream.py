@@ -209,3 +209,26 @@ def test_bad_loader_and_checkpoint_settings_name_their_field(field, value):
     with pytest.raises(InputError) as err:
         tiny_settings(**{field: value}).validate()
     assert err.value.field == field
+
+
+@pytest.mark.slow  # CPU autocast is emulated: minutes on 2 cores
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_mixed_precision_step_runs_and_learns(dtype):
+    """The CUDA mixed-precision path (autocast, float16 loss scaling) exercised on CPU autocast."""
+    from hwnas.space import get_space
+    from hwnas.supernet import build_supernet
+    from hwnas.train.trainer import MixedPrecision, TrainSettings, make_optimizer, sandwich_archs, sandwich_step
+
+    torch.manual_seed(0)
+    space = get_space("mbv3-small-input", **TINY)
+    net = build_supernet(space)
+    opt = make_optimizer(net, TrainSettings(lr=0.05))
+    precision = MixedPrecision.__new__(MixedPrecision)
+    precision.device_type, precision.dtype = "cpu", dtype
+    precision.scaler = torch.amp.GradScaler("cpu") if dtype == torch.float16 else None
+    x, y = next(tiny_data().batches("train", 32))
+    rng = np.random.default_rng(0)
+    losses = [sandwich_step(net, opt, x, y, sandwich_archs(space, rng, 1), precision=precision)["loss_largest"]
+              for _ in range(8)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert precision.state_dict() == ({} if precision.scaler is None else precision.scaler.state_dict())
