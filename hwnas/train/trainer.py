@@ -459,8 +459,10 @@ def _train(settings: TrainSettings, out: Path, *, resume: bool, overwrite: bool,
     per_batch = settings.elastic_resolution == "batch" or (
         settings.elastic_resolution == "auto" and images.fixed_size is None)
     per_batch = per_batch and resolutions is not None
-    if isinstance(images, FolderImages):  # decoded at the largest resolution when subnets resize
-        images.default_resolution = max(resolutions) if resolutions else space.input_shape(space.largest())[-1]
+    largest_resolution = max(resolutions) if resolutions else space.input_shape(space.largest())[-1]
+    for files in (images, getattr(train_part, "train", None)):  # training, and recalibration, images
+        if isinstance(files, FolderImages):  # decoded at the largest resolution when subnets resize
+            files.default_resolution = largest_resolution
 
     def epoch_batches(epoch: int, start: int) -> EpochBatches:
         return EpochBatches(len(images), settings.batch_size, epoch=epoch, seed=settings.seed, rank=ctx.rank,
