@@ -17,7 +17,8 @@ hold-out) and samples every 0.2 s the proportional set size (PSS: shared pages s
 processes sharing them) and the RSS of the child and its loader workers together; it reports the
 peaks of those sums, and the child's own peak RSS. `--max-steps K` trains K steps and then passes the rest of the
 epoch's batches through the loader without a network step (the loader still opens, decodes and
-augments every image of the epoch).
+augments every image of the epoch). `--loader-only` measures the same way a child that only passes
+one epoch's batches through the loader (2 workers, no network): the loader's own memory.
 
 `throughput` trains `mbv3` (sandwich rule: largest, smallest, one random subnet) on the same batches
 `--rounds` times each: decoded beforehand and held as tensors, and through the loader with 2 worker
@@ -110,6 +111,23 @@ def memory_child(folder: Path, out: Path, max_steps: int | None) -> None:
                       "max_rss_any_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 
 
+def loader_child(folder: Path) -> None:
+    """One epoch's batches through the loader (2 workers) and nothing else; prints a JSON summary."""
+    import resource
+
+    from hwnas.data import open_dataset
+    from hwnas.data.stream import EpochBatches, make_loader, training_images
+
+    settings = bench_settings(folder)
+    t0 = time.perf_counter()
+    images = training_images(open_dataset(settings.data), augment=True)
+    sampler = EpochBatches(len(images), settings.batch_size, epoch=0, seed=0, resolutions=RESOLUTIONS)
+    n = sum(len(b.y) for b in make_loader(images, sampler, num_workers=settings.num_workers))
+    print(json.dumps({"seconds": round(time.perf_counter() - t0, 1), "images": n,
+                      "max_rss_self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "max_rss_any_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))
+
+
 def tree_memory_mb(pid: int) -> tuple[float, float]:
     """(RSS, PSS) summed over `pid` and all its descendants, in MB (processes gone meanwhile count 0)."""
     rss = pss = 0.0
@@ -129,10 +147,12 @@ def tree_memory_mb(pid: int) -> tuple[float, float]:
     return rss, pss
 
 
-def memory(folder: Path, max_steps: int | None) -> dict:
+def memory(folder: Path, max_steps: int | None, loader_only: bool = False) -> dict:
     out = folder.parent / f"{folder.name}.pt"
     cmd = [sys.executable, __file__, "_memory-child", "--folder", str(folder), "--out", str(out)]
-    if max_steps is not None:
+    if loader_only:
+        cmd = [sys.executable, __file__, "_loader-child", "--folder", str(folder)]
+    elif max_steps is not None:
         cmd += ["--max-steps", str(max_steps)]
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak, samples, stop = [0.0, 0.0], [0], threading.Event()
@@ -151,7 +171,8 @@ def memory(folder: Path, max_steps: int | None) -> dict:
     if child.returncode != 0:
         raise SystemExit(f"training child failed ({child.returncode})")
     n = sum(1 for _ in (folder / "train").rglob("*.jpg"))
-    return {"folder": str(folder), "train_images": n, "max_steps": max_steps, "peak_rss_tree_mb": round(peak[0], 1),
+    return {"folder": str(folder), "train_images": n, "loader_only": loader_only, "max_steps": max_steps,
+            "peak_rss_tree_mb": round(peak[0], 1),
             "peak_pss_tree_mb": round(peak[1], 1),
             "pss_samples": samples[0], **json.loads(stdout.strip().splitlines()[-1]), "machine": machine()}
 
@@ -201,11 +222,12 @@ def throughput(folder: Path, steps: int, workers: int, seed: int, n_rounds: int)
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("stage", choices=("make", "memory", "throughput", "_memory-child"))
+    p.add_argument("stage", choices=("make", "memory", "throughput", "_memory-child", "_loader-child"))
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--out", type=Path)
     p.add_argument("--folder", type=Path)
     p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--loader-only", action="store_true", help="memory: the epoch's batches through the loader only")
     p.add_argument("--steps", type=int, default=24)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
@@ -216,8 +238,11 @@ def main() -> None:
     elif args.stage == "_memory-child":
         memory_child(args.folder, args.out, args.max_steps)
         return
+    elif args.stage == "_loader-child":
+        loader_child(args.folder)
+        return
     elif args.stage == "memory":
-        result = memory(args.folder, args.max_steps)
+        result = memory(args.folder, args.max_steps, args.loader_only)
     else:
         result = throughput(args.folder, args.steps, args.workers, args.seed, args.rounds)
     print(json.dumps(result, indent=1))
