@@ -23,7 +23,9 @@ one epoch's batches through the loader (2 workers, no network): the loader's own
 `throughput` trains `mbv3` (sandwich rule: largest, smallest, one random subnet) on the same batches
 `--rounds` times each: decoded beforehand and held as tensors, and through the loader with 2 worker
 processes, alternated (pre-decoded, loader, pre-decoded, loader, ...); it reports images/s of each
-round, of each way over all rounds, and their ratio.
+round, of each way over all rounds, and their ratio; and the CPU time per image (this process's
+threads and the loader's worker processes), which the load of other processes on the machine
+changes far less than the wall-clock rate.
 """
 
 from __future__ import annotations
@@ -195,21 +197,34 @@ def throughput(folder: Path, steps: int, workers: int, seed: int, n_rounds: int)
     plans = [sampler.plan(k) for k in range(steps)]
     predecoded = [images.__getitems__(p) for p in plans]
 
-    def run(batches) -> float:
+    cpu_ms: dict[str, list[float]] = {"predecoded": [], "loader": []}
+
+    def run(batches, way: str | None = None) -> float:
+        import resource
+
         rng = np.random.default_rng(seed)
         n, t0 = 0, time.perf_counter()
+        c0 = time.process_time() + resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
         for batch in batches:
             archs = [{**a, "r": batch.resolution} for a in sandwich_archs(space, rng, settings.num_random)]
             sandwich_step(supernet, optimizer, normalize(batch.x, data.mean, data.std), batch.y, archs,
                           memory_format=fmt)
             n += len(batch.y)
-        return n / (time.perf_counter() - t0)
+        seconds = time.perf_counter() - t0
+        del batches  # a loader's workers exit here, and their CPU time joins RUSAGE_CHILDREN
+        import gc
+
+        gc.collect()
+        if way is not None:  # CPU time of this process and of the workers, per image
+            c1 = time.process_time() + resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+            cpu_ms[way].append(round(1000 * (c1 - c0) / n, 1))
+        return n / seconds
 
     run(predecoded[:2])  # warm-up (oneDNN primitives for each resolution)
     rounds = {"predecoded": [], "loader": []}
     for _ in range(n_rounds):  # alternated, so a change in the machine's load falls on both
-        rounds["predecoded"].append(run(predecoded))
-        rounds["loader"].append(run(make_loader(images, plans, num_workers=workers)))
+        rounds["predecoded"].append(run(predecoded, "predecoded"))
+        rounds["loader"].append(run(make_loader(images, plans, num_workers=workers), "loader"))
     # images/s over all rounds: every round has the same images, so the harmonic mean of the rates
     pre, live = (len(r) / sum(1 / v for v in r) for r in (rounds["predecoded"], rounds["loader"]))
     return {"folder": str(folder), "steps": steps, "rounds": n_rounds, "batch_size": settings.batch_size,
@@ -217,6 +232,8 @@ def throughput(folder: Path, steps: int, workers: int, seed: int, n_rounds: int)
             "torch_threads": torch.get_num_threads(), "images_per_s": {k: [round(v, 2) for v in r]
                                                                        for k, r in rounds.items()},
             "predecoded_mean": round(pre, 2), "loader_mean": round(live, 2), "ratio": round(live / pre, 3),
+            "cpu_ms_per_image": cpu_ms,
+            "cpu_ratio": round(float(np.mean(cpu_ms["predecoded"]) / np.mean(cpu_ms["loader"])), 3),
             "machine": machine()}
 
 
