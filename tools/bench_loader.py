@@ -48,10 +48,16 @@ SIZE_RANGE = (160, 256)
 TEST_IMAGES = 500
 
 
-def machine() -> dict:
+def machine(started: dict | None = None) -> dict:
+    """The machine, and its load and the date now (at the end of a run) and, with `started`, at its start."""
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    now = {"load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-            "load_avg_at_start": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.gmtime())}
+            "end": now, **({"start": started} if started else {})}
+
+
+def moment() -> dict:
+    return {"load_avg": os.getloadavg(), "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
 
 
 def make_folder(out: Path, n: int, seed: int) -> dict:
@@ -156,6 +162,7 @@ def memory(folder: Path, max_steps: int | None, loader_only: bool = False) -> di
         cmd = [sys.executable, __file__, "_loader-child", "--folder", str(folder)]
     elif max_steps is not None:
         cmd += ["--max-steps", str(max_steps)]
+    started = moment()
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak, samples, stop = [0.0, 0.0], [0], threading.Event()
 
@@ -176,7 +183,7 @@ def memory(folder: Path, max_steps: int | None, loader_only: bool = False) -> di
     return {"folder": str(folder), "train_images": n, "loader_only": loader_only, "max_steps": max_steps,
             "peak_rss_tree_mb": round(peak[0], 1),
             "peak_pss_tree_mb": round(peak[1], 1),
-            "pss_samples": samples[0], **json.loads(stdout.strip().splitlines()[-1]), "machine": machine()}
+            "pss_samples": samples[0], **json.loads(stdout.strip().splitlines()[-1]), "machine": machine(started)}
 
 
 def throughput(folder: Path, steps: int, workers: int, seed: int, n_rounds: int) -> dict:
@@ -186,6 +193,7 @@ def throughput(folder: Path, steps: int, workers: int, seed: int, n_rounds: int)
     from hwnas.supernet import build_supernet
     from hwnas.train.trainer import make_optimizer, preferred_memory_format, sandwich_archs, sandwich_step
 
+    started = moment()
     settings = bench_settings(folder)
     data = open_dataset(settings.data, seed=seed)
     images = training_images(data, augment=True)
@@ -234,7 +242,7 @@ def throughput(folder: Path, steps: int, workers: int, seed: int, n_rounds: int)
             "predecoded_mean": round(pre, 2), "loader_mean": round(live, 2), "ratio": round(live / pre, 3),
             "cpu_ms_per_image": cpu_ms,
             "cpu_ratio": round(float(np.mean(cpu_ms["predecoded"]) / np.mean(cpu_ms["loader"])), 3),
-            "machine": machine()}
+            "machine": machine(started)}
 
 
 def main() -> None:
@@ -251,7 +259,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if args.stage == "make":
-        result = make_folder(args.out, args.n, args.seed)
+        result = {**make_folder(args.out, args.n, args.seed), "machine": machine()}
     elif args.stage == "_memory-child":
         memory_child(args.folder, args.out, args.max_steps)
         return
