@@ -186,7 +186,7 @@ def memory(folder: Path, max_steps: int | None, loader_only: bool = False) -> di
             "pss_samples": samples[0], **json.loads(stdout.strip().splitlines()[-1]), "machine": machine(started)}
 
 
-def throughput(folder: Path, steps: int, workers: int, seed: int, n_rounds: int) -> dict:
+def throughput(folder: Path, steps: int, workers: int, seed: int, n_rounds: int, batch_size: int) -> dict:
     from hwnas.data import open_dataset
     from hwnas.data.stream import EpochBatches, make_loader, normalize, training_images
     from hwnas.space import get_space
@@ -194,7 +194,7 @@ def throughput(folder: Path, steps: int, workers: int, seed: int, n_rounds: int)
     from hwnas.train.trainer import make_optimizer, preferred_memory_format, sandwich_archs, sandwich_step
 
     started = moment()
-    settings = bench_settings(folder)
+    settings = bench_settings(folder, batch_size=batch_size)
     data = open_dataset(settings.data, seed=seed)
     images = training_images(data, augment=True)
     space = get_space("mbv3", resolutions=RESOLUTIONS, num_classes=data.num_classes, in_channels=3)
@@ -256,6 +256,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=24)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int, default=None, help="torch threads of the training process")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if args.stage == "make":
@@ -269,7 +271,9 @@ def main() -> None:
     elif args.stage == "memory":
         result = memory(args.folder, args.max_steps, args.loader_only)
     else:
-        result = throughput(args.folder, args.steps, args.workers, args.seed, args.rounds)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        result = throughput(args.folder, args.steps, args.workers, args.seed, args.rounds, args.batch_size)
     print(json.dumps(result, indent=1))
 
 
