@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 from test_latency_profile import PROFILE_YAML, TINY
 from test_reliability import SMALLEST, child_env, hidden_entries, spawn, spawn_tiny_profile
+from test_train import TINY as TINY_SPACE
 from test_train import tiny_data, tiny_settings
 
 from hwnas.cli import main as cli_main
@@ -135,6 +136,46 @@ def test_training_killed_at_random_moments_never_leaves_half_a_checkpoint(tmp_pa
         assert hidden_entries(folder) == []
     report("train", counts)
     assert counts["kills"] >= POINTS - 1
+
+
+def test_training_killed_mid_epoch_resumes_with_the_uninterrupted_losses(tmp_path, capsys):
+    """kill -9 between two mid-epoch checkpoints of `hwnas train` on an image folder (one corrupt JPEG
+    in it); `hwnas train --resume` then takes exactly the steps, and losses, of an uninterrupted run."""
+    from test_stream import make_image_folder
+
+    folder = make_image_folder(tmp_path / "images", per_class=16, bad=1)
+    argv = ["train", "--space", "mbv3-small-input", "--space-options", json.dumps(TINY_SPACE), "--data",
+            f"folder:{folder}", "--epochs", "1", "--batch-size", "6", "--val-size", "0", "--num-random", "1",
+            "--threads", "1", "--workers", "1", "--checkpoint-every", "1", "--no-progress", "--json"]
+    assert cli_main([*argv, "--out", str(tmp_path / "whole.pt")]) == 0  # uninterrupted, in this process
+    assert json.loads(capsys.readouterr().out)["skipped_images"] == 1  # the corrupt JPEG
+    reference = read_checkpoint(tmp_path / "whole.pt")["step_losses"]
+
+    out = tmp_path / "killed.pt"
+    child = spawn([*argv, "--out", str(out)])
+    position, stamp = 0, None
+    while child.poll() is None and position < 3:  # wait for the third mid-epoch checkpoint
+        time.sleep(0.02)
+        try:
+            if out.exists() and out.stat().st_mtime_ns != stamp:
+                stamp = out.stat().st_mtime_ns
+                position = read_checkpoint(out)["position"]
+        except Exception:  # noqa: BLE001 - replaced between the check and the read: look again
+            continue
+    os.kill(child.pid, signal.SIGKILL)
+    child.communicate(timeout=60)
+    assert child.returncode == -signal.SIGKILL, "the run ended before it was killed"
+    killed = read_checkpoint(out)
+    assert killed["epoch"] == 0 and 0 < killed["position"] < len(reference)  # mid-epoch
+    assert killed["step_losses"] == reference[: killed["step"]]
+
+    resumed = spawn([*argv, "--out", str(out), "--resume"])
+    stdout, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr.decode()
+    summary = json.loads(stdout)
+    assert summary["resumed_from_step"] == killed["step"]
+    assert read_checkpoint(out)["step_losses"] == reference  # the resumed steps: exactly the same losses
+    assert summary["skipped_images"] == 1  # counted once, whether met before the kill or after it
 
 
 def whole_bundle(folder: Path) -> bool:

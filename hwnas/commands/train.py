@@ -10,12 +10,16 @@ from hwnas.errors import InputError
 HELP = "train the weight-sharing supernet"
 DESCRIPTION = """Train a once-for-all supernet with the sandwich rule (largest, smallest and random
 subnets every step) and in-place distillation from the largest subnet. The checkpoint is
-rewritten after every epoch; --resume continues it. Several processes: torchrun.
+rewritten after every epoch (and every --checkpoint-every steps / --checkpoint-minutes minutes);
+--resume continues it, mid-epoch too, with the losses an uninterrupted run has. An image folder
+is streamed from its files (decoded and augmented per batch by --workers processes; unreadable
+images are skipped and counted). Several processes: torchrun.
 
 examples:
   hwnas train --space mbv3-small-input --epochs 6 --out supernet.pt
   hwnas train --quick --out quick.pt               # a few minutes on a laptop CPU
   hwnas train --width-mult 0.5 --resolutions 16,20,24 --epochs 4 --out narrow.pt
+  hwnas train --space mbv3 --data folder:photos/ --checkpoint-minutes 10 --out big.pt
   torchrun --nproc-per-node 4 -m hwnas train --space mbv3 --data cifar10:DIR --epochs 100 --out c.pt
 """
 
@@ -23,7 +27,9 @@ examples:
 FLAGS = {"space": "--space", "data": "--data", "epochs": "--epochs", "out": "--out", "batch_size": "--batch-size",
          "lr": "--lr", "optimizer": "--optimizer", "device": "--device", "num_random": "--num-random",
          "width_mult": "--width-mult", "resolutions": "--resolutions", "val_size": "--val-size",
-         "limit_train": "--limit-train", "space_options": "--space-options"}
+         "limit_train": "--limit-train", "space_options": "--space-options",
+         "checkpoint_every": "--checkpoint-every", "checkpoint_minutes": "--checkpoint-minutes",
+         "num_workers": "--workers", "elastic_resolution": "--elastic-resolution"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +44,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint at --out")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out")
     parser.add_argument("--batch-size", type=int, default=None, help="per process (default 128; 64 with --quick)")
-    parser.add_argument("--no-augment", action="store_true", help="no random flips and shifts")
+    parser.add_argument("--no-augment", action="store_true",
+                        help="no augmentation (random flips and shifts; random-resized crops for a folder)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: 0.1 SGD, 2e-3 AdamW)")
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd", help="sgd = nesterov momentum")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
@@ -55,6 +62,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="training images held out as the validation split search uses "
                              "(default 2000, at most a fifth of the training set; 1000 with --quick)")
     parser.add_argument("--limit-train", type=int, default=None, help="training images per epoch (quick runs)")
+    parser.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                        help="also checkpoint every STEPS optimizer steps within an epoch (--resume continues there)")
+    parser.add_argument("--checkpoint-minutes", type=float, default=None, metavar="M",
+                        help="also checkpoint every M minutes within an epoch")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="loader processes decoding images (default: 0 for images in memory, up to 4 for a "
+                             "folder)")
+    parser.add_argument("--elastic-resolution", choices=("auto", "batch", "subnet"), default=None,
+                        help="batch: each batch at one of the space's resolutions for every subnet (once-for-all); "
+                             "subnet: each subnet at its own; auto (default): batch for a folder, else subnet")
+    parser.add_argument("--no-amp", action="store_true", help="float32 on CUDA too (default: mixed precision)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -63,8 +81,13 @@ def run(args: argparse.Namespace):
     from hwnas.pipeline import train
 
     # unset flags are left out, so the short schedule's values (--quick) or the defaults apply
-    chosen = {name: getattr(args, name) for name in ("epochs", "limit_train", "num_random", "batch_size", "val_size")
+    chosen = {name: getattr(args, name) for name in ("epochs", "limit_train", "num_random", "batch_size", "val_size",
+                                                      "checkpoint_every", "checkpoint_minutes", "elastic_resolution")
               if getattr(args, name) is not None}
+    if args.workers is not None:
+        chosen["num_workers"] = args.workers
+    if args.no_amp:
+        chosen["amp"] = False
     result = train(out=args.out, quick=args.quick, resume=args.resume, overwrite=args.overwrite, device=args.device,
                    threads=args.threads, progress=not args.no_progress, space=args.space,
                    space_options=space_options(args), data=args.data, optimizer=args.optimizer, lr=args.lr,

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hwnas.data.stream import flip_and_shift
 from hwnas.errors import InputError
 
 SUBSET_FILE = Path(__file__).with_name("fashion_mnist_subset.npz")
@@ -82,18 +83,8 @@ class Dataset:
             idx = order[start : start + batch_size]
             xb = x[idx]
             if augment:
-                xb = _random_flip_and_shift(xb, generator)
+                xb = flip_and_shift(xb, generator)
             yield self.normalize(xb), y[idx]
-
-
-def _random_flip_and_shift(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Horizontal flip and a shift of up to 2 px (padding 2, random crop): cheap and label-safe."""
-    n, _, h, w = x.shape
-    flip = torch.rand(n, generator=generator) < 0.5
-    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
-    dy, dx = torch.randint(0, 5, (2,), generator=generator).tolist()
-    return padded[:, :, dy : dy + h, dx : dx + w]
 
 
 def load_dataset(spec: str | None = None, *, image_size: int = 32, seed: int = 0) -> Dataset:

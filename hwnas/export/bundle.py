@@ -514,7 +514,8 @@ def export_selection(selection: Any, out_dir: str | os.PathLike, *, formats: Seq
         else:
             estimate = AccuracyFigure(selection.accuracy, split="none (predicted)", images=None,
                                       how=f"the search's '{selection.estimator}' estimator", dataset=data.name)
-        contract = InputContract.from_dataset(data, arch["r"] if "r" in arch else space.input_shape(arch)[-1])
+        contract = InputContract.from_dataset(data, arch["r"] if "r" in arch else space.input_shape(arch)[-1],
+                                              stats=meta.get("data"))
         classes = list(data.classes)
         test_images = (data.test_x.numpy(), data.test_y.numpy())
         weights = {"supernet": str(Path(selection.supernet).resolve()), "supernet_sha256": sha256(selection.supernet),

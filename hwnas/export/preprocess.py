@@ -56,11 +56,15 @@ class InputContract:
         self.size = (int(self.size[0]), int(self.size[1]))
 
     @classmethod
-    def from_dataset(cls, data: Any, resolution: int) -> InputContract:
-        """The contract of a network trained on `data` (a hwnas.data.Dataset), run at `resolution`."""
+    def from_dataset(cls, data: Any, resolution: int, *, stats: dict | None = None) -> InputContract:
+        """The contract of a network trained on `data` (a hwnas.data.Dataset), run at `resolution`;
+        `stats` (a checkpoint's "data" record) gives the mean and std training normalised with."""
         h, w = (int(d) for d in data.train_x.shape[-2:])
+        stats = stats or {}
+        mean = stats.get("mean") or data.mean
+        std = stats.get("std") or data.std
         return cls(channels=data.in_channels, size=(h, w), resolution=int(resolution),
-                   mean=[float(m) for m in data.mean], std=[float(s) for s in data.std], dataset=data.name)
+                   mean=[float(m) for m in mean], std=[float(s) for s in std], dataset=data.name)
 
     @classmethod
     def unnormalised(cls, channels: int, resolution: int) -> InputContract:

@@ -11,6 +11,14 @@ Layout (schema_version 1):
   epoch             epochs completed
   step              optimizer steps completed
   history           per-epoch records: epoch, loss, seconds, acc_largest, acc_smallest, ...
+  position          batches of epoch `epoch` (0-based) already taken: > 0 in a mid-epoch checkpoint
+  partial_epoch     that epoch's losses, images seen, skipped files and seconds so far
+  step_losses       every optimizer step's loss, in order
+  rng               the global torch, CUDA, numpy and python RNG states
+  data              dataset spec, validation split, and the per-channel mean and std inputs were
+                    normalised with (an export's manifest takes them from here)
+  skipped_images    unreadable images passed over in training so far
+  grad_scaler       the float16 loss scaler's state (CUDA without bfloat16 only)
 """
 
 from __future__ import annotations

@@ -80,6 +80,15 @@ def average_buffers(model: nn.Module, ctx: DistContext) -> None:
             dist.broadcast(buf.data, src=0)
 
 
+def sum_over_ranks(value: int, ctx: DistContext) -> int:
+    """An integer summed over ranks (e.g. images skipped in each rank's shard)."""
+    if not ctx.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return int(t.item())
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         dist.barrier()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from hwnas.data import Dataset
+from hwnas.data import Dataset, StreamDataset
+from hwnas.data.stream import shard_indices  # noqa: F401 - the epoch order lives with the loader
 from hwnas.errors import InputError
 
 
-def split_validation(dataset: Dataset, val_size: int, seed: int = 0) -> tuple[Dataset, Dataset]:
+def split_validation(dataset: Dataset | StreamDataset, val_size: int, seed: int = 0) -> tuple:
     """(train part, validation part): a stratified hold-out of `val_size` training images.
 
     The validation part is a Dataset whose "test" split is the held-out images and whose
@@ -23,6 +24,10 @@ def split_validation(dataset: Dataset, val_size: int, seed: int = 0) -> tuple[Da
     val_idx = _stratified_pick(dataset.train_y.numpy(), val_size, seed)
     keep = np.ones(n, dtype=bool)
     keep[val_idx] = False
+    if isinstance(dataset, StreamDataset):  # streamed: the same split, over file lists
+        train_keep = np.flatnonzero(keep)
+        return (dataset.part(f"{dataset.name}-train", train_keep, dataset.test),
+                dataset.part(f"{dataset.name}-val", train_keep, dataset.train.subset(val_idx)))
     train_idx = torch.from_numpy(np.flatnonzero(keep))
     val_idx_t = torch.from_numpy(val_idx)
 
@@ -56,11 +61,3 @@ def _stratified_pick(y: np.ndarray, size: int, seed: int) -> np.ndarray:
     flat = np.concatenate(by_class)
     picked = flat[np.argsort(ranks, kind="stable")[:size]]
     return np.sort(picked)
-
-
-def shard_indices(n: int, epoch: int, seed: int, rank: int, world_size: int) -> torch.Tensor:
-    """This rank's share of one epoch's shuffled order (as DistributedSampler, equal lengths)."""
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(n, generator=g)
-    per_rank = n // world_size
-    return order[rank * per_rank : (rank + 1) * per_rank]

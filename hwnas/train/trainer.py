@@ -9,8 +9,10 @@ progressive shrinking: largest only, then elastic kernel, then depth, then expan
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import random
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -23,7 +25,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from hwnas.data import Dataset, load_dataset
+from hwnas.data import Dataset, StreamDataset, open_dataset
+from hwnas.data.stream import (
+    EpochBatches,
+    FolderImages,
+    default_workers,
+    make_loader,
+    normalize,
+    report_skipped,
+    training_images,
+)
 from hwnas.errors import InputError, NotAvailableError
 from hwnas.io import artifact_lock, check_writable
 from hwnas.train.checkpoint import read_checkpoint, save_checkpoint
@@ -34,11 +45,13 @@ from hwnas.train.distributed import (
     barrier,
     broadcast_model,
     init_distributed,
+    sum_over_ranks,
 )
 from hwnas.train.evaluation import BufferSnapshot, evaluate_subnet, recalibration_batches
-from hwnas.train.splits import shard_indices, split_validation
+from hwnas.train.splits import split_validation
 
 OPTIMIZERS = ("sgd", "adamw")
+ELASTIC_RESOLUTION = ("auto", "batch", "subnet")
 # 2,000 validation images: with 1,000 the binomial noise of one subnet's accuracy (~1.2 points at
 # 85 %) is larger than the spread between random subnets, and their ranking cannot be measured
 DEFAULT_VAL_SIZE = 2000
@@ -86,6 +99,15 @@ class TrainSettings:
     eval_batch_size: int = 500
     limit_train: int | None = None  # images per epoch (quick runs); None = all
     eval_every: int = 1
+    # mid-epoch checkpoints (besides every epoch's end): after this many optimizer steps and/or minutes
+    checkpoint_every: int | None = None
+    checkpoint_minutes: float | None = None
+    num_workers: int | None = None  # loader processes; None: 0 for images in memory, up to 4 for a folder
+    # "batch": each batch at one of the space's resolutions, every subnet of the step at it (once-for-all);
+    # "subnet": each subnet resizes the batch to its own resolution; "auto": batch for an image folder
+    # (decoded at the batch's resolution), subnet for images in memory
+    elastic_resolution: str = "auto"
+    amp: bool = True  # mixed precision (bfloat16, or float16 with loss scaling) on CUDA; CPU runs float32
 
     def validate(self) -> TrainSettings:
         def bad(name: str, expected: str) -> InputError:
@@ -106,6 +128,16 @@ class TrainSettings:
             raise bad("limit_train", "a positive integer or None")
         if self.val_size is not None and (not isinstance(self.val_size, int) or self.val_size < 0):
             raise bad("val_size", "an integer >= 0 or None")
+        if self.checkpoint_every is not None and (not isinstance(self.checkpoint_every, int)
+                                                  or self.checkpoint_every < 1):
+            raise bad("checkpoint_every", "a positive integer (optimizer steps) or None")
+        if self.checkpoint_minutes is not None and not (isinstance(self.checkpoint_minutes, (int, float))
+                                                        and self.checkpoint_minutes > 0):
+            raise bad("checkpoint_minutes", "a positive number of minutes or None")
+        if self.num_workers is not None and (not isinstance(self.num_workers, int) or self.num_workers < 0):
+            raise bad("num_workers", "an integer >= 0 or None")
+        if self.elastic_resolution not in ELASTIC_RESOLUTION:
+            raise bad("elastic_resolution", " or ".join(ELASTIC_RESOLUTION))
         return self
 
     def resolve_val_size(self, n_train_images: int) -> TrainSettings:
@@ -167,11 +199,13 @@ def sandwich_step(
     grad_clip: float | None = None,
     ctx: DistContext | None = None,
     memory_format: torch.memory_format = torch.contiguous_format,
+    precision: MixedPrecision | None = None,
 ) -> dict[str, float]:
     """One optimizer step over `archs` (the first is the teacher: the largest subnet).
 
     Each subnet's loss is back-propagated at once (gradients accumulate, activations are
-    freed), then the summed gradient is averaged over ranks and applied.
+    freed), then the summed gradient is averaged over ranks and applied. With `precision`
+    (CUDA), the forward passes run under autocast and float16 losses are scaled.
     """
     from hwnas.supernet import resize_input
 
@@ -181,26 +215,66 @@ def sandwich_step(
     losses = []
     for i, arch in enumerate(archs):
         supernet.set_active(arch)
-        logits = supernet(to_memory_format(resize_input(x, arch["r"]), memory_format))
+        with precision.autocast() if precision is not None else contextlib.nullcontext():
+            logits = supernet(to_memory_format(resize_input(x, arch["r"]), memory_format)).float()
         if i > 0 and distill:
             loss = soft_cross_entropy(logits / kd_temperature, teacher_probs) * kd_temperature**2
         else:
             loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
             if i == 0 and distill:
                 teacher_probs = F.softmax(logits.detach() / kd_temperature, dim=1)
-        loss.backward()
+        (precision.scale(loss) if precision is not None else loss).backward()
         losses.append(float(loss.detach()))
     if ctx is not None:
         average_gradients(supernet, ctx)
+    if precision is not None:
+        precision.unscale(optimizer)
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(supernet.parameters(), grad_clip)
-    optimizer.step()
+    if precision is not None:
+        precision.step(optimizer)
+    else:
+        optimizer.step()
     return {"loss": float(np.mean(losses)), "loss_largest": losses[0]}
 
 
+class MixedPrecision:
+    """Autocast on CUDA: bfloat16 where the GPU has it, else float16 with a gradient scaler."""
+
+    def __init__(self, device: torch.device):
+        self.device_type = device.type
+        self.dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
+
+    def autocast(self):
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return self.scaler.scale(loss) if self.scaler is not None else loss
+
+    def unscale(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
+
+    def state_dict(self) -> dict:
+        return self.scaler.state_dict() if self.scaler is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.scaler is not None and state:
+            self.scaler.load_state_dict(state)
+
+
 def preferred_memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last on CPU: oneDNN's depthwise-conv backward is several times faster in NHWC."""
-    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    """channels_last: oneDNN's depthwise-conv backward is several times faster in NHWC on CPU, and
+    cuDNN's tensor-core convolutions take NHWC under mixed precision."""
+    return torch.channels_last
 
 
 def to_memory_format(x: torch.Tensor, memory_format: torch.memory_format) -> torch.Tensor:
@@ -299,9 +373,14 @@ def train(
     overwrite: bool = False,
     device: str = "auto",
     progress: bool = True,
-    dataset: Dataset | None = None,
+    dataset: Dataset | StreamDataset | None = None,
 ) -> dict[str, Any]:
-    """Train (or resume training) a supernet and write its checkpoint to `out` after every epoch.
+    """Train (or resume training) a supernet and write its checkpoint to `out` after every epoch (and
+    every `settings.checkpoint_every` steps / `checkpoint_minutes` minutes within one).
+
+    A checkpoint holds the model, optimizer, step, the position in the epoch's batch order and the
+    global RNG states; batches and subnets are functions of (seed, epoch, position), so a run resumed
+    from a mid-epoch checkpoint takes the same steps as one never interrupted.
 
     An existing checkpoint at `out` is continued with `resume` or replaced with `overwrite`, never
     silently; resuming a run that already has its epochs changes nothing. One process writes a
@@ -323,7 +402,7 @@ def train(
 
 
 def _train(settings: TrainSettings, out: Path, *, resume: bool, overwrite: bool, device: str, progress: bool,
-           dataset: Dataset | None, started: float) -> dict[str, Any]:
+           dataset: Dataset | StreamDataset | None, started: float) -> dict[str, Any]:
     from hwnas.supernet import build_supernet
 
     ckpt = None
@@ -341,6 +420,9 @@ def _train(settings: TrainSettings, out: Path, *, resume: bool, overwrite: bool,
                   "nothing to do, the checkpoint is unchanged", file=sys.stderr)
             return finished_run(ckpt, out, started)
         stored.epochs = settings.epochs  # resuming may extend the schedule
+        # how often to checkpoint and how many loader processes are not part of the run's maths
+        stored.checkpoint_every, stored.checkpoint_minutes = settings.checkpoint_every, settings.checkpoint_minutes
+        stored.num_workers = settings.num_workers
         settings = stored
     elif resume:
         print(f"hwnas train: {out} does not exist yet; starting from scratch", file=sys.stderr)
@@ -353,14 +435,21 @@ def _train(settings: TrainSettings, out: Path, *, resume: bool, overwrite: bool,
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
 
-    data = dataset if dataset is not None else load_dataset(settings.data)
+    stored_data = (ckpt or {}).get("data") or {}
+    if dataset is not None:
+        data = dataset
+    else:  # a resumed run normalises with the statistics it started with
+        data = open_dataset(settings.data, seed=settings.seed, mean=stored_data.get("mean"),
+                            std=stored_data.get("std"))
     settings.resolve_val_size(len(data.train_y))
     train_part, val_part = split_validation(data, settings.val_size, seed=settings.seed)
     space = build_space(settings, data)
     memory_format = preferred_memory_format(dev)
     supernet = build_supernet(space).to(dev, memory_format=memory_format)
     optimizer = make_optimizer(supernet, settings)
-    start_epoch, step, history = 0, 0, []
+    precision = MixedPrecision(dev) if settings.amp and dev.type == "cuda" else None
+    start_epoch, position, step, history, step_losses, skipped_total = 0, 0, 0, [], [], 0
+    partial: dict[str, Any] = {}
     if ckpt is not None:
         try:
             supernet.load_state_dict(ckpt["model"])
@@ -369,73 +458,134 @@ def _train(settings: TrainSettings, out: Path, *, resume: bool, overwrite: bool,
         except (RuntimeError, KeyError, ValueError) as exc:
             raise InputError(f"checkpoint does not fit the supernet: {exc}", path=str(out), field="model") from exc
         start_epoch, step, history = ckpt["epoch"], int(ckpt.get("step", 0)), list(ckpt["history"])
+        position = int(ckpt.get("position", 0))
+        step_losses = [float(v) for v in ckpt.get("step_losses", [])]
+        skipped_total = int(ckpt.get("skipped_images", 0))
+        partial = dict(ckpt.get("partial_epoch") or {})
+        if precision is not None:
+            precision.load_state_dict(ckpt.get("grad_scaler") or {})
+        set_rng_states(ckpt.get("rng"))
     broadcast_model(supernet, ctx)
 
-    n_train = len(train_part.train_y)
-    if settings.limit_train is not None:
-        n_train = min(n_train, settings.limit_train)
-    per_rank = n_train // ctx.world_size
-    steps_per_epoch = math.ceil(per_rank / settings.batch_size)
+    images = training_images(train_part, augment=settings.augment)
+    workers = default_workers(images) if settings.num_workers is None else settings.num_workers
+    resolutions = space_resolutions(space)
+    per_batch = settings.elastic_resolution == "batch" or (
+        settings.elastic_resolution == "auto" and images.fixed_size is None)
+    per_batch = per_batch and resolutions is not None
+    largest_resolution = max(resolutions) if resolutions else space.input_shape(space.largest())[-1]
+    for files in (images, getattr(train_part, "train", None)):  # training, and recalibration, images
+        if isinstance(files, FolderImages):  # decoded at the largest resolution when subnets resize
+            files.default_resolution = largest_resolution
+
+    def epoch_batches(epoch: int, start: int) -> EpochBatches:
+        return EpochBatches(len(images), settings.batch_size, epoch=epoch, seed=settings.seed, rank=ctx.rank,
+                            world_size=ctx.world_size, limit=settings.limit_train,
+                            resolutions=resolutions if per_batch else None, start=start)
+
+    steps_per_epoch = epoch_batches(0, 0).batches_per_epoch
     total_steps = steps_per_epoch * settings.epochs
     warmup_steps = max(1, int(settings.warmup_epochs * steps_per_epoch))
     recal = recalibration_batches(train_part, settings.recal_batches, settings.recal_batch_size, settings.seed)
     config = space_config(space, settings, data)
+    data_record = {"spec": settings.data or "fmnist-subset", "name": data.name, "val_size": settings.val_size,
+                   "split_seed": settings.seed, "mean": [float(m) for m in data.mean],
+                   "std": [float(v) for v in data.std], "streamed": isinstance(data, StreamDataset)}
 
+    def save(epoch_done: int, at: int, part: dict[str, Any]) -> None:
+        save_checkpoint(out, {
+            "space": space.name, "space_config": config,
+            "model": {k: v.detach().cpu() for k, v in supernet.state_dict().items()},
+            "optimizer": optimizer.state_dict(), "settings": asdict(settings),
+            "epoch": epoch_done, "step": step, "position": at, "history": history, "data": data_record,
+            "world_size": ctx.world_size, "step_losses": step_losses, "skipped_images": skipped_total,
+            "partial_epoch": part, "rng": rng_states(),
+            **({"grad_scaler": precision.state_dict()} if precision is not None else {}),
+        })
+
+    last_save = time.monotonic()
     for epoch in range(start_epoch, settings.epochs):
         phase = phase_of(epoch, settings.epochs, settings.progressive)
-        if settings.progressive and phase == "expand" and phase_of(epoch - 1, settings.epochs, True) != "expand":
+        start = position if epoch == start_epoch else 0
+        if (settings.progressive and start == 0 and phase == "expand"
+                and phase_of(epoch - 1, settings.epochs, True) != "expand"):
             _sort_channels(supernet, optimizer, settings)
         rng = np.random.default_rng([settings.seed, epoch])  # identical subnets on every rank
-        g = torch.Generator().manual_seed(settings.seed * 7919 + epoch)
-        idx = shard_indices(len(train_part.train_y), epoch, settings.seed, ctx.rank, ctx.world_size)[:per_rank]
-        shard = Dataset(name=train_part.name, train_x=train_part.train_x[idx], train_y=train_part.train_y[idx],
-                        test_x=train_part.test_x[:0], test_y=train_part.test_y[:0], classes=train_part.classes,
-                        mean=train_part.mean, std=train_part.std)
+        for _ in range(start):  # a resumed epoch: replay the subnets its first batches drew
+            sandwich_archs(space, rng, settings.num_random, phase, shared_resolution=settings.shared_resolution)
+        sampler = epoch_batches(epoch, start)
         t0 = time.perf_counter()
-        losses, seen = [], 0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{settings.epochs} [{phase}]", file=sys.stderr,
+        done = partial if start else {}
+        losses, seen = list(done.get("losses", [])), int(done.get("seen", 0))
+        skipped: list[str] = list(done.get("skipped", []))
+        earlier_seconds = float(done.get("train_seconds", 0.0))
+        bar = tqdm(total=sampler.batches_per_epoch, initial=start,
+                   desc=f"epoch {epoch + 1}/{settings.epochs} [{phase}]", file=sys.stderr,
                    disable=not (progress and ctx.is_main), leave=False, dynamic_ncols=True)
-        for x, y in shard.batches("train", settings.batch_size, augment=settings.augment, generator=g):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, total_steps, settings.base_lr, warmup_steps)
-            archs = sandwich_archs(space, rng, settings.num_random, phase,
+        since_save = 0
+        loader = make_loader(images, sampler, num_workers=workers, pin_memory=dev.type == "cuda")
+        for batch in loader:
+            archs = sandwich_archs(space, rng, settings.num_random, phase,  # drawn for every batch
                                    shared_resolution=settings.shared_resolution)
-            stats = sandwich_step(
-                supernet, optimizer, x.to(dev, non_blocking=True), y.to(dev, non_blocking=True), archs,
-                label_smoothing=settings.label_smoothing, distill=settings.distill,
-                kd_temperature=settings.kd_temperature, grad_clip=settings.grad_clip, ctx=ctx,
-                memory_format=memory_format,
-            )
-            step += 1
-            seen += len(y) * ctx.world_size
-            losses.append(stats["loss"])
+            if batch.skipped:
+                skipped.extend(batch.skipped)
+                skipped_total += len(batch.skipped)
+                report_skipped(batch.skipped, f"in epoch {epoch + 1}, batch {batch.position + 1}")
             bar.update(1)
-            bar.set_postfix(loss=f"{stats['loss']:.3f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            # BatchNorm needs two images; a short batch (unreadable files, a last batch of one) is passed
+            # over by every rank at once, or the others would wait for its gradients forever
+            if sum_over_ranks(int(len(batch.y) < 2), ctx) == 0:
+                if per_batch:
+                    archs = [{**a, "r": batch.resolution} for a in archs]
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, total_steps, settings.base_lr, warmup_steps)
+                x = normalize(batch.x.to(dev, non_blocking=True), data.mean, data.std)
+                stats = sandwich_step(
+                    supernet, optimizer, x, batch.y.to(dev, non_blocking=True), archs,
+                    label_smoothing=settings.label_smoothing, distill=settings.distill,
+                    kd_temperature=settings.kd_temperature, grad_clip=settings.grad_clip, ctx=ctx,
+                    memory_format=memory_format, precision=precision,
+                )
+                step += 1
+                since_save += 1
+                seen += len(batch.y) * ctx.world_size
+                losses.append(stats["loss"])
+                step_losses.append(stats["loss"])
+                elapsed = earlier_seconds + time.perf_counter() - t0
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", img_s=f"{seen / max(elapsed, 1e-9):.0f}")
+            at = batch.position + 1
+            minutes = settings.checkpoint_minutes
+            due = (settings.checkpoint_every is not None and since_save >= settings.checkpoint_every) or (
+                minutes is not None and time.monotonic() - last_save >= 60 * minutes)
+            if due and at < sampler.batches_per_epoch and ctx.is_main:
+                save(epoch, at, {"losses": losses, "seen": seen, "skipped": skipped,
+                                 "train_seconds": earlier_seconds + time.perf_counter() - t0})
+                last_save, since_save = time.monotonic(), 0
         bar.close()
+        del loader
         average_buffers(supernet, ctx)
-        train_seconds = time.perf_counter() - t0
+        n_skipped = sum_over_ranks(len(skipped), ctx)
+        train_seconds = earlier_seconds + time.perf_counter() - t0
         record: dict[str, Any] = {
             "epoch": epoch + 1, "phase": phase, "loss": float(np.mean(losses)) if losses else float("nan"),
             "train_seconds": round(train_seconds, 3), "images_per_second": round(seen / max(train_seconds, 1e-9), 1),
             "lr": optimizer.param_groups[0]["lr"],
         }
+        if n_skipped:
+            record["skipped_images"] = n_skipped
         if ctx.is_main and ((epoch + 1) % settings.eval_every == 0 or epoch + 1 == settings.epochs):
             record.update(evaluate_extremes(supernet, space, data, recal, settings, dev))
         history.append(record)
         if ctx.is_main:
             _log_epoch(record, settings.epochs)
-            save_checkpoint(out, {
-                "space": space.name, "space_config": config,
-                "model": {k: v.detach().cpu() for k, v in supernet.state_dict().items()},
-                "optimizer": optimizer.state_dict(), "settings": asdict(settings),
-                "epoch": epoch + 1, "step": step, "history": history,
-                "data": {"spec": settings.data or "fmnist-subset", "name": data.name,
-                         "val_size": settings.val_size, "split_seed": settings.seed},
-                "world_size": ctx.world_size,
-            })
+            save(epoch + 1, 0, {})
+            last_save = time.monotonic()
         barrier(ctx)
 
     last = next((h for h in reversed(history) if "acc_largest" in h), {})
+    skipped_run = sum(h.get("skipped_images", 0) for h in history)
+    if isinstance(data, StreamDataset) and data.skipped:
+        report_skipped(data.skipped, "while evaluating")
     return {
         "checkpoint": str(out),
         "epochs": settings.epochs,
@@ -450,7 +600,47 @@ def _train(settings: TrainSettings, out: Path, *, resume: bool, overwrite: bool,
         "world_size": ctx.world_size,
         "rank": ctx.rank,
         "resumed_from_epoch": start_epoch if ckpt is not None else None,
+        "resumed_from_step": int(ckpt.get("step", 0)) if ckpt is not None else None,
+        "skipped_images": skipped_run,
+        "skipped_eval_images": len(data.skipped) if isinstance(data, StreamDataset) else 0,
+        "steps": step,
+        "num_workers": workers,
+        "elastic_resolution": "batch" if per_batch else "subnet",
+        "mixed_precision": str(precision.dtype).replace("torch.", "") if precision is not None else None,
     }
+
+
+def space_resolutions(space) -> list[int] | None:
+    """The input resolutions the space's subnets take (None when its archs have no "r")."""
+    if "r" not in space.largest():
+        return None
+    found = getattr(space, "resolutions", None)
+    return sorted({int(r) for r in found}) if found else sorted({space.largest()["r"], space.smallest()["r"]})
+
+
+def rng_states() -> dict[str, Any]:
+    """The global RNGs (torch, CUDA, numpy, python) as plain tensors and lists (weights_only-readable)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    states = {"torch": torch.get_rng_state(),
+              "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                        "has_gauss": int(has_gauss), "gauss": float(gauss)},
+              "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any] | None) -> None:
+    if not states:
+        return
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = states["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def finished_run(ckpt: dict[str, Any], out: Path, started: float) -> dict[str, Any]:
@@ -476,13 +666,16 @@ def finished_run(ckpt: dict[str, Any], out: Path, started: float) -> dict[str, A
     }
 
 
-def evaluate_extremes(supernet: nn.Module, space, data: Dataset, recal: list[torch.Tensor],
+def evaluate_extremes(supernet: nn.Module, space, data: Dataset | StreamDataset, recal: list[torch.Tensor],
                       settings: TrainSettings, dev: torch.device) -> dict[str, float]:
     """Test accuracy (%) of the largest and smallest subnets after BN recalibration."""
     snapshot = BufferSnapshot(supernet)
     result = {}
     for name, arch in (("largest", space.largest()), ("smallest", space.smallest())):
-        batches = data.batches("test", settings.eval_batch_size)
+        if isinstance(data, StreamDataset):  # files are decoded at the subnet's resolution
+            batches = data.batches("test", settings.eval_batch_size, resolution=arch.get("r"))
+        else:
+            batches = data.batches("test", settings.eval_batch_size)
         result[f"acc_{name}"] = round(evaluate_subnet(supernet, arch, batches, recal, device=dev), 3)
     snapshot.restore()
     return result
