@@ -192,7 +192,7 @@ def test_table_with_missing_or_altered_database_is_refused(tuned_table, tmp_path
         LatencyTable.load(table_copy)
     assert db.name in str(err.value)
     assert err.value.field == ("tuning.database" if damage == "missing" else "tuning.sha256")
-    assert cli_main(["validate", str(table_copy), "--n", "2"]) == 2
+    assert cli_main(["validate", str(table_copy), "--n", "3", "--calib-n", "3"]) == 2
     assert db.name in capsys.readouterr().err
 
 

@@ -20,9 +20,11 @@ measured on this machine); candidates are compiled in this process (see `in_proc
 from __future__ import annotations
 
 import atexit
+import functools
 import gzip
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -296,13 +298,19 @@ def space_generator() -> Any:
 
 
 class Tuner:
-    """Tunes, in this process, the workloads of fused modules that the database does not hold yet."""
+    """Tunes, in this process, the workloads of fused modules that the database does not hold yet.
 
-    def __init__(self, database: TuningDatabase, trials_per_task: int, *, seed: int = 0):
+    Candidates are timed with `threads` TVM runtime threads, as the built model runs: with the runner's
+    default (every core), a candidate with a parallel loop paid a thread-pool launch per call, and the
+    smallest kernels (a reshape) measured 15 us where they take well under one.
+    """
+
+    def __init__(self, database: TuningDatabase, trials_per_task: int, *, threads: int = 1, seed: int = 0):
         if isinstance(trials_per_task, bool) or not isinstance(trials_per_task, int) or trials_per_task < 1:
             raise InputError(f"expected an integer >= 1, got {trials_per_task!r}", field="tune.trials_per_op")
         self.database = database
         self.trials = trials_per_task
+        self.threads = threads
         self.seed = seed
         self.tuned_tasks = 0  # workloads this tuner searched (each at most once)
         self._runner: Any = None
@@ -311,7 +319,10 @@ class Tuner:
         if self._runner is None:
             from tvm.s_tir import meta_schedule as ms
 
-            self._runner = ms.runner.LocalRunner()
+            # the runner process's TVM thread pool reads TVM_NUM_THREADS when it first starts (a builtin as the
+            # initializer: the worker unpickles it without importing hwnas)
+            self._runner = ms.runner.LocalRunner(
+                initializer=functools.partial(os.putenv, "TVM_NUM_THREADS", str(self.threads)))
             atexit.register(self.close)  # its worker process otherwise outlives this one
         return self._runner
 
@@ -344,6 +355,8 @@ class Tuner:
             elif mod.attrs is None or not mod.attrs.get("tirx.is_scheduled", False):
                 new.append(task)
         if new:
+            # MetaSchedule prints its task table to stdout at INFO; its log files keep everything
+            logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
             with tempfile.TemporaryDirectory(prefix="hwnas-tune-") as logs:
                 contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                     new, logs, space=space_generator(), strategy="replay-trace", seed=self.seed)

@@ -154,7 +154,7 @@ class TvmBackend(Backend):
                              path=str(self.database_path), field="tuning.database")
         else:
             self.database = TuningDatabase.create(target_string(target))
-        self.tuner = Tuner(self.database, int(tune["trials_per_op"]))
+        self.tuner = Tuner(self.database, int(tune["trials_per_op"]), threads=self.profile.threads())
 
     def table_record(self) -> dict[str, Any] | None:
         if self.tuner is None or self.database_path is None:
