@@ -244,3 +244,29 @@ def test_tuned_build_runs_as_fast_as_the_tuner_measured(tmp_path):
     built_s = min(np.median(vm.time_evaluator("invoke_stateful", tvm.cpu(), number=10, repeat=5)("main").results)
                   for _ in range(3))
     assert abs(built_s / tuner_s - 1) < 0.2, (built_s, tuner_s)
+
+
+def test_export_applies_the_tables_records_without_tuning(tuned_table, tmp_path, monkeypatch):
+    from hwnas.device_profile import profile_from_dict
+    from hwnas.export import export
+    from hwnas.runtime import tvm as tvm_module
+
+    def no_tuning(*args, **kwargs):
+        raise AssertionError("export must not tune when the table holds records")
+
+    monkeypatch.setattr(tvm_module, "tune", no_tuning)
+    out, _ = tuned_table
+    table = LatencyTable.load(out)
+    space = ConvPoolSpace()
+    module = space.build({"op": 1})
+    profile = profile_from_dict(table.profile)
+    result = export(module, space.input_shape({"op": 1}), tmp_path / "b", formats="onnx,tvm", profile=profile,
+                    table=table, progress=False)
+    info = result.manifest["formats"]["tvm"]
+    assert info["target_string"] == table.tuning["target"]
+    tuning = info["tuning"]
+    assert tuning["records"]["sha256"] == table.tuning["sha256"] and tuning["records"]["file"] == "t.tuning.json.gz"
+    # the conv and the pool are tuned; the uint8 input's preprocessing is not in the table and falls back
+    assert tuning["tuned"] >= 2 and tuning["fell_back"] == tuning["operators"] - tuning["tuned"]
+    assert result.manifest["parity"]["tvm_vs_torch"]["passed"]
+    assert result.measured_ms is not None and "tvm_network" in result.manifest["latency"]["measured"]
