@@ -110,8 +110,9 @@ def tuned_table(tmp_path_factory):
 
 
 def test_host_target_names_this_cpu_and_the_threads():
-    from hwnas.runtime.tvm import host_target, target_string
     from tvm.target import codegen
+
+    from hwnas.runtime.tvm import host_target, target_string
 
     target = host_target("llvm", threads=1)
     assert target["num-cores"] == 1
@@ -155,8 +156,8 @@ def test_database_round_trips(tuned_table, tmp_path):
 
 
 def test_subnet_compiled_with_the_database_runs_the_tuned_schedules(tuned_table):
-    from hwnas.runtime.tvm import compile_model, import_onnx
     from hwnas.runtime.backends import export_onnx_bytes
+    from hwnas.runtime.tvm import compile_model, import_onnx
     from hwnas.runtime.tvm_tuning import TuningDatabase
 
     out, _ = tuned_table
@@ -167,7 +168,7 @@ def test_subnet_compiled_with_the_database_runs_the_tuned_schedules(tuned_table)
     mod = import_onnx(export_onnx_bytes(module, x), [1, *shape])
     compiled = compile_model(mod, db.target, database=db)
     assert compiled.tuning["fell_back"] == 0 and compiled.tuning["tuned"] == compiled.tuning["operators"] >= 2
-    from hwnas.runtime.tvm import run_vm, load_vm
+    from hwnas.runtime.tvm import load_vm, run_vm
 
     got = run_vm(load_vm(compiled.executable), [x.numpy()])[0]
     assert np.allclose(got, module(x).detach().numpy(), atol=1e-4)
@@ -226,11 +227,11 @@ def test_validate_times_subnets_compiled_with_the_database(tuned_table, monkeypa
 def test_tuned_build_runs_as_fast_as_the_tuner_measured(tmp_path):
     """The exported library runs the tuned kernels: its time is within 20 % of the tuner's own figure
     (a network of one operator, so the tuner's summed task latency is that operator's best record)."""
+    import tvm
+
     from hwnas.runtime.backends import export_onnx_bytes
     from hwnas.runtime.tvm import compile_model, import_onnx, load_vm, set_threads
     from hwnas.runtime.tvm_tuning import TuningDatabase
-
-    import tvm
 
     net = nn.Sequential(nn.Conv2d(16, 32, 3, padding=1), nn.ReLU()).eval()
     shape = [1, 16, 28, 28]
