@@ -38,6 +38,8 @@ KIND = "hwnas-tvm-tuning-database"
 SCHEMA_VERSION = 1
 # MetaSchedule records a candidate that failed to build or run with this run time (seconds)
 FAILED_RUN_SECS = 1e9
+# the shortest time (ms) a candidate is run for when it is measured
+MIN_REPEAT_MS = 20
 
 
 def tuning_path(table_path: str | os.PathLike) -> Path:
@@ -321,7 +323,10 @@ class Tuner:
 
             # the runner process's TVM thread pool reads TVM_NUM_THREADS when it first starts (a builtin as the
             # initializer: the worker unpickles it without importing hwnas)
+            # each candidate is timed for at least MIN_REPEAT_MS (MetaSchedule's default, 100 ms, made the
+            # timing the larger part of tuning an op of a few microseconds)
             self._runner = ms.runner.LocalRunner(
+                evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=MIN_REPEAT_MS),
                 initializer=functools.partial(os.putenv, "TVM_NUM_THREADS", str(self.threads)))
             atexit.register(self.close)  # its worker process otherwise outlives this one
         return self._runner
