@@ -313,6 +313,7 @@ def _summary(path: Path, table: LatencyTable, prof: DeviceProfile, space: str, *
         "profile": prof.name,
         "backend": prof.backend,
         "quick": quick,
+        **({"tuning": {k: v for k, v in table.tuning.items() if k != "sha256"}} if table.tuning else {}),
     }
 
 

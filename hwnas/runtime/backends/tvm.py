@@ -207,7 +207,7 @@ class TvmBackend(Backend):
         target = self.target()
         if self.tuner is not None:
             tvm_target = make_target(target)
-            self.tuner.tune(prepare_module(mod, tvm_target), tvm_target, label=self._label or "model")
+            self.tuner.tune(prepare_module(mod, tvm_target), tvm_target, label=self._label or "whole network")
         compiled = compile_model(mod, target, tune_trials=int(self.options.get("tuning_trials") or 0),
                                  threads=self.profile.threads(), database=self.database)
         return self.prepare_compiled(compiled, input_shape)
