@@ -271,3 +271,35 @@ def test_export_applies_the_tables_records_without_tuning(tuned_table, tmp_path,
     assert tuning["tuned"] >= 2 and tuning["fell_back"] == tuning["operators"] - tuning["tuned"]
     assert result.manifest["parity"]["tvm_vs_torch"]["passed"]
     assert result.measured_ms is not None and "tvm_network" in result.manifest["latency"]["measured"]
+
+
+def test_resumed_profile_keeps_the_database_and_tunes_only_what_it_lacks(tmp_path, monkeypatch):
+    from hwnas.latency.profile import profile
+    from hwnas.runtime import tvm_tuning
+    from hwnas.runtime.tvm import ir_serialization_works
+
+    if not ir_serialization_works():
+        pytest.skip("MetaSchedule cannot run with this TVM build (tvm.ir.save_json crashes)")
+    prof = tmp_path / "p.yaml"
+    prof.write_text(PROFILE_YAML.format(trials=1))
+    out = tmp_path / "t.json"
+    first = profile(prof, SPACE, out, limit=1, progress=False)
+    assert first["entries"] == 1 and not first["complete"]
+    before = tvm_tuning.TuningDatabase.load(LatencyTable.load(out).tuning_file())
+    assert [e.op_keys for e in before.entries.values()] == [[ConvPoolSpace.KEYS[0]]]
+    tuned = []
+    real = tvm_tuning.Tuner.tune
+
+    def counting(self, fused, target, *, label):
+        result = real(self, fused, target, label=label)
+        tuned.append(result)
+        return result
+
+    monkeypatch.setattr(tvm_tuning.Tuner, "tune", counting)
+    again = profile(prof, SPACE, out, resume=True, progress=False)
+    assert again["complete"] and again["reused"] == 1
+    # the conv was tuned in the first run: the resumed one tunes the pool alone
+    assert sum(r["tuned"] for r in tuned) == 1 and sum(r["reused"] for r in tuned) == 1
+    table = LatencyTable.load(out)
+    after = tvm_tuning.TuningDatabase.load(table.tuning_file(), sha256=table.tuning["sha256"])
+    assert len(after) == 2 and before.entries.keys() <= after.entries.keys()
