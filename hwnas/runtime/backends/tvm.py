@@ -21,6 +21,7 @@ be timed here and is reported as NotAvailableError.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -116,6 +117,7 @@ class TvmBackend(Backend):
         self.tuner: Any = None  # set while profiling a table with `tune`
         self.database_path: Path | None = None
         self._label: str | None = None
+        self._compiled: dict[tuple, Any] = {}  # while profiling with tuning: (ONNX sha256, shape) -> CompiledModel
 
     def target(self) -> dict[str, Any]:
         """The target dict compiled for: the database's when there is one, else the profile's on this host."""
@@ -203,6 +205,14 @@ class TvmBackend(Backend):
         """Compile an ONNX model (bytes or a path) and bind a random input of `input_shape`."""
         from hwnas.runtime.tvm import compile_model, import_onnx, make_target, prepare_module
 
+        key = None
+        if self.tuner is not None:
+            # profiling compiles each op again in every round: TVM's compile is deterministic, so the
+            # rounds after the first reuse the executable (built with the records the op was tuned into)
+            data = onnx_model if isinstance(onnx_model, bytes) else Path(onnx_model).read_bytes()
+            key = (hashlib.sha256(data).hexdigest(), tuple(int(d) for d in input_shape))
+            if key in self._compiled:
+                return self.prepare_compiled(self._compiled[key], input_shape)
         mod = import_onnx(onnx_model, input_shape)
         target = self.target()
         if self.tuner is not None:
@@ -210,6 +220,8 @@ class TvmBackend(Backend):
             self.tuner.tune(prepare_module(mod, tvm_target), tvm_target, label=self._label or "whole network")
         compiled = compile_model(mod, target, tune_trials=int(self.options.get("tuning_trials") or 0),
                                  threads=self.profile.threads(), database=self.database)
+        if key is not None:
+            self._compiled[key] = compiled
         return self.prepare_compiled(compiled, input_shape)
 
     def prepare_compiled(self, compiled: Any, input_shape: Sequence[int], *,
