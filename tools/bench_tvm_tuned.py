@@ -59,8 +59,7 @@ def main() -> int:
                               options={**tvm_profile.options, "tune": None})
     ort_profile = load_profile(args.ort_profile)
     protocol = replace(table_protocol(table), anchor=False)
-    space = get_space(table.space_name, **table.space["config"]) if table.space.get("config") else \
-        get_space(table.space_name)
+    space = get_space(table.space_name, **{k: v for k, v in table.space.get("config", {}).items() if k != "name"})
     rng = np.random.default_rng(args.seed)
     pool = [space.smallest(), space.largest()] + [space.sample(rng) for _ in range(200)]
     flops = [space.flops(a) for a in pool]
