@@ -12,18 +12,20 @@ from pathlib import Path
 from setuptools import setup
 from setuptools.command.build_py import build_py
 
-SHIPPED = {"device_profiles": "*.yaml", "latency_tables": "*.json"}
+# a tuned TVM table's records travel beside it (`<table>.tuning.json.gz`)
+SHIPPED = {"device_profiles": ("*.yaml",), "latency_tables": ("*.json", "*.tuning.json.gz")}
 
 
 class BuildPyWithShippedData(build_py):
     def run(self):
         super().run()
         root = Path(__file__).resolve().parent
-        for folder, pattern in SHIPPED.items():
+        for folder, patterns in SHIPPED.items():
             target = Path(self.build_lib) / "hwnas" / folder
             target.mkdir(parents=True, exist_ok=True)
-            for source in sorted((root / folder).glob(pattern)):
-                shutil.copyfile(source, target / source.name)
+            for pattern in patterns:
+                for source in sorted((root / folder).glob(pattern)):
+                    shutil.copyfile(source, target / source.name)
 
 
 setup(cmdclass={"build_py": BuildPyWithShippedData})

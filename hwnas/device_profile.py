@@ -149,6 +149,10 @@ def profile_from_dict(raw: Any, source: str = "<profile>") -> DeviceProfile:
         if key not in schema:
             raise bad(f"options.{key}", f"unknown option for backend {backend!r}; allowed: {', '.join(schema)}")
         option = schema[key]
+        if value is None and option.default is None:
+            # an option left unset (a table's profile record lists every option, defaults included)
+            options[key] = None
+            continue
         if isinstance(value, bool) or not isinstance(value, option.types):
             raise bad(f"options.{key}", f"expected {' or '.join(t.__name__ for t in option.types)}, got {value!r}")
         if option.allowed is not None and value not in option.allowed:

@@ -45,7 +45,7 @@ def test_wheel_holds_the_package_profiles_and_tables(installed):
     names = set(zipfile.ZipFile(wheel).namelist())
     for profile in (REPO / "device_profiles").glob("*.yaml"):
         assert f"hwnas/device_profiles/{profile.name}" in names
-    for table in (REPO / "latency_tables").glob("*.json"):
+    for table in [*(REPO / "latency_tables").glob("*.json"), *(REPO / "latency_tables").glob("*.tuning.json.gz")]:
         assert f"hwnas/latency_tables/{table.name}" in names
     for module in ("hwnas/__init__.py", "hwnas/pipeline.py", "hwnas/runtime/backends/onnxruntime.py",
                    "hwnas/data/fashion_mnist_subset.npz"):

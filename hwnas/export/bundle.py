@@ -188,7 +188,7 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
            source: dict | None = None, measure_latency: bool = True, progress: bool = True,
            anchor: tuple[Any, Sequence[int], float, str] | None = None, contract: InputContract | None = None,
            classes: Sequence[str] | None = None, test_images: tuple[Any, Any] | None = None,
-           test_limit: int = TEST_LIMIT) -> ExportResult:
+           test_limit: int = TEST_LIMIT, table: Any = None) -> ExportResult:
     """Export `module` (eval mode, BN recalibrated) as a bundle in `out_dir`.
 
     `input_shape` (C, r, r) is the network's input without the batch; the profile's batch is used.
@@ -211,6 +211,16 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
         profile = load_profile(profile or DEFAULT_PROFILE)
     if tune_trials < 0:
         raise InputError(f"expected a number of trials >= 0, got {tune_trials}", field="tune_trials")
+    tvm_database = None
+    if table is not None and table.tuning and "tvm" in formats:
+        from hwnas.runtime.tvm_tuning import TuningDatabase
+
+        if tune_trials:
+            raise InputError("the table's TVM tuning records are applied at export; tuning again is not needed "
+                             "(drop --tune-trials)", field="tune_trials")
+        tvm_database = TuningDatabase.load(table.tuning_file(), sha256=table.tuning["sha256"])
+        if tvm_target is None:
+            tvm_target = tvm_database.target
     if tvm_target is None:
         tvm_target = profile.options.get("target", "llvm") if profile.backend == "tvm" else "llvm"
     net_shape = [int(d) for d in input_shape]
@@ -246,7 +256,7 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
         ctx = ExportContext(model=model, shape=shape, tmp=tmp, profile=profile, parity_inputs=parity_inputs,
                             torch_outputs=onnx_export.run_torch(model, parity_inputs), log=log, tvm_target=tvm_target,
                             tune_trials=tune_trials, dynamic_batch=dynamic_batch,
-                            tensorrt_precision=tensorrt_precision)
+                            tensorrt_precision=tensorrt_precision, tvm_database=tvm_database)
         for exporter in exporters:  # onnx first: the others are built from it
             exporter.export(ctx)
         files, parity, notes, formats_info = ctx.files, ctx.parity, ctx.notes, ctx.formats_info
@@ -270,7 +280,7 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
         measured_ms = None
         if measure_latency:
             measured, measured_ms = _measure(profile, module, [profile.batch, *net_shape], shape, onnx_data,
-                                             compiled, library, tmp, log, notes, anchor)
+                                             compiled, library, tmp, log, notes, anchor, table)
         # with an anchored table the figure at the table's machine speed is the one the prediction is comparable with
         miss = prediction_miss(predicted_ms, measured.get(ANCHORED, {}).get("median_ms", measured_ms))
         if miss is not None:
@@ -402,7 +412,8 @@ ANCHORED = "at_table_speed"
 
 def _measure(profile: DeviceProfile, network: Any, network_shape: list[int], shape: list[int], onnx_data: bytes,
              compiled: Any, library: Any, tmp: Path, log: Any, notes: list[str],
-             anchor: tuple[Any, Sequence[int], float, str] | None = None) -> tuple[dict[str, Any], float | None]:
+             anchor: tuple[Any, Sequence[int], float, str] | None = None, table: Any = None
+             ) -> tuple[dict[str, Any], float | None]:
     """Time the exported artifacts with the profile's protocol: the bundle's model.onnx (raw images in,
     preprocessing inside) on ONNX Runtime, the TVM library (this CPU or the RPC device) when there is
     one, and the network alone (what the latency table predicts) on the profile's own backend.
@@ -412,8 +423,7 @@ def _measure(profile: DeviceProfile, network: Any, network_shape: list[int], sha
     least ROUND_INTERVAL_S apart, and continue (up to SETTLE_SECONDS) while a runner's two lowest round
     medians disagree; a runner that never settles is flagged in the record and in `notes`. With `anchor`
     the network's runner is timed once more, each call against the anchor subnet (ANCHORED). Returns the
-    records and the network's latency on the profile's backend (the TVM library's, preprocessing
-    included, for a TVM profile: a network-only library would need a compile of its own).
+    records and the network's latency on the profile's backend (compiled as `table`'s entries were).
     """
     from hwnas.runtime.backends import get_backend
     from hwnas.runtime.measure import ROUND_AGREEMENT, measure_rounds, rounds_settled
@@ -432,21 +442,16 @@ def _measure(profile: DeviceProfile, network: Any, network_shape: list[int], sha
                 tvm_backend = get_backend(tvm_profile)
                 where["tvm"] = tvm_backend.describe()["remote"] or "this machine"
                 runners["tvm"] = stack.enter_context(tvm_backend.prepare_compiled(compiled, shape, library=library))
-        if profile.backend == "tvm":
-            own = "tvm"
-            notes.append("the TVM profile's latency is the library's, input preprocessing included; the latency "
-                         "table predicts the network alone")
-        else:
-            own = f"{profile.backend}_network"
-            backend = get_backend(profile)
-            if profile.backend == "tensorrt" and (tmp / "model.engine").exists():
-                from hwnas.export.onnx import onnx_bytes
+        own = f"{profile.backend}_network"
+        backend = get_backend(profile, table)
+        if profile.backend == "tensorrt" and (tmp / "model.engine").exists():
+            from hwnas.export.onnx import onnx_bytes
 
-                runner = backend.prepare_onnx(onnx_bytes(network, network_shape), network_shape)
-            else:
-                runner = backend.prepare(network, network_shape)
-            runners[own] = stack.enter_context(runner)
-            where[own] = "this machine"
+            runner = backend.prepare_onnx(onnx_bytes(network, network_shape), network_shape)
+        else:
+            runner = backend.prepare(network, network_shape)
+        runners[own] = stack.enter_context(runner)
+        where[own] = backend.describe().get("remote") or "this machine"
         if own not in runners:
             raise NotAvailableError(f"the profile's backend {profile.backend} could not time the bundle here")
         speed = None
@@ -454,7 +459,7 @@ def _measure(profile: DeviceProfile, network: Any, network_shape: list[int], sha
             from hwnas.latency.anchor import anchored, measure_anchor
 
             anchor_module, anchor_input, anchor_ms, mode = anchor
-            own_backend = get_backend(profile)
+            own_backend = get_backend(profile, table)
             anchor_runner = stack.enter_context(own_backend.prepare(anchor_module, [profile.batch, *anchor_input]))
             # not entered in the stack: it wraps the own runner, which the stack closes
             runners[ANCHORED] = anchored(runners[own], anchor_runner, anchor_ms, mode)
@@ -534,16 +539,17 @@ def export_selection(selection: Any, out_dir: str | os.PathLike, *, formats: Seq
     if predicted is None and selection.table:
         predicted = predicted_latency(selection.table, arch)
     source = {**selection.source, "weights": weights, "table": selection.table}
-    anchor = None
-    if selection.table and measure_latency:
+    anchor = table = None
+    if selection.table:
         from hwnas.latency.anchor import table_anchor
         from hwnas.latency.table import LatencyTable
 
+        table = LatencyTable.load(selection.table)  # refused here when its tuning database is missing or altered
         # the table's anchor times the artifact in the table's units when the bundle is timed as the table was
-        if LatencyTable.load(selection.table).profile_name == profile.name:
+        if measure_latency and table.profile_name == profile.name:
             anchor = table_anchor(selection.table)
     return export(subnet, space.input_shape(arch), out_dir, formats=formats, profile=profile,
                   tvm_target=tvm_target, tune_trials=tune_trials, dynamic_batch=dynamic_batch, arch=arch,
                   space=space.config(), accuracy=estimate, predicted_ms=predicted, source=source,
-                  measure_latency=measure_latency, progress=progress, anchor=anchor, contract=contract,
+                  measure_latency=measure_latency, progress=progress, anchor=anchor, contract=contract, table=table,
                   classes=classes, test_images=test_images)

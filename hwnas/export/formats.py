@@ -38,6 +38,7 @@ class ExportContext:
     log: Any
     tvm_target: str | dict = "llvm"
     tune_trials: int = 0
+    tvm_database: Any = None  # a TuningDatabase (the latency table's) the TVM library is compiled with
     dynamic_batch: bool = False
     tensorrt_precision: str | None = None
     onnx_data: bytes | None = None  # written by the onnx exporter
@@ -103,12 +104,15 @@ class TvmExporter:
         target_dict = tvm_export.parse_target(ctx.tvm_target)
         cross = tvm_export.is_cross_target(target_dict)
         tune_trials, tmp, profile = ctx.tune_trials, ctx.tmp, ctx.profile
-        ctx.log(f"TVM Relax compile for {target_dict}"
-                + (f", MetaSchedule {tune_trials} trials" if tune_trials else ""))
+        database = ctx.tvm_database
+        target_dict = tvm_export.host_target(target_dict, threads=profile.threads())
+        ctx.log(f"TVM Relax compile for {tvm_export.target_string(target_dict)}"
+                + (f", MetaSchedule {tune_trials} trials" if tune_trials else "")
+                + (f", the table's tuning records ({len(database)} workloads)" if database is not None else ""))
         mod = export_step("TVM import", lambda: tvm_export.import_onnx(ctx.onnx_data, ctx.shape))
         compiled = export_step("TVM compile", lambda: tvm_export.compile_model(
             mod, target_dict, tune_trials=tune_trials, tune_dir=tmp / "tuning" if tune_trials else None,
-            threads=profile.threads()))
+            threads=profile.threads(), database=database))
         library = export_step("TVM library export", lambda: tvm_export.export_library(compiled, tmp / "model"))
         if tune_trials:
             shutil.rmtree(tmp / "tuning", ignore_errors=True)  # the records are baked into the library
@@ -129,8 +133,14 @@ class TvmExporter:
         if tvm_parity is not None and not tvm_parity.passed:
             raise ExportError(f"the TVM library's output differs from torch's by {tvm_parity.max_abs_diff:.3g} "
                               f"(> {tvm_parity.tolerance:g}); export the onnx format only", field="formats")
-        info = {"target": target_dict, "cross_compiled": cross, "library": library.to_dict(),
-                "tune_trials": tune_trials, "tuning": compiled.tuning}
+        tuning = {k: v for k, v in compiled.tuning.items() if k not in ("work_dir", "database")}
+        if database is not None:
+            from hwnas.runtime.tvm_tuning import file_sha256
+
+            tuning["records"] = {"file": Path(database.path).name, "sha256": file_sha256(database.path),
+                                 "target": database.target, "workloads": len(database)}
+        info = {"target": compiled.target, "target_string": compiled.target_string, "cross_compiled": cross,
+                "library": library.to_dict(), "tune_trials": tune_trials, "tuning": tuning}
         info["library"] = {k: (Path(v).name if isinstance(v, str) and k in ("so", "tar") else v)
                            for k, v in info["library"].items()}
         ctx.files.update({k: Path(v).name for k, v in (("tvm_so", library.so), ("tvm_tar", library.tar)) if v})

@@ -193,7 +193,7 @@ def profile(
             # a run that failed before its first measurement leaves no table (nothing to resume)
             if created and path.exists():
                 with contextlib.suppress(InputError, OSError):
-                    if len(LatencyTable.load(path)) == 0:
+                    if len(LatencyTable.load(path, check_files=False)) == 0:
                         path.unlink()
             raise
 
@@ -206,7 +206,7 @@ def _profile_locked(prof: DeviceProfile, backend: Backend, space_obj: Any, space
         if not resume:
             raise InputError("a latency table exists here; pass --resume to continue it or --overwrite "
                              "to measure it afresh", path=str(path))
-        on_disk = LatencyTable.load(path)
+        on_disk = LatencyTable.load(path, check_files=False)
         _check_resumable(on_disk, table, path)
         on_disk.expected_entries = len(all_keys)
         kept_anchor = {"anchor_ms": on_disk.protocol["anchor_ms"]} if "anchor_ms" in on_disk.protocol else {}
@@ -214,6 +214,8 @@ def _profile_locked(prof: DeviceProfile, backend: Backend, space_obj: Any, space
         on_disk.protocol = {**table.protocol, **kept_anchor}
         table = on_disk
     table.path = str(path)
+    if hasattr(backend, "attach_table"):  # e.g. the TVM backend's tuning database beside the table
+        backend.attach_table(table, profiling=True)
 
     wanted = all_keys if limit is None else all_keys[:limit]
     rounds = protocol.rounds
@@ -258,12 +260,15 @@ def _profile_locked(prof: DeviceProfile, backend: Backend, space_obj: Any, space
                     label = key if len(key) <= 48 else key[:45] + "..."
                     bar.set_postfix_str(f"round {round_index} {label}", refresh=False)
                 module, input_shape = space_obj.build_op(key)
-                runner = backend.prepare(module, (prof.batch, *input_shape))
+                shape = (prof.batch, *input_shape)
+                runner = backend.prepare_op(key, module, shape) if hasattr(backend, "prepare_op") else \
+                    backend.prepare(module, shape)
                 if anchor is not None:
                     runner = anchored(runner, anchor, table.protocol["anchor_ms"], protocol.anchor, bracket)
                 with runner:
                     result = measure(runner, protocol)
                 table.entries[key] = merge_round(table.entries.get(key), result)
+                _record_backend_files(backend, table)
                 table.save(path)
                 measured_keys.add(key)
                 measurements += 1
@@ -283,6 +288,14 @@ def _profile_locked(prof: DeviceProfile, backend: Backend, space_obj: Any, space
                     measurements=measurements, rounds=rounds, expected=len(all_keys), began=began)
 
 
+def _record_backend_files(backend: Backend, table: LatencyTable) -> None:
+    """Save what the backend keeps beside the table (TVM: the tuning database), before the table
+    that names it with its sha256."""
+    record = backend.table_record() if hasattr(backend, "table_record") else None
+    if record:
+        table.tuning = record
+
+
 def _summary(path: Path, table: LatencyTable, prof: DeviceProfile, space: str, *, quick: bool, measured: int,
              reused: int, measurements: int, rounds: int, expected: int, began: float) -> dict[str, Any]:
     """What `hwnas profile --json` prints."""
@@ -300,6 +313,7 @@ def _summary(path: Path, table: LatencyTable, prof: DeviceProfile, space: str, *
         "profile": prof.name,
         "backend": prof.backend,
         "quick": quick,
+        **({"tuning": {k: v for k, v in table.tuning.items() if k != "sha256"}} if table.tuning else {}),
     }
 
 

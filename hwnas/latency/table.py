@@ -11,6 +11,11 @@ profiling run killed at any moment leaves the previous complete version on disk.
      "expected_entries": int, "complete": bool, "conditions": {...},
      "entries": {op_key: {"median_ms", "p25_ms", "p75_ms", "cv", "n", "rounds", "round_medians_ms"}}}
 
+A table measured with compiler tuning (a TVM profile with `tune`) also holds
+`"tuning": {"database": file name beside the table, "sha256": ..., "target": ..., ...}`: the
+entries are latencies of the tuned code, so `load` refuses the table when that file is missing
+or its bytes differ (InputError naming the file and the field).
+
 `cv` is the robust coefficient of variation (p75 - p25) / median; `rounds` (optional, 1 when
 absent) and `round_medians_ms` record the profiling passes the entry was chosen from (the
 one with the lowest median; see `rounds_needed` for when an entry is settled).
@@ -19,10 +24,12 @@ one with the lowest median; see `rounds_needed` for when an entry is settled).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hwnas.errors import InputError
@@ -61,6 +68,8 @@ class LatencyTable:
     expected_entries: int | None = None  # how many op keys the full table holds
     conditions: dict[str, Any] = field(default_factory=dict)  # e.g. the system load while measuring
     path: str | None = None
+    # compiler tuning records the entries were measured with: {"database": file beside the table, "sha256", ...}
+    tuning: dict[str, Any] = field(default_factory=dict)
 
     # --- queries ------------------------------------------------------------------------
     @property
@@ -98,6 +107,31 @@ class LatencyTable:
             )
         return self.entries[key]
 
+    def tuning_file(self) -> Path | None:
+        """The tuning database file this table's entries were measured with (None: no tuning)."""
+        if not self.tuning.get("database"):
+            return None
+        base = Path(self.path).parent if self.path else Path(".")
+        return base / str(self.tuning["database"])
+
+    def check_tuning_file(self) -> None:
+        """InputError unless the tuning database is beside the table with the sha256 the table records."""
+        path = self.tuning_file()
+        if path is None:
+            return
+        if not path.is_file():
+            raise InputError(f"the tuning database {path.name} that this table's latencies were measured with is "
+                             "missing; copy it beside the table, or profile again", path=str(path),
+                             field="tuning.database")
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        if h.hexdigest() != self.tuning.get("sha256"):
+            raise InputError(f"the tuning database differs from the one this table was measured with (sha256 "
+                             f"{h.hexdigest()[:16]}..., the table records {str(self.tuning.get('sha256'))[:16]}...); "
+                             "restore it or profile again", path=str(path), field="tuning.sha256")
+
     def lookup(self, key: str) -> float:
         """Median latency (ms) of one op key."""
         return float(self.entry(key)["median_ms"])
@@ -133,6 +167,7 @@ class LatencyTable:
             "expected_entries": self.expected_entries,
             "complete": self.complete,
             "conditions": self.conditions,
+            **({"tuning": self.tuning} if self.tuning else {}),
             "entries": self.entries,
         }
 
@@ -147,10 +182,14 @@ class LatencyTable:
         self.path = str(target)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> LatencyTable:
+    def load(cls, path: str | os.PathLike, *, check_files: bool = True) -> LatencyTable:
+        """Read and check a table; with `check_files`, its tuning database too (see `check_tuning_file`)."""
         path = str(path)
         raw = read_json(path, what="latency table (JSON written by `hwnas profile`)")
-        return cls.from_dict(raw, source=path)
+        table = cls.from_dict(raw, source=path)
+        if check_files:
+            table.check_tuning_file()
+        return table
 
     @classmethod
     def from_dict(cls, raw: Any, source: str = "<latency table>") -> LatencyTable:
@@ -194,6 +233,12 @@ class LatencyTable:
             if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
                 raise bad(f"entries.{key}.rounds", f"expected an integer >= 1, got {rounds!r}")
             entries[key] = dict(rec)
+        tuning = raw.get("tuning", {})
+        if not isinstance(tuning, dict) or (tuning and not (isinstance(tuning.get("database"), str)
+                                                            and isinstance(tuning.get("sha256"), str))):
+            raise bad("tuning", "expected an object naming the tuning database file and its sha256")
+        if tuning and Path(tuning["database"]).name != tuning["database"]:
+            raise bad("tuning.database", f"expected a file name beside the table, got {tuning['database']!r}")
         expected = raw.get("expected_entries")
         if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int) or expected < 0):
             raise bad("expected_entries", f"expected a non-negative integer or null, got {expected!r}")
@@ -209,6 +254,7 @@ class LatencyTable:
             expected_entries=expected,
             conditions=raw.get("conditions") if isinstance(raw.get("conditions"), dict) else {},
             path=source,
+            tuning=dict(tuning),
         )
 
 

@@ -125,13 +125,13 @@ def validate(
     rng = np.random.default_rng(seed)
     archs = sample_distinct(space, calib_n + n, rng)
     measured, anchor_now = measure_subnets(profile, protocol, space, archs, rounds=rounds, progress=progress,
-                                           desc=f"validate {table.profile_name}", anchor=anchor)
+                                           desc=f"validate {table.profile_name}", anchor=anchor, table=table)
     calib, held_out = archs[:calib_n], archs[calib_n:]
     y_calib, y_test = measured[:calib_n], measured[calib_n:]
 
     def held_out_pass(desc: str) -> np.ndarray:  # the held-out subnets compiled afresh and timed
         return measure_subnets(profile, protocol, space, held_out, rounds=rounds, progress=progress,
-                               desc=f"{desc} {table.profile_name}", anchor=anchor)[0]
+                               desc=f"{desc} {table.profile_name}", anchor=anchor, table=table)[0]
 
     pass_ms = [y_test, *(held_out_pass(f"pass {p + 1}") for p in range(1, passes))]
     y_test = _geometric_mean(pass_ms)
@@ -221,8 +221,10 @@ def _geometric_mean(values: list[np.ndarray]) -> np.ndarray:
 
 def measure_subnets(profile: Any, protocol: MeasurementProtocol, space: Any, archs: list[dict], *,
                     rounds: int = 2, progress: bool = False, desc: str = "measure",
-                    anchor: tuple[dict, float] | None = None) -> tuple[np.ndarray, float | None]:
-    """End-to-end median latency (ms) of each subnet on the profile's backend.
+                    anchor: tuple[dict, float] | None = None, table: LatencyTable | None = None
+                    ) -> tuple[np.ndarray, float | None]:
+    """End-to-end median latency (ms) of each subnet on the profile's backend (compiled as `table`'s
+    entries were, e.g. with its tuning records, when a table is given).
 
     Every subnet is compiled once, then timed in `rounds` passes over all of them (the
     order alternating) and the lowest median is kept: interference from other work on
@@ -235,17 +237,18 @@ def measure_subnets(profile: Any, protocol: MeasurementProtocol, space: Any, arc
     the mean of two passes agreed with the third at tau 0.903, the lower of the two at 0.893).
     """
     medians, anchor_now = time_subnet_rounds(profile, protocol, space, archs, rounds=rounds, progress=progress,
-                                             desc=desc, anchor=anchor)
+                                             desc=desc, anchor=anchor, table=table)
     keep = np.median if anchor is not None and anchor_mode(protocol.anchor) == "bracket" else min
     return np.array([float(keep(m)) for m in medians]), anchor_now
 
 
 def time_subnet_rounds(profile: Any, protocol: MeasurementProtocol, space: Any, archs: list[dict], *,
                        rounds: int = 2, progress: bool = False, desc: str = "measure",
-                       anchor: tuple[dict, float] | None = None) -> tuple[list[list[float]], float | None]:
+                       anchor: tuple[dict, float] | None = None, table: LatencyTable | None = None
+                       ) -> tuple[list[list[float]], float | None]:
     """Every round's median (ms) of each subnet, timed as `measure_subnets` times them (at least
     `rounds` rounds; a subnet whose rounds disagree gets more), and the anchor's latency now."""
-    backend = get_backend(profile)
+    backend = get_backend(profile, table)
     runners: dict[int, Any] = {}
     anchor_runner, anchor_now = None, None
     bar = _progress(rounds * len(archs), enabled=progress, desc=desc)

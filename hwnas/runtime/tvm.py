@@ -108,11 +108,41 @@ def cross_compiler_for(target: dict[str, Any]) -> str | None:
     return shutil.which(f"{triple}-gcc")
 
 
-def make_target(spec: str | dict, *, threads: int | None = None) -> Any:
-    tvm = import_tvm()
+def host_target(spec: str | dict, *, threads: int | None = None) -> dict[str, Any]:
+    """The target dict for `spec` with this CPU's features when it compiles for this machine.
+
+    A CPU target (llvm) for this machine without `-mcpu` gets the host's (LLVM's name for it, e.g.
+    znver4): MetaSchedule then searches with the vector units the code will run on (AVX2, FMA,
+    AVX-512); without it, it tunes for a generic x86-64. `threads` sets `-num-cores`, the parallelism
+    the schedules are written for. A cross target is left as written.
+    """
     target = parse_target(spec)
+    if target["kind"] == "llvm" and not is_cross_target(target) and "mcpu" not in target:
+        import_tvm()
+        from tvm.target import codegen
+
+        cpu = str(codegen.llvm_get_system_cpu())
+        if cpu and cpu != "generic":
+            target["mcpu"] = cpu
     if threads is not None and target["kind"] == "llvm":
         target.setdefault("num-cores", int(threads))
+    return target
+
+
+def target_string(target: dict[str, Any]) -> str:
+    """The command-line form of a target dict ("llvm -mcpu=znver4 -num-cores=1")."""
+    parts = [str(target["kind"])]
+    for key, value in target.items():
+        if key == "kind":
+            continue
+        parts.append(f"-{key}=" + (",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)))
+    return " ".join(parts)
+
+
+def make_target(spec: str | dict, *, threads: int | None = None) -> Any:
+    """A tvm.target.Target for `spec` as `host_target` completes it."""
+    tvm = import_tvm()
+    target = host_target(spec, threads=threads)
     try:
         return tvm.target.Target(target)
     except Exception as exc:  # noqa: BLE001 - TVM rejects the target with its own error type
@@ -153,8 +183,13 @@ class CompiledModel:
     tuning: dict[str, Any] = field(default_factory=dict)
     input_dtype: str = "float32"
 
+    @property
+    def target_string(self) -> str:
+        return target_string(self.target)
+
     def describe(self) -> dict[str, Any]:
-        return {"target": self.target, "tune_trials": self.tune_trials, "tuning": self.tuning}
+        return {"target": self.target, "target_string": self.target_string, "tune_trials": self.tune_trials,
+                "tuning": self.tuning}
 
 
 def _fuse_passes() -> list[Any]:
@@ -180,11 +215,12 @@ def prepare_module(mod: Any, target: Any) -> Any:
 
 
 def compile_model(mod: Any, target_spec: str | dict = "llvm", *, tune_trials: int = 0,
-                  tune_dir: str | os.PathLike | None = None, threads: int = 1, seed: int = 0) -> CompiledModel:
-    """Compile a Relax module for the target, optionally tuned with MetaSchedule first."""
-    tvm = import_tvm()
-    target = make_target(target_spec, threads=threads)
-    target_dict = parse_target(target_spec)
+                  tune_dir: str | os.PathLike | None = None, threads: int = 1, seed: int = 0,
+                  database: Any = None) -> CompiledModel:
+    """Compile a Relax module for the target (completed by `host_target`), with the tuned schedules of
+    `database` (a TuningDatabase), or tuned with MetaSchedule first (`tune_trials` in all), or untuned."""
+    target_dict = host_target(target_spec, threads=threads)
+    target = make_target(target_dict)
     fused = prepare_module(mod, target)
     tuning: dict[str, Any] = {}
     try:
@@ -193,20 +229,29 @@ def compile_model(mod: Any, target_spec: str | dict = "llvm", *, tune_trials: in
                 raise InputError("tuning measures candidates on this machine; a cross target is tuned on "
                                  "the device through an RPC runner, which this exporter does not drive",
                                  field="tune_trials")
-            from tvm.s_tir import meta_schedule as ms
+            from hwnas.runtime.tvm_tuning import TuningDatabase
 
             work_dir = Path(tune_dir) if tune_dir else Path(tempfile.mkdtemp(prefix="hwnas-tune-"))
             tuning = tune(fused, target_dict, work_dir, trials=tune_trials, threads=threads, seed=seed)
-            database = ms.database.JSONDatabase(work_dir=str(work_dir), module_equality="structural")
-            executable = ms.relax_integration.compile_relax(database, fused, target, params=None)
+            database = TuningDatabase.from_work_dir(work_dir, target_string(target_dict))
+        if database is not None:
+            from hwnas.runtime.tvm_tuning import compile_with_database
+
+            executable, applied = compile_with_database(fused, target, database)
+            tuning = {**tuning, "database": database.path, "database_target": database.target, **applied}
         else:
-            executable = tvm.compile(fused, target)
+            executable = tvm_compile(fused, target)
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - a compile failure names the target and the cause
         raise RuntimeError(f"TVM failed to compile for target {target_dict}: {type(exc).__name__}: {exc}") from exc
     return CompiledModel(executable=executable, target=target_dict, tune_trials=tune_trials, tuning=tuning,
                          input_dtype=_main_input_dtype(mod))
+
+
+def tvm_compile(fused: Any, target: Any) -> Any:
+    tvm = import_tvm()
+    return tvm.compile(fused, target)
 
 
 def _main_input_dtype(mod: Any) -> str:
@@ -219,7 +264,7 @@ def _main_input_dtype(mod: Any) -> str:
         return "float32"
 
 
-def _register_cpu_intrinsics_only() -> None:
+def register_cpu_intrinsics_only() -> None:
     """Import the x86 tensor intrinsics alone, not the whole `tvm.s_tir.tensor_intrin` package.
 
     MetaSchedule imports the package (every intrinsic of every target) when a tuning context or a
@@ -242,38 +287,8 @@ def _register_cpu_intrinsics_only() -> None:
     importlib.import_module(name + ".x86")
 
 
-def _in_process_builder() -> Any:
-    """A MetaSchedule builder that compiles candidates in this process.
-
-    The stock LocalBuilder starts fresh worker processes for every batch; each pays TVM's import
-    and intrinsic registration, longer than its build timeout here, so every candidate failed.
-    """
-    import tvm
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir import meta_schedule as ms
-    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
-    from tvm.support.tar import tar
-
-    @derived_object
-    class InProcessBuilder(ms.builder.PyBuilder):
-        def build(self, build_inputs):
-            results = []
-            for item in build_inputs:
-                try:
-                    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(item.mod)
-                    built = tvm.compile(mod, target=item.target)
-                    path = os.path.join(tempfile.mkdtemp(prefix="hwnas-candidate-"), "candidate." + tar.output_format)
-                    built.export_library(path, fcompile=tar)
-                    results.append(ms.builder.BuilderResult(path, None))
-                except Exception as exc:  # noqa: BLE001 - a failing candidate is recorded, tuning goes on
-                    results.append(ms.builder.BuilderResult(None, f"build failed: {type(exc).__name__}: {exc}"))
-            return results
-
-    return InProcessBuilder()
-
-
 def _tune_in_child(script_path: str, target: dict, work_dir: str, trials: int, threads: int, seed: int) -> None:
-    _register_cpu_intrinsics_only()
+    register_cpu_intrinsics_only()
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
@@ -281,13 +296,14 @@ def _tune_in_child(script_path: str, target: dict, work_dir: str, trials: int, t
     target_obj = tvm.target.Target(target)
     # the default evolutionary search's mutators crash when initialised in this TVM build;
     # replay-trace samples the same schedule space without them
-    space = ms.space_generator.PostOrderApply(sch_rules="llvm", postprocs="llvm", mutator_probs={})
+    from hwnas.runtime.tvm_tuning import in_process_builder, space_generator
+
     runner = ms.runner.LocalRunner()
     try:
         ms.relax_integration.tune_relax(
             mod, params=None, target=target_obj, work_dir=work_dir, max_trials_global=trials,
-            num_trials_per_iter=min(16, trials), seed=seed, space=space, strategy="replay-trace",
-            cost_model="random", runner=runner, builder=_in_process_builder(),
+            num_trials_per_iter=min(16, trials), seed=seed, space=space_generator(), strategy="replay-trace",
+            cost_model="random", runner=runner, builder=in_process_builder(),
         )
     finally:
         runner.pool.shutdown()  # its worker process otherwise outlives this one
@@ -327,12 +343,10 @@ def tune(fused_mod: Any, target: dict[str, Any], work_dir: str | os.PathLike, *,
             "work_dir": str(work_dir)}
 
 
-# MetaSchedule records a candidate that failed to build or run with this run time (seconds)
-_FAILED_RUN_SECS = 1e9
-
-
 def _count_records(path: Path) -> tuple[int, int]:
     """(tuning records, records of candidates that built and ran) in a JSON database file."""
+    from hwnas.runtime.tvm_tuning import best_seconds
+
     if not path.exists():
         return 0, 0
     records = measured = 0
@@ -341,8 +355,7 @@ def _count_records(path: Path) -> tuple[int, int]:
             continue
         records += 1
         # a record is [workload index, [trace, run_secs, target, args_info]]
-        run_secs = json.loads(line)[1][1]
-        if run_secs and max(float(x) for x in run_secs) < _FAILED_RUN_SECS:
+        if best_seconds(json.loads(line)[1]) is not None:
             measured += 1
     return records, measured
 
@@ -404,6 +417,10 @@ def set_threads(threads: int, session: Any = None) -> None:
     """Fix the TVM runtime's worker threads, here or on an RPC session's device."""
     tvm = import_tvm()
     if session is None:
+        # read when TVM's thread pool first starts: with it, one thread runs a parallel loop inline; after
+        # config_threadpool(0, 1) alone a parallel loop still paid a pool launch (a 2-kernel network of a
+        # 1x1 conv and a mean, tuned: 14.8 us a call against 2.2 us with TVM_NUM_THREADS=1)
+        os.environ["TVM_NUM_THREADS"] = str(int(threads))
         config = tvm.get_global_func("runtime.config_threadpool", allow_missing=True)
     else:
         config = session.get_function("runtime.config_threadpool")

@@ -63,6 +63,20 @@ class Backend(ABC):
             return "protocol.timing", f"{protocol.timing!r} needs a CUDA device; use 'wallclock' on a CPU"
         return None
 
+    def prepare_op(self, key: str, module: Any, input_shape: Sequence[int]) -> Runner:
+        """`prepare` for one op key of a space while profiling (a backend that tunes per op names its
+        records after the key)."""
+        return self.prepare(module, input_shape)
+
+    def attach_table(self, table: Any, *, profiling: bool = False) -> None:
+        """Compile as `table`'s entries were measured (e.g. with its tuning records); `profiling`: the
+        table is being measured now, and what the backend adds to it is saved by `table_record`."""
+        return None
+
+    def table_record(self) -> dict[str, Any] | None:
+        """Save what the backend keeps beside the table being profiled; the record the table holds of it."""
+        return None
+
     def versions(self) -> dict[str, str]:
         return package_versions(self.packages)
 
@@ -81,11 +95,13 @@ def backend_names() -> list[str]:
     return BACKENDS.names()
 
 
-def get_backend(profile: DeviceProfile) -> Backend:
-    """The profile's backend, checked against `BackendLike`, ready to prepare models;
-    NotAvailableError if it cannot run here."""
+def get_backend(profile: DeviceProfile, table: Any = None) -> Backend:
+    """The profile's backend, checked against `BackendLike`, ready to prepare models (compiling as the
+    latency `table`'s entries were measured, when one is given); NotAvailableError if it cannot run here."""
     backend = BACKENDS.create(profile.backend, profile, path=profile.path)
     backend.check_available()
+    if table is not None and hasattr(backend, "attach_table"):  # a plugin's backend may not have it
+        backend.attach_table(table)
     return backend
 
 

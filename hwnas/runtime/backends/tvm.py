@@ -5,7 +5,13 @@ Options (device profile): `target` (e.g. "llvm", or "llvm -mtriple=aarch64-linux
 -mattr=+neon" for a board, cross-compiled here), `threads` (TVM runtime workers, fixed on
 the device before timing), `rpc_host` / `rpc_port` (a `python -m tvm.exec.rpc_server` on the
 device; with `rpc_key` they name a tracker instead), `tuning_trials` (MetaSchedule trials
-per compiled model; 0: untuned).
+per compiled model; 0: untuned), `tune` ({trials_per_op: N}: `hwnas profile` tunes every op
+key's workloads with MetaSchedule, N measured candidates each, and times the tuned code; the
+records go into a tuning database beside the table, which whole subnets are then compiled with
+in `validate` and `export`; a workload shared by several op keys is tuned once).
+
+A CPU target for this machine is completed with the host CPU (`-mcpu`, e.g. znver4) and
+`-num-cores` (the threads), see `hwnas.runtime.tvm.host_target`.
 
 Compilation happens once in `prepare`; each timed sample is one `time_evaluator` repeat of
 one run (number=1) of the VM's stateful `main`, so the device clock times the inference and
@@ -15,6 +21,7 @@ be timed here and is reported as NotAvailableError.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -82,6 +89,14 @@ class TvmRunner(Runner):
             self.workdir = None
 
 
+def _tune_rule(value: Any) -> str | None:
+    trials = value.get("trials_per_op") if isinstance(value, dict) else None
+    if (not isinstance(value, dict) or set(value) != {"trials_per_op"} or isinstance(trials, bool)
+            or not isinstance(trials, int) or trials < 1):
+        return "{trials_per_op: N} with N an integer >= 1 (measured candidates per op workload)"
+    return None
+
+
 @register_backend("tvm")
 class TvmBackend(Backend):
     packages = ("apache-tvm", "onnx", "torch")
@@ -93,7 +108,69 @@ class TvmBackend(Backend):
         "rpc_port": Option((int,), None, 9090),
         "rpc_key": Option((str,), None, None),
         "tuning_trials": Option((int,), None, 0),
+        "tune": Option((dict,), None, None, check=_tune_rule),
     }
+
+    def __init__(self, profile: Any):
+        super().__init__(profile)
+        self.database: Any = None  # the TuningDatabase subnets are compiled with
+        self.tuner: Any = None  # set while profiling a table with `tune`
+        self.database_path: Path | None = None
+        self._label: str | None = None
+        self._compiled: dict[tuple, Any] = {}  # while profiling with tuning: (ONNX sha256, shape) -> CompiledModel
+
+    def target(self) -> dict[str, Any]:
+        """The target dict compiled for: the database's when there is one, else the profile's on this host."""
+        from hwnas.runtime.tvm import host_target, parse_target
+
+        if self.database is not None:
+            return parse_target(self.database.target)
+        return host_target(self.options.get("target", "llvm"), threads=self.profile.threads())
+
+    def attach_table(self, table: Any, *, profiling: bool = False) -> None:
+        from hwnas.runtime.tvm import is_cross_target, target_string
+        from hwnas.runtime.tvm_tuning import Tuner, TuningDatabase, tuning_path
+
+        tune = self.options.get("tune") or {}
+        if not profiling:
+            path = table.tuning_file()
+            if path is not None:
+                self.database = TuningDatabase.load(path, sha256=table.tuning["sha256"])
+            return
+        if not tune:
+            return
+        target = self.target()
+        if is_cross_target(target):
+            raise InputError("per-op tuning measures candidates on this machine; a cross target is not tuned "
+                             "here", path=self.profile.path, field="options.tune")
+        self.database_path = tuning_path(table.path)
+        if table.tuning and self.database_path.is_file():
+            # a resumed table: its database may hold one op more than the table (saved first)
+            self.database = TuningDatabase.load(self.database_path)
+            if self.database.target != target_string(target):
+                raise InputError(f"the tuning database was tuned for target {self.database.target!r}, this host "
+                                 f"compiles for {target_string(target)!r}; profile afresh (--overwrite)",
+                                 path=str(self.database_path), field="target")
+        elif table.tuning:
+            raise InputError("the table names a tuning database that is missing; profile afresh (--overwrite)",
+                             path=str(self.database_path), field="tuning.database")
+        else:
+            self.database = TuningDatabase.create(target_string(target))
+        self.tuner = Tuner(self.database, int(tune["trials_per_op"]), threads=self.profile.threads())
+
+    def table_record(self) -> dict[str, Any] | None:
+        if self.tuner is None or self.database_path is None:
+            return None
+        sha = self.database.save(self.database_path)
+        return {"database": self.database_path.name, "sha256": sha, "target": self.database.target,
+                "trials_per_op": self.tuner.trials, "strategy": "replay-trace", **self.database.summary()}
+
+    def prepare_op(self, key: str, module: Any, input_shape: Sequence[int]) -> TvmRunner:
+        self._label = key
+        try:
+            return self.prepare(module, input_shape)
+        finally:
+            self._label = None
 
     def check_available(self) -> None:
         from hwnas.runtime.tvm import import_tvm, is_cross_target, parse_target
@@ -108,8 +185,11 @@ class TvmBackend(Backend):
                                     "options.rpc_host (and rpc_port) to a TVM RPC server on that device")
 
     def describe(self) -> dict[str, Any]:
+        from hwnas.runtime.tvm import target_string
+
         d = super().describe()
         d["remote"] = self.rpc_address().describe() if self.options.get("rpc_host") else None
+        d["target_string"] = target_string(self.target())
         return d
 
     def rpc_address(self) -> Any:
@@ -123,12 +203,25 @@ class TvmBackend(Backend):
 
     def prepare_onnx(self, onnx_model: bytes | str | Path, input_shape: Sequence[int]) -> TvmRunner:
         """Compile an ONNX model (bytes or a path) and bind a random input of `input_shape`."""
-        from hwnas.runtime.tvm import compile_model, import_onnx
+        from hwnas.runtime.tvm import compile_model, import_onnx, make_target, prepare_module
 
+        key = None
+        if self.tuner is not None:
+            # profiling compiles each op again in every round: TVM's compile is deterministic, so the
+            # rounds after the first reuse the executable (built with the records the op was tuned into)
+            data = onnx_model if isinstance(onnx_model, bytes) else Path(onnx_model).read_bytes()
+            key = (hashlib.sha256(data).hexdigest(), tuple(int(d) for d in input_shape))
+            if key in self._compiled:
+                return self.prepare_compiled(self._compiled[key], input_shape)
         mod = import_onnx(onnx_model, input_shape)
-        compiled = compile_model(mod, self.options.get("target", "llvm"),
-                                 tune_trials=int(self.options.get("tuning_trials") or 0),
-                                 threads=self.profile.threads())
+        target = self.target()
+        if self.tuner is not None:
+            tvm_target = make_target(target)
+            self.tuner.tune(prepare_module(mod, tvm_target), tvm_target, label=self._label or "whole network")
+        compiled = compile_model(mod, target, tune_trials=int(self.options.get("tuning_trials") or 0),
+                                 threads=self.profile.threads(), database=self.database)
+        if key is not None:
+            self._compiled[key] = compiled
         return self.prepare_compiled(compiled, input_shape)
 
     def prepare_compiled(self, compiled: Any, input_shape: Sequence[int], *,
