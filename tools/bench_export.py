@@ -97,7 +97,7 @@ def main() -> int:
                 row.update({
                     "input": m["input_shape"],
                     "onnx_max_abs_diff": m["parity"]["onnxruntime_vs_torch"]["max_abs_diff"],
-                    "tvm_max_abs_diff": m["parity"]["tvm_vs_onnxruntime"]["max_abs_diff"],
+                    "tvm_max_abs_diff": m["parity"]["tvm_vs_torch"]["max_abs_diff"],
                     "ort_ms": measured["onnxruntime"]["median_ms"], "ort_cv": measured["onnxruntime"]["cv"],
                     "ort_round_medians_ms": measured["onnxruntime"].get("round_medians_ms"),
                     "ort_settled": measured["onnxruntime"].get("settled"),
