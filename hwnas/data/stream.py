@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from hwnas.data.datasets import flip_and_shift
 from hwnas.errors import InputError
 
 # evaluation resizes the short side to resolution / EVAL_CROP, then crops the centre (ImageNet's 0.875)
@@ -169,16 +170,6 @@ class TensorImages(ImageSet):
         if plan.train and self.augment:
             x = flip_and_shift(x, torch.Generator().manual_seed(plan.seed))
         return LoadedBatch(x, self.y[idx], [], plan.position, plan.resolution)
-
-
-def flip_and_shift(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Horizontal flip and a shift of up to 2 px (padding 2, random crop): cheap and label-safe."""
-    n, _, h, w = x.shape
-    flip = torch.rand(n, generator=generator) < 0.5
-    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
-    dy, dx = torch.randint(0, 5, (2,), generator=generator).tolist()
-    return padded[:, :, dy : dy + h, dx : dx + w]
 
 
 class FolderImages(ImageSet):

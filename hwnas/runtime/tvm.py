@@ -264,30 +264,9 @@ def _main_input_dtype(mod: Any) -> str:
         return "float32"
 
 
-def register_cpu_intrinsics_only() -> None:
-    """Import the x86 tensor intrinsics alone, not the whole `tvm.s_tir.tensor_intrin` package.
-
-    MetaSchedule imports the package (every intrinsic of every target) when a tuning context or a
-    build starts; its CUDA part alone takes 90-120 s to register on this 2-core machine. The CPU
-    schedule rules used here (`llvm`) tensorize with nothing else.
-    """
-    import importlib.util
-    import types
-
-    name = "tvm.s_tir.tensor_intrin"
-    if name in sys.modules:
-        return
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.submodule_search_locations is None:
-        return
-    package = types.ModuleType(name)
-    package.__path__ = list(spec.submodule_search_locations)
-    package.__spec__ = spec
-    sys.modules[name] = package
-    importlib.import_module(name + ".x86")
-
-
 def _tune_in_child(script_path: str, target: dict, work_dir: str, trials: int, threads: int, seed: int) -> None:
+    from hwnas.runtime.tvm_tuning import register_cpu_intrinsics_only
+
     register_cpu_intrinsics_only()
     import tvm
     from tvm.s_tir import meta_schedule as ms

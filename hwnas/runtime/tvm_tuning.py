@@ -26,6 +26,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -341,8 +342,6 @@ class Tuner:
 
         Returns {"tasks": n, "tuned": newly tuned, "reused": already in the database}.
         """
-        from hwnas.runtime.tvm import register_cpu_intrinsics_only
-
         register_cpu_intrinsics_only()
         from tvm.s_tir import meta_schedule as ms
 
@@ -361,7 +360,13 @@ class Tuner:
                 new.append(task)
         if new:
             # MetaSchedule prints its task table to stdout at INFO; its log files keep everything
-            logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+            ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+            ms_logger.setLevel(logging.WARNING)
+            # MetaSchedule re-configures this logger by its handlers' names: a handler it did not make
+            # (unnamed, e.g. left by an earlier run's teardown) makes its dictConfig fail
+            for handler in list(ms_logger.handlers):
+                if not (handler.get_name() or "").startswith("tvm.s_tir.meta_schedule"):
+                    ms_logger.removeHandler(handler)
             with tempfile.TemporaryDirectory(prefix="hwnas-tune-") as logs:
                 contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                     new, logs, space=space_generator(), strategy="replay-trace", seed=self.seed)
@@ -374,3 +379,26 @@ class Tuner:
             self.database.absorb(keys, self.trials)
             self.tuned_tasks += len(new)
         return {"tasks": len(tasks), "tuned": len(new), "reused": reused}
+
+
+def register_cpu_intrinsics_only() -> None:
+    """Import the x86 tensor intrinsics alone, not the whole `tvm.s_tir.tensor_intrin` package.
+
+    MetaSchedule imports the package (every intrinsic of every target) when a tuning context or a
+    build starts; its CUDA part alone takes 90-120 s to register on this 2-core machine. The CPU
+    schedule rules used here (`llvm`) tensorize with nothing else.
+    """
+    import importlib.util
+    import types
+
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.submodule_search_locations is None:
+        return
+    package = types.ModuleType(name)
+    package.__path__ = list(spec.submodule_search_locations)
+    package.__spec__ = spec
+    sys.modules[name] = package
+    importlib.import_module(name + ".x86")
