@@ -27,7 +27,7 @@ from test_train import TINY as TINY_SPACE
 from test_train import tiny_data, tiny_settings
 
 from hwnas.cli import main as cli_main
-from hwnas.export.bundle import sha256
+from hwnas.io import file_sha256
 from hwnas.latency.profile import profile
 from hwnas.latency.table import LatencyTable
 from hwnas.train import read_checkpoint, train
@@ -180,7 +180,7 @@ def test_training_killed_mid_epoch_resumes_with_the_uninterrupted_losses(tmp_pat
 
 def whole_bundle(folder: Path) -> bool:
     manifest = json.loads((folder / "manifest.json").read_text())
-    return all(sha256(folder / f["path"]) == f["sha256"] for f in manifest["files"].values())
+    return all(file_sha256(folder / f["path"]) == f["sha256"] for f in manifest["files"].values())
 
 
 def test_export_killed_at_random_moments_keeps_a_whole_bundle_or_none(tmp_path, capsys):

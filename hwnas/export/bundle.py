@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import os
 import platform
 import shutil
@@ -35,7 +34,7 @@ from hwnas.device_profile import DeviceProfile, load_profile
 from hwnas.errors import InputError, NotAvailableError
 from hwnas.export.formats import ExportContext
 from hwnas.export.preprocess import InputContract, OutputContract, RawImageModel
-from hwnas.io import artifact_lock, atomic_write_json, temp_prefix
+from hwnas.io import artifact_lock, atomic_write_json, file_sha256, temp_prefix
 from hwnas.registry import EXPORTERS
 
 # 2: the input / output contract, accuracy figures with split and size, predict.py
@@ -109,14 +108,6 @@ def parse_formats(spec: str | Sequence[str]) -> tuple[str, ...]:
                          f"list of {', '.join(known)}", field="formats")
     # every other format is built from the ONNX file, so it is always made, first
     return tuple(dict.fromkeys(["onnx", *names]))
-
-
-def sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -316,7 +307,7 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
                 "protocol": asdict(profile.protocol),
                 "measured": measured,
             },
-            "files": {name: {"path": rel, "sha256": sha256(tmp / rel), "bytes": (tmp / rel).stat().st_size}
+            "files": {name: {"path": rel, "sha256": file_sha256(tmp / rel), "bytes": (tmp / rel).stat().st_size}
                       for name, rel in files.items()},
             "formats": formats_info,
             "parity": parity,
@@ -523,7 +514,8 @@ def export_selection(selection: Any, out_dir: str | os.PathLike, *, formats: Seq
                                               stats=meta.get("data"))
         classes = list(data.classes)
         test_images = (data.test_x.numpy(), data.test_y.numpy())
-        weights = {"supernet": str(Path(selection.supernet).resolve()), "supernet_sha256": sha256(selection.supernet),
+        weights = {"supernet": str(Path(selection.supernet).resolve()),
+                   "supernet_sha256": file_sha256(selection.supernet),
                    "trained": True, "epoch": meta.get("epoch"), "bn_recalibrated": True}
     elif untrained:
         subnet = untrained_subnet(space, arch)

@@ -24,7 +24,6 @@ one with the lowest median; see `rounds_needed` for when an entry is settled).
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import math
 import os
 from collections.abc import Iterable
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.errors import InputError
-from hwnas.io import json_bytes, read_json, write_or_rescue
+from hwnas.io import file_sha256, json_bytes, read_json, write_or_rescue
 from hwnas.runtime.measure import rounds_needed
 
 SCHEMA_VERSION = 1
@@ -123,13 +122,10 @@ class LatencyTable:
             raise InputError(f"the tuning database {path.name} that this table's latencies were measured with is "
                              "missing; copy it beside the table, or profile again", path=str(path),
                              field="tuning.database")
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        if h.hexdigest() != self.tuning.get("sha256"):
+        found = file_sha256(path)
+        if found != self.tuning.get("sha256"):
             raise InputError(f"the tuning database differs from the one this table was measured with (sha256 "
-                             f"{h.hexdigest()[:16]}..., the table records {str(self.tuning.get('sha256'))[:16]}...); "
+                             f"{found[:16]}..., the table records {str(self.tuning.get('sha256'))[:16]}...); "
                              "restore it or profile again", path=str(path), field="tuning.sha256")
 
     def lookup(self, key: str) -> float:

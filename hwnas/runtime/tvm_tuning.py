@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from hwnas.errors import InputError
-from hwnas.io import atomic_write_bytes
+from hwnas.io import atomic_write_bytes, file_sha256
 
 KIND = "hwnas-tvm-tuning-database"
 SCHEMA_VERSION = 1
@@ -47,14 +47,6 @@ def tuning_path(table_path: str | os.PathLike) -> Path:
     """Where the tuning database of the latency table at `table_path` is kept (beside it)."""
     table_path = Path(table_path)
     return table_path.with_name(table_path.stem + ".tuning.json.gz")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def best_seconds(record: list | None) -> float | None:
