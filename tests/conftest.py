@@ -1,4 +1,4 @@
-"""Shared test settings: one thread, so the suite behaves the same on any machine."""
+"""Shared test settings: one thread (torch and BLAS), so the suite behaves the same on any machine."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
 
 torch.set_num_threads(1)
+# one BLAS thread too (NumPy / SciPy): a BLAS pool waiting for cores that other work holds made the
+# surrogate-driven search tests 5-25x slower on a busy 2-core machine
+threadpool_limits(limits=1, user_api="blas")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_BENCHMARKS = REPO.parent / "shared" / "benchmarks"

@@ -225,8 +225,12 @@ def test_validate_times_subnets_compiled_with_the_database(tuned_table, monkeypa
 
 @pytest.mark.slow
 def test_tuned_build_runs_as_fast_as_the_tuner_measured(tmp_path):
-    """The exported library runs the tuned kernels: its time is within 20 % of the tuner's own figure
-    (a network of one operator, so the tuner's summed task latency is that operator's best record)."""
+    """The exported library runs the tuned kernels: it is no more than 20 % slower than the tuner's own
+    figure (a network of one operator, so the tuner's summed task latency is that operator's best record).
+
+    One-sided: the failure this guards against (records that never reach the library) left an operator
+    several times slower than its record; a library faster than the record only means the tuner timed
+    it while other work held the core (seen: 0.19 ms built against 0.38 ms tuned on a busy machine)."""
     import tvm
 
     from hwnas.runtime.backends import export_onnx_bytes
@@ -244,7 +248,7 @@ def test_tuned_build_runs_as_fast_as_the_tuner_measured(tmp_path):
     vm.set_input("main", tvm.runtime.tensor(np.random.randn(*shape).astype("float32")))
     built_s = min(np.median(vm.time_evaluator("invoke_stateful", tvm.cpu(), number=10, repeat=5)("main").results)
                   for _ in range(3))
-    assert abs(built_s / tuner_s - 1) < 0.2, (built_s, tuner_s)
+    assert built_s < 1.2 * tuner_s, (built_s, tuner_s)
 
 
 def test_export_applies_the_tables_records_without_tuning(tuned_table, tmp_path, monkeypatch):
