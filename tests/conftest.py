@@ -10,6 +10,8 @@ import torch
 from threadpoolctl import threadpool_limits
 
 torch.set_num_threads(1)
+# no compiled-library cache unless a test sets one: a hit would skip the compile a test checks
+os.environ["HWNAS_CACHE_DIR"] = "off"
 # one BLAS thread too (NumPy / SciPy): a BLAS pool waiting for cores that other work holds made the
 # surrogate-driven search tests 5-25x slower on a busy 2-core machine
 threadpool_limits(limits=1, user_api="blas")

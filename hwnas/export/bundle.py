@@ -209,7 +209,7 @@ def export(module: Any, input_shape: Sequence[int], out_dir: str | os.PathLike, 
         if tune_trials:
             raise InputError("the table's TVM tuning records are applied at export; tuning again is not needed "
                              "(drop --tune-trials)", field="tune_trials")
-        tvm_database = TuningDatabase.load(table.tuning_file(), sha256=table.tuning["sha256"])
+        tvm_database = TuningDatabase.load_verified(table.tuning_file(), table.tuning["sha256"])
         if tvm_target is None:
             tvm_target = tvm_database.target
     if tvm_target is None:

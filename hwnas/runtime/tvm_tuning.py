@@ -91,6 +91,7 @@ class TuningDatabase:
         self.path = path
         self._scratch: tempfile.TemporaryDirectory | None = None
         self._ms_db: Any = None
+        self.sha256: str | None = None  # of the file it was read from (None: built or changed in memory)
 
     @classmethod
     def create(cls, target: str) -> TuningDatabase:
@@ -167,6 +168,20 @@ class TuningDatabase:
         self.path = str(path)
         return hashlib.sha256(data).hexdigest()
 
+    # read-only databases already read in this process, by (file, sha256): building MetaSchedule's database
+    # over a table's records (parsing every workload's IR) took ~2-5 s, and one export reads it three times
+    # (the bundle's library, the network alone, the anchor subnet)
+    _shared: dict[tuple[str, str], TuningDatabase] = {}
+
+    @classmethod
+    def load_verified(cls, path: str | os.PathLike, sha256: str, *, field_name: str = "tuning.database"
+                      ) -> TuningDatabase:
+        """`load` with the sha256 the table records, shared by every reader in this process (the file is
+        hashed each time; a database read this way is compiled with, never tuned into)."""
+        database = cls.load(path, sha256=sha256, field_name=field_name)  # the check, every time
+        key = (str(Path(path).resolve()), sha256)
+        return cls._shared.setdefault(key, database)
+
     @classmethod
     def load(cls, path: str | os.PathLike, *, sha256: str | None = None, field_name: str = "tuning.database"
              ) -> TuningDatabase:
@@ -182,7 +197,8 @@ class TuningDatabase:
                                  f"(sha256 {found[:16]}..., the table records {sha256[:16]}...); restore it or "
                                  "profile again", path=str(path), field="tuning.sha256")
         try:
-            raw = json.loads(gzip.decompress(path.read_bytes()))
+            data = path.read_bytes()
+            raw = json.loads(gzip.decompress(data))
         except (OSError, EOFError, ValueError) as exc:
             raise InputError(f"not a gzip'd JSON TVM tuning database ({type(exc).__name__}: {exc})",
                              path=str(path), field=field_name) from exc
@@ -204,7 +220,9 @@ class TuningDatabase:
             entries[entry.key] = entry
         if not isinstance(raw.get("target"), str):
             raise InputError("expected the target string the records were tuned for", path=str(path), field="target")
-        return cls(raw["target"], entries, path=str(path))
+        database = cls(raw["target"], entries, path=str(path))
+        database.sha256 = hashlib.sha256(data).hexdigest()
+        return database
 
 
 def workload_key(ms_db: Any, mod: Any) -> str:

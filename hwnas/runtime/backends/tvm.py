@@ -135,7 +135,7 @@ class TvmBackend(Backend):
         if not profiling:
             path = table.tuning_file()
             if path is not None:
-                self.database = TuningDatabase.load(path, sha256=table.tuning["sha256"])
+                self.database = TuningDatabase.load_verified(path, table.tuning["sha256"])
             return
         if not tune:
             return
@@ -213,6 +213,11 @@ class TvmBackend(Backend):
             key = (hashlib.sha256(data).hexdigest(), tuple(int(d) for d in input_shape))
             if key in self._compiled:
                 return self.prepare_compiled(self._compiled[key], input_shape)
+        cached = None
+        if self.tuner is None and not self.options.get("rpc_host") and not int(self.options.get("tuning_trials") or 0):
+            cached, runner = self._from_cache(onnx_model, input_shape)
+            if runner is not None:
+                return runner
         mod = import_onnx(onnx_model, input_shape)
         target = self.target()
         if self.tuner is not None:
@@ -222,7 +227,35 @@ class TvmBackend(Backend):
                                  threads=self.profile.threads(), database=self.database)
         if key is not None:
             self._compiled[key] = compiled
+        if cached is not None:
+            from hwnas.runtime import tvm_cache
+            from hwnas.runtime.tvm import LibraryFiles
+
+            so = tvm_cache.store(cached, compiled)
+            if so is not None:  # loading the written library is faster than linking the executable in memory
+                return self.prepare_compiled(compiled, input_shape, library=LibraryFiles(so, None, None))
         return self.prepare_compiled(compiled, input_shape)
+
+    def _from_cache(self, onnx_model: bytes | str | Path, input_shape: Sequence[int]) -> tuple[str | None, Any]:
+        """(cache key, a runner over the cached library or None); key None: not cacheable
+        (`hwnas.runtime.tvm_cache`: the library compiled earlier on this machine from the same ONNX
+        bytes, shape, target and tuning records)."""
+        from hwnas.runtime import tvm_cache
+        from hwnas.runtime.tvm import CompiledModel, LibraryFiles, target_string
+
+        if tvm_cache.cache_dir() is None or (self.database is not None and not self.database.sha256):
+            return None, None
+        data = onnx_model if isinstance(onnx_model, bytes) else Path(onnx_model).read_bytes()
+        key = tvm_cache.cache_key(data, input_shape, target_string(self.target()),
+                                  self.database.sha256 if self.database is not None else None)
+        hit = tvm_cache.lookup(key)
+        if hit is None:
+            return key, None
+        so, made = hit
+        compiled = CompiledModel(executable=None, target=made["target"], tune_trials=0,
+                                 tuning={**made.get("tuning", {}), "cached_library": so},
+                                 input_dtype=made.get("input_dtype", "float32"))
+        return key, self.prepare_compiled(compiled, input_shape, library=LibraryFiles(so, None, None))
 
     def prepare_compiled(self, compiled: Any, input_shape: Sequence[int], *,
                          library: Any = None) -> TvmRunner:
