@@ -9,8 +9,9 @@ BIN    := $(VENV)/bin
 demo: $(VENV)/.installed
 	$(BIN)/hwnas demo
 
+# one test process per core (pytest-xdist): each test runs on one thread
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check hwnas tests tools
