@@ -176,10 +176,24 @@ def anchored(runner: Runner, anchor: Runner, anchor_ms: float, mode: Any,
     return AnchoredRunner(runner, anchor, anchor_ms)
 
 
+# the anchor subnet's weights: the same in every run, so every run compiles the same network (and a
+# compiled-library cache serves it)
+ANCHOR_WEIGHT_SEED = 0
+
+
+def anchor_network(space: Any, arch: dict) -> Any:
+    """The anchor subnet as a module, its weights drawn from ANCHOR_WEIGHT_SEED."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ANCHOR_WEIGHT_SEED)
+        return space.build(arch).eval()
+
+
 def prepare_anchor(backend: Any, space: Any, arch: dict, batch: int) -> Runner:
     """The anchor subnet compiled by `backend` for `batch` (the caller closes it)."""
     arch = space.validate(arch)
-    return backend.prepare(space.build(arch), (batch, *space.input_shape(arch)))
+    return backend.prepare(anchor_network(space, arch), (batch, *space.input_shape(arch)))
 
 
 # the anchor's own latency is the lowest median of this many rounds, started this far apart: slow spells
@@ -226,4 +240,5 @@ def table_anchor(table_path: Any) -> tuple[Any, tuple[int, ...], float, str] | N
     if anchor is None:
         return None
     arch, anchor_ms = anchor
-    return space.build(arch), tuple(space.input_shape(arch)), anchor_ms, anchor_mode(predictor.table.protocol["anchor"])
+    return (anchor_network(space, arch), tuple(space.input_shape(arch)), anchor_ms,
+            anchor_mode(predictor.table.protocol["anchor"]))
