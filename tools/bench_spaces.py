@@ -77,9 +77,10 @@ def measured_pair(space, archs: list[dict], rounds: int = 4) -> list[float]:
     return [round(results[i][0].median_ms, 5) for i in range(len(archs))]
 
 
-def found_against_hand_made(name: str, run_dir: Path) -> dict:
+def found_against_hand_made(name: str, run_dir: Path, alone: bool = False) -> dict:
     """The most accurate subnet of the search's front that runs no slower (measured) than the hand-made
-    network, both scored by the same supernet estimator (validation split, BN recalibrated)."""
+    network, both scored by the same supernet estimator (validation split, BN recalibrated); with
+    `alone`, both also trained alone from scratch with the supernet's schedule (test split)."""
     from hwnas.estimate import get_estimator
     from hwnas.io import read_json
     from hwnas.latency.predictor import LatencyPredictor
@@ -99,9 +100,25 @@ def found_against_hand_made(name: str, run_dir: Path) -> dict:
             row = {"arch": found, "measured_ms": ms_found, "accuracy": float(estimator.predict([found])[0]),
                    "predicted_ms": float(predictor.predict([found])[0])}
             break
-    return {"hand_made": {"name": label, "arch": hand, "measured_ms": ms_hand, "accuracy": acc_hand,
-                         "predicted_ms": float(predictor.predict([hand])[0])},
-            "found": row, "front_size": len(front)}
+    result = {"hand_made": {"name": label, "arch": hand, "measured_ms": ms_hand, "accuracy": acc_hand,
+                            "predicted_ms": float(predictor.predict([hand])[0])},
+              "found": row, "front_size": len(front)}
+    if alone and row is not None:
+        # each trained alone from scratch with the supernet's data, schedule and optimizer (test split):
+        # shared weights after a short schedule score the subnets between the extremes poorly
+        from hwnas.data import load_dataset
+        from hwnas.train import load_checkpoint
+        from hwnas.train.standalone import train_subnet_alone
+        from hwnas.train.trainer import TrainSettings
+
+        _, meta = load_checkpoint(run_dir / "supernet.pt")
+        settings = TrainSettings.from_dict(meta["settings"])
+        data = load_dataset(settings.data)
+        for part in (result["hand_made"], result["found"]):
+            began = time.perf_counter()
+            part["accuracy_alone"] = float(train_subnet_alone(part["arch"], settings, data)["acc"])
+            part["train_alone_s"] = round(time.perf_counter() - began, 1)
+    return result
 
 
 def bench_space(name: str, out: Path, epochs: int) -> dict:
@@ -151,6 +168,8 @@ def main() -> None:
     p.add_argument("--latency-only", action="store_true", help="profile and validate only (no training)")
     p.add_argument("--versus-only", action="store_true",
                    help="only the found-vs-hand-made comparison, on the runs already in --out")
+    p.add_argument("--alone", action="store_true",
+                   help="with --versus-only: also train both networks alone from scratch (the supernet's schedule)")
     args = p.parse_args()
     out = Path(args.out)
     if args.latency_only:
@@ -161,7 +180,8 @@ def main() -> None:
         return
     if args.versus_only:
         for name in args.spaces:
-            row = {"space": name, **found_against_hand_made(name, out / name), "load_avg": os.getloadavg()}
+            row = {"space": name, **found_against_hand_made(name, out / name, alone=args.alone),
+                   "load_avg": os.getloadavg()}
             (out / name / "versus.json").write_text(json.dumps(row, indent=1, default=str) + "\n")
             print(json.dumps(row, default=str), flush=True)
         return
