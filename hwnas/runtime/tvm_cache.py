@@ -69,9 +69,8 @@ def store(key: str, compiled: Any) -> str | None:
     folder = cache_dir()
     if folder is None:
         return None
-    from hwnas.runtime.tvm import CompiledModel, export_library
+    from hwnas.runtime.tvm import export_library
 
-    assert isinstance(compiled, CompiledModel)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder, prefix=".writing-") as tmp:

@@ -213,9 +213,9 @@ class TvmBackend(Backend):
             key = (hashlib.sha256(data).hexdigest(), tuple(int(d) for d in input_shape))
             if key in self._compiled:
                 return self.prepare_compiled(self._compiled[key], input_shape)
-        cached = None
+        cache_key = None
         if self.tuner is None and not self.options.get("rpc_host") and not int(self.options.get("tuning_trials") or 0):
-            cached, runner = self._from_cache(onnx_model, input_shape)
+            cache_key, runner = self._from_cache(onnx_model, input_shape)
             if runner is not None:
                 return runner
         mod = import_onnx(onnx_model, input_shape)
@@ -227,11 +227,11 @@ class TvmBackend(Backend):
                                  threads=self.profile.threads(), database=self.database)
         if key is not None:
             self._compiled[key] = compiled
-        if cached is not None:
+        if cache_key is not None:
             from hwnas.runtime import tvm_cache
             from hwnas.runtime.tvm import LibraryFiles
 
-            so = tvm_cache.store(cached, compiled)
+            so = tvm_cache.store(cache_key, compiled)
             if so is not None:  # loading the written library is faster than linking the executable in memory
                 return self.prepare_compiled(compiled, input_shape, library=LibraryFiles(so, None, None))
         return self.prepare_compiled(compiled, input_shape)
@@ -255,7 +255,10 @@ class TvmBackend(Backend):
         compiled = CompiledModel(executable=None, target=made["target"], tune_trials=0,
                                  tuning={**made.get("tuning", {}), "cached_library": so},
                                  input_dtype=made.get("input_dtype", "float32"))
-        return key, self.prepare_compiled(compiled, input_shape, library=LibraryFiles(so, None, None))
+        try:
+            return key, self.prepare_compiled(compiled, input_shape, library=LibraryFiles(so, None, None))
+        except Exception:  # noqa: BLE001 - an entry that no longer loads (damaged, another TVM build) is a miss
+            return key, None
 
     def prepare_compiled(self, compiled: Any, input_shape: Sequence[int], *,
                          library: Any = None) -> TvmRunner:
