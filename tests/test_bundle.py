@@ -253,7 +253,11 @@ def test_demo_report_names_the_split_of_every_accuracy(trained, tmp_path):
     assert table[0].split("|")[2].strip().startswith(f"{estimate['percent']:.4g} ± {estimate['stderr']:.2g} %")
     assert "(2000 images), the bundle's model.onnx" in table[0]
     agreement = summary["estimate_vs_test"]
-    assert agreement["within"] == (abs(agreement["difference"]) <= agreement["stderr"])
+    # the stated uncertainty is the 95 % interval: 1.96 combined standard errors
+    assert agreement["interval95"] == pytest.approx(1.96 * agreement["stderr"], abs=1e-3)
+    assert agreement["within"] == (abs(agreement["difference"]) <= agreement["interval95"])
+    assert agreement["within_1se"] == (abs(agreement["difference"]) <= agreement["stderr"])
+    assert ("within the 95 % interval" in report) == agreement["within"]
 
 
 @pytest.mark.skipif(not HAS_TVM, reason="apache-tvm is not installed")

@@ -16,7 +16,7 @@ from hwnas.supernet import build_supernet
 from hwnas.train import TrainSettings, load_checkpoint, read_checkpoint, sandwich_archs, sandwich_step, train
 from hwnas.train.checkpoint import save_checkpoint
 from hwnas.train.splits import split_validation
-from hwnas.train.trainer import constrain, make_optimizer, phase_of
+from hwnas.train.trainer import constrain, fair_group, make_optimizer, phase_of
 
 TINY = {"width_mult": 0.25, "resolutions": [8, 12]}
 
@@ -55,6 +55,43 @@ def test_sandwich_archs_are_largest_smallest_then_random():
     space = get_space("mbv3-small-input", **TINY)
     archs = sandwich_archs(space, np.random.default_rng(1), 3)
     assert archs[0] == space.largest() and archs[1] == space.smallest() and len(archs) == 5
+
+
+def test_fair_sampling_trains_every_choice_of_every_gene_once_a_step():
+    space = get_space("mbv3-small-input", **TINY)
+    lower, upper = space.bounds
+    n = int(max(upper - lower)) + 1  # as many subnets as the most choices a gene has (3 here)
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        archs = sandwich_archs(space, rng, n - 1, sampling="fair")
+        assert archs[0] == space.largest() and len(archs) == n + 1
+        X = np.stack([space.encode(a) for a in archs[1:]])
+        for gene in always_used_genes(space):
+            # each choice of the gene appears once
+            assert set(X[:, gene]) == set(range(int(lower[gene]), int(upper[gene]) + 1)), gene
+    # genes are shuffled apart: the group is not the largest / middle / smallest subnets
+    assert any(len(set(space.encode(a))) > 1 for a in archs[1:])
+    # more subnets than choices: every choice used as evenly as it can be
+    X = np.stack([space.encode(a) for a in fair_group(space, np.random.default_rng(0), 7)])
+    for gene in always_used_genes(space):
+        counts = np.bincount(X[:, gene] - lower[gene], minlength=int(upper[gene] - lower[gene]) + 1)
+        assert counts.max() - counts.min() <= 1, gene
+
+
+def always_used_genes(space) -> list[int]:
+    """Resolution, depths, and the kernel and expand genes of the first two blocks of each stage (every
+    depth has them; the encoding resets the genes of blocks a depth leaves out)."""
+    stages, slots = space.n_stages, space.n_slots
+    per_stage = slots // stages
+    first_two = [s * per_stage + j for s in range(stages) for j in range(2)]
+    return list(range(1 + stages)) + [1 + stages + i for i in first_two] + [1 + stages + slots + i for i in first_two]
+
+
+def test_sampling_is_checked_and_the_short_schedule_samples_fairly():
+    with pytest.raises(InputError, match="sampling"):
+        TrainSettings(sampling="uniform").validate()
+    assert TrainSettings.short_schedule().sampling == "fair"
+    assert TrainSettings().sampling == "sandwich"
 
 
 def test_shared_resolution_runs_every_subnet_of_a_step_at_one_drawn_resolution():

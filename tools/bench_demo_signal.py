@@ -1,6 +1,6 @@
 """Can the demo's accuracy estimates be trusted? N demo seeds: per seed, Kendall tau between the
 evaluated subnets' accuracy estimates and their MACs, and the exported subnet's estimate against its
-test accuracy (within the combined standard error or not).
+test accuracy (within its 95 % interval, 1.96 combined standard errors, or not; and within one).
 
     python tools/bench_demo_signal.py --seeds 0,1,2,3,4 --out bench/demo-signal            # train + search
     python tools/bench_demo_signal.py --seeds 0,1,2,3,4 --out bench/demo-signal --full     # whole demos
@@ -41,22 +41,28 @@ def main(argv: list[str] | None = None) -> int:
     records = signal_benchmark(args.out, seeds, full=args.full, epochs=args.epochs, table=args.table,
                                max_time=max_time)
     print(f"{'seed':>4}  {'tau(acc,MACs)':>13}  {'estimate (val)':>16}  {'test':>16}  {'test-est':>8}  "
-          f"{'se':>5}  within  ties  seconds")
+          f"{'se':>5}  95%  1se  ties  seconds")
     for r in records:
         e, t, a = r["estimate"], r["test"], r["estimate_vs_test"] or {}
         print(f"{r['seed']:>4}  {r['kendall_tau_accuracy_macs']:>13.3f}  {e['percent']:>9.2f} ± {e['stderr']:.2f}  "
               f"{t['percent']:>9.2f} ± {t['stderr']:.2f}  {a.get('difference', float('nan')):>+8.2f}  "
-              f"{a.get('stderr', float('nan')):>5.2f}  {str(a.get('within')):>6}  {r['tied']!s:>4}  {r['seconds']:>7}")
+              f"{a.get('stderr', float('nan')):>5.2f}  {_yes(a.get('within')):>3}  {_yes(a.get('within_1se')):>3}  "
+              f"{r['tied']!s:>4}  {r['seconds']:>7}")
     taus = np.array([r["kendall_tau_accuracy_macs"] for r in records], dtype=float)
     within = sum(bool((r["estimate_vs_test"] or {}).get("within")) for r in records)
-    print(f"tau: mean {taus.mean():.3f}, min {taus.min():.3f}; estimate within its standard error of the test "
-          f"accuracy on {within} of {len(records)} seeds; load average {load_start} at start, "
+    within_1se = sum(bool((r["estimate_vs_test"] or {}).get("within_1se")) for r in records)
+    print(f"tau: mean {taus.mean():.3f}, min {taus.min():.3f}; test accuracy within the estimate's 95 % interval "
+          f"on {within} of {len(records)} seeds, within one standard error on {within_1se}; load average {load_start} at start, "
           f"{os.getloadavg()} at the end", file=sys.stderr)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"records": records, "load_average_start": load_start, "load_average_end": os.getloadavg(),
                        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "full_demo": args.full}, f, indent=1)
     return 0
+
+
+def _yes(flag) -> str:
+    return "-" if flag is None else ("yes" if flag else "no")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ fidelity on whole subnets (`hwnas validate`, 30 subnets, calibrated: share withi
 tau), the supernet's test accuracy of its largest and smallest subnet after the demo-scale training
 (the shipped Fashion-MNIST subset), and the subnet the search found under the budget against a
 hand-made member of the family (ResNet-50's proportions for `resnet`, NAS-Bench-201's ResNet cell
-for `nb201-supernet`, every choice its median otherwise): the most accurate subnet of the search's
+for `nb201-supernet`, MobileNetV3-Large's blocks for `mbv3`, every choice its median otherwise): the most accurate subnet of the search's
 front whose measured latency (ONNX Runtime, 1 thread, interleaved rounds) is no higher than the
 hand-made network's, both scored by the same supernet estimator. Writes bench/spaces/<space>/ and prints Markdown rows.
 
@@ -42,15 +42,25 @@ def median_arch(space) -> dict:
 # two 3x3 convolutions in a row and the skip connection around them, in arch_str edge order
 RESNET_CELL = ["conv3x3", "none", "conv3x3", "skip", "none", "skip"]
 
+# MobileNetV3-Large after its first block: stages of depth 2, 3, 4, 2, 3 with kernels 3, 5, 3, 3, 5 and
+# expansions 64/16, 72/24 | 72/24, 120/40, 120/40 | 240/40, 200/80, 184/80, 184/80 | 480/80, 672/112 |
+# 672/112, 960/160, 960/160, each rounded to the nearest of 3, 4, 6 (four slots a stage, unused slots at 3)
+MBV3_LARGE = {"r": 224, "d": [2, 3, 4, 2, 3],
+              "k": [3, 3, 3, 3] + [5, 5, 5, 3] + [3, 3, 3, 3] + [3, 3, 3, 3] + [5, 5, 5, 3],
+              "e": [4, 3, 3, 3] + [3, 3, 3, 3] + [6, 3, 3, 3] + [6, 6, 3, 3] + [6, 6, 6, 3]}
+
 
 def hand_made(name: str, space) -> tuple[str, dict]:
     """A network a person would write in the space's family, and its name.
 
     `resnet`: ResNet-50's depths (3, 4, 6, 3) and bottleneck ratio (1/4) at the space's full widths
-    and highest resolution; `nb201-supernet`: NAS-Bench-201's ResNet cell in every stage; otherwise
-    the member whose every choice is its median.
+    and highest resolution; `nb201-supernet`: NAS-Bench-201's ResNet cell in every stage; `mbv3`:
+    MobileNetV3-Large's blocks (Howard et al. 2019, table 1) with each expand ratio rounded to the
+    nearest choice, at 224 px; otherwise the member whose every choice is its median.
     """
     largest = space.largest()
+    if name == "mbv3":
+        return "MobileNetV3-Large's depths, kernels and expand ratios, 224 px", space.validate(MBV3_LARGE)
     if name == "resnet":
         arch = {**largest, "d": [1, 3, 4, 6, 3], "e": [1] + [0.25] * (len(largest["e"]) - 1)}
         return "ResNet-50 (depths 3/4/6/3, bottleneck 1/4, full width)", space.validate(arch)

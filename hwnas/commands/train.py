@@ -29,7 +29,7 @@ FLAGS = {"space": "--space", "data": "--data", "epochs": "--epochs", "out": "--o
          "width_mult": "--width-mult", "resolutions": "--resolutions", "val_size": "--val-size",
          "limit_train": "--limit-train", "space_options": "--space-options",
          "checkpoint_every": "--checkpoint-every", "checkpoint_minutes": "--checkpoint-minutes",
-         "num_workers": "--workers", "elastic_resolution": "--elastic-resolution"}
+         "num_workers": "--workers", "elastic_resolution": "--elastic-resolution", "sampling": "--sampling"}
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +54,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-random", type=int, default=None,
                         help="random subnets per step besides the two ends (default 2)")
+    parser.add_argument("--sampling", choices=("sandwich", "fair"), default=None,
+                        help="the subnets a step trains beside the largest: sandwich = the smallest and "
+                             "--num-random random ones; fair = a group of --num-random + 1 in which every "
+                             "choice of every gene appears evenly (default: fair with --quick, else sandwich)")
     parser.add_argument("--no-distill", action="store_true", help="train every subnet on the labels")
     parser.add_argument("--width-mult", type=float, default=None, help="space option width_mult")
     parser.add_argument("--resolutions", default=None, help="space option resolutions, e.g. 16,20,24")
@@ -82,7 +86,8 @@ def run(args: argparse.Namespace):
 
     # unset flags are left out, so the short schedule's values (--quick) or the defaults apply
     chosen = {name: getattr(args, name) for name in ("epochs", "limit_train", "num_random", "batch_size", "val_size",
-                                                      "checkpoint_every", "checkpoint_minutes", "elastic_resolution")
+                                                      "checkpoint_every", "checkpoint_minutes", "elastic_resolution",
+                                                      "sampling")
               if getattr(args, name) is not None}
     if args.workers is not None:
         chosen["num_workers"] = args.workers

@@ -3,6 +3,10 @@
 Every optimizer step trains the largest subnet on the labels, then the smallest and
 `num_random` random subnets on the largest's soft predictions (in-place distillation,
 BigNAS / OFA); the gradients of all of them accumulate before one update. With
+`sampling="fair"` the smallest and the random subnets give way to a fair group of
+`num_random + 1` subnets, in which each gene's choices are spread evenly (FairNAS's strict
+fairness): every choice of every gene is trained as often as any other, and in every
+combination with the other genes' choices. With
 `progressive=True` the elastic dimensions are released one after another as in OFA's
 progressive shrinking: largest only, then elastic kernel, then depth, then expand.
 """
@@ -52,6 +56,7 @@ from hwnas.train.splits import split_validation
 
 OPTIMIZERS = ("sgd", "adamw")
 ELASTIC_RESOLUTION = ("auto", "batch", "subnet")
+SAMPLING = ("sandwich", "fair")
 # 2,000 validation images: with 1,000 the binomial noise of one subnet's accuracy (~1.2 points at
 # 85 %) is larger than the spread between random subnets, and their ranking cannot be measured
 DEFAULT_VAL_SIZE = 2000
@@ -87,6 +92,9 @@ class TrainSettings:
     # every subnet of a step at one resolution drawn per step (once-for-all's elastic resolution);
     # False: the largest subnet always at the highest resolution, the smallest at the lowest
     shared_resolution: bool = False
+    # which subnets a step trains beside the largest: "sandwich" the smallest and `num_random` random
+    # ones; "fair" a group of num_random + 1 with every gene's choices spread evenly over it
+    sampling: str = "sandwich"
     progressive: bool = False
     grad_clip: float = 5.0
     augment: bool = True
@@ -138,6 +146,8 @@ class TrainSettings:
             raise bad("num_workers", "an integer >= 0 or None")
         if self.elastic_resolution not in ELASTIC_RESOLUTION:
             raise bad("elastic_resolution", " or ".join(ELASTIC_RESOLUTION))
+        if self.sampling not in SAMPLING:
+            raise bad("sampling", " or ".join(SAMPLING))
         return self
 
     def resolve_val_size(self, n_train_images: int) -> TrainSettings:
@@ -148,12 +158,13 @@ class TrainSettings:
 
     @classmethod
     def short_schedule(cls, **overrides) -> TrainSettings:
-        """A few minutes on a laptop CPU (2 epochs of 4,000 images, two random subnets per step: with
-        one, the subnets between the two extremes stayed undertrained and their accuracies did not rise
-        with their size; no augmentation and small batches, which converge fastest on such short
-        schedules; 1,000 validation images keep each search-time evaluation short)."""
+        """A few minutes on a laptop CPU (2 epochs of 4,000 images; beside the largest, a fair group of
+        three subnets a step: with the smallest and random ones (the sandwich), each step trained the two
+        extremes and rarely any other pairing of choices, so a subnet's estimate told how close it was to
+        an extreme rather than how big it was; no augmentation and small batches, which converge fastest
+        on such short schedules; 1,000 validation images keep each search-time evaluation short)."""
         return cls(**{"epochs": 2, "limit_train": 4000, "num_random": 2, "recal_batches": 10, "batch_size": 64,
-                      "augment": False, "val_size": 1000, **overrides})
+                      "augment": False, "val_size": 1000, "sampling": "fair", **overrides})
 
     @property
     def base_lr(self) -> float:
@@ -305,9 +316,24 @@ def constrain(arch: dict, largest: dict, phase: str) -> dict:
     return {k: (v if k in elastic else largest[k]) for k, v in arch.items()}
 
 
+def fair_group(space, rng: np.random.Generator, n: int) -> list[dict]:
+    """`n` subnets in which each gene's choices are spread evenly: gene by gene, the choices in a random
+    order, repeated when `n` exceeds their number (FairNAS's strict fairness; with n equal to the
+    number of choices, each choice exactly once). Each gene is shuffled apart from the others, so the
+    subnets mix the choices as uniform sampling does, but no choice is left out of a step."""
+    lower, upper = (np.asarray(b, dtype=np.int64) for b in space.bounds)
+    columns = []
+    for lo, hi in zip(lower, upper, strict=True):
+        m = int(hi - lo + 1)
+        order = np.concatenate([rng.permutation(m) for _ in range(-(-n // m))])[:n]
+        columns.append(lo + order)
+    return [space.decode(x) for x in np.stack(columns, axis=1)]
+
+
 def sandwich_archs(space, rng: np.random.Generator, num_random: int, phase: str = "all", *,
-                   shared_resolution: bool = False) -> list[dict]:
-    """[largest, smallest, random...] constrained to the phase's elastic fields.
+                   shared_resolution: bool = False, sampling: str = "sandwich") -> list[dict]:
+    """[largest, smallest, random...] constrained to the phase's elastic fields; with `sampling="fair"`,
+    [largest, a fair group of num_random + 1 subnets (`fair_group`)...].
 
     With `shared_resolution` (and a space with several resolutions), every subnet of the step runs at
     one resolution drawn for the step, as once-for-all's elastic resolution trains; without it the
@@ -315,7 +341,9 @@ def sandwich_archs(space, rng: np.random.Generator, num_random: int, phase: str 
     """
     largest = space.largest()
     archs = [largest]
-    if phase != "largest":
+    if phase != "largest" and sampling == "fair":
+        archs += [constrain(arch, largest, phase) for arch in fair_group(space, rng, num_random + 1)]
+    elif phase != "largest":
         archs.append(constrain(space.smallest(), largest, phase))
         archs += [constrain(space.sample(rng), largest, phase) for _ in range(num_random)]
     resolutions = getattr(space, "resolutions", ())
@@ -512,7 +540,8 @@ def _train(settings: TrainSettings, out: Path, *, resume: bool, overwrite: bool,
             _sort_channels(supernet, optimizer, settings)
         rng = np.random.default_rng([settings.seed, epoch])  # identical subnets on every rank
         for _ in range(start):  # a resumed epoch: replay the subnets its first batches drew
-            sandwich_archs(space, rng, settings.num_random, phase, shared_resolution=settings.shared_resolution)
+            sandwich_archs(space, rng, settings.num_random, phase, shared_resolution=settings.shared_resolution,
+                           sampling=settings.sampling)
         sampler = epoch_batches(epoch, start)
         t0 = time.perf_counter()
         done = partial if start else {}
@@ -526,7 +555,7 @@ def _train(settings: TrainSettings, out: Path, *, resume: bool, overwrite: bool,
         loader = make_loader(images, sampler, num_workers=workers, pin_memory=dev.type == "cuda")
         for batch in loader:
             archs = sandwich_archs(space, rng, settings.num_random, phase,  # drawn for every batch
-                                   shared_resolution=settings.shared_resolution)
+                                   shared_resolution=settings.shared_resolution, sampling=settings.sampling)
             if batch.skipped:
                 skipped.extend(batch.skipped)
                 skipped_total += len(batch.skipped)
