@@ -355,9 +355,9 @@ def _accuracy_section(summary: dict[str, Any]) -> list[str]:
     if agreement:
         lines += [f"Exported subnet, test minus estimate: {agreement['difference']:+.3g} points, "
                   f"{'within' if agreement['within'] else 'outside'} the 95 % interval of ± "
-                  f"{agreement.get('interval95', INTERVAL_Z * agreement['stderr']):.2g} points (1.96 combined "
-                  f"standard errors of {agreement['stderr']:.2g}). The estimate of the picked subnet is biased upward by "
-                  "the picking.", ""]
+                  f"{agreement.get('interval95', INTERVAL_Z * agreement['stderr']):.2g} points ({INTERVAL_Z} "
+                  f"combined standard errors of {agreement['stderr']:.2g}). The estimate of the picked subnet is "
+                  "biased upward by the picking.", ""]
     selection = summary.get("selection") or {}
     if selection.get("note"):
         lines += [f"Pick: {selection['note']}.", ""]

@@ -94,6 +94,48 @@ def test_sampling_is_checked_and_the_short_schedule_samples_fairly():
     assert TrainSettings().sampling == "sandwich"
 
 
+def test_training_trains_the_subnets_its_sampling_names(tmp_path, monkeypatch):
+    """The trainer hands `sampling` to every step: a fair group covers every choice of every gene in each
+    step, the sandwich's second subnet is the smallest; the checkpoint records which ran."""
+    import hwnas.train.trainer as trainer
+
+    space = get_space("mbv3-small-input", **TINY)
+    steps: list[list[dict]] = []
+    real_step = trainer.sandwich_step
+    monkeypatch.setattr(trainer, "sandwich_step", lambda net, opt, x, y, archs, **kw: (
+        steps.append(archs), real_step(net, opt, x, y, archs, **kw))[1])
+    data = tiny_data()
+    lower, upper = space.bounds
+    train(tiny_settings(sampling="fair", num_random=2, limit_train=128), tmp_path / "fair.pt", device="cpu",
+          progress=False, dataset=data)
+    assert len(steps) == 4 and all(len(archs) == 4 and archs[0] == space.largest() for archs in steps)
+    for archs in steps:  # every choice of every gene in each step's group of three
+        X = np.stack([space.encode(a) for a in archs[1:]])
+        assert all(set(X[:, g]) == set(range(int(lower[g]), int(upper[g]) + 1)) for g in always_used_genes(space))
+    assert read_checkpoint(tmp_path / "fair.pt")["settings"]["sampling"] == "fair"
+    steps.clear()
+    train(tiny_settings(sampling="sandwich", num_random=2, limit_train=128), tmp_path / "sandwich.pt", device="cpu",
+          progress=False, dataset=data)
+    assert len(steps) == 4 and all(archs[1] == space.smallest() for archs in steps)
+
+
+def test_the_train_command_passes_sampling_to_the_library(tmp_path, monkeypatch):
+    import hwnas.pipeline
+
+    seen: dict = {}
+
+    def fake_train(**kwargs):
+        seen.update(kwargs)
+        raise InputError("stopped before training", field="test")
+
+    monkeypatch.setattr(hwnas.pipeline, "train", fake_train)
+    assert cli_main(["train", "--quick", "--sampling", "sandwich", "--out", str(tmp_path / "c.pt")]) == 2
+    assert seen["sampling"] == "sandwich" and seen["quick"] is True
+    seen.clear()
+    cli_main(["train", "--quick", "--out", str(tmp_path / "c.pt")])
+    assert "sampling" not in seen  # unset: the short schedule's own (fair) applies
+
+
 def test_shared_resolution_runs_every_subnet_of_a_step_at_one_drawn_resolution():
     space = get_space("mbv3-small-input", resolutions=[8, 12, 16], width_mult=0.25)
     rng = np.random.default_rng(0)

@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     within = sum(bool((r["estimate_vs_test"] or {}).get("within")) for r in records)
     within_1se = sum(bool((r["estimate_vs_test"] or {}).get("within_1se")) for r in records)
     print(f"tau: mean {taus.mean():.3f}, min {taus.min():.3f}; test accuracy within the estimate's 95 % interval "
-          f"on {within} of {len(records)} seeds, within one standard error on {within_1se}; load average {load_start} at start, "
+          f"on {within} of {len(records)} seeds, within one standard error on {within_1se}; "
+          f"load average {load_start} at start, "
           f"{os.getloadavg()} at the end", file=sys.stderr)
     if args.json:
         with open(args.json, "w") as f:

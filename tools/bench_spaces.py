@@ -7,9 +7,10 @@ fidelity on whole subnets (`hwnas validate`, 30 subnets, calibrated: share withi
 tau), the supernet's test accuracy of its largest and smallest subnet after the demo-scale training
 (the shipped Fashion-MNIST subset), and the subnet the search found under the budget against a
 hand-made member of the family (ResNet-50's proportions for `resnet`, NAS-Bench-201's ResNet cell
-for `nb201-supernet`, MobileNetV3-Large's blocks for `mbv3`, every choice its median otherwise): the most accurate subnet of the search's
-front whose measured latency (ONNX Runtime, 1 thread, interleaved rounds) is no higher than the
-hand-made network's, both scored by the same supernet estimator. Writes bench/spaces/<space>/ and prints Markdown rows.
+for `nb201-supernet`, MobileNetV3-Large's blocks for `mbv3`, every choice its median otherwise): the
+most accurate subnet of the search's front whose measured latency (ONNX Runtime, 1 thread,
+interleaved rounds) is no higher than the hand-made network's, both scored by the same supernet
+estimator. Writes bench/spaces/<space>/ and prints Markdown rows.
 
     flock /work/timing.lock python tools/bench_spaces.py nb201-supernet --latency-only
 

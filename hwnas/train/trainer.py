@@ -341,11 +341,10 @@ def sandwich_archs(space, rng: np.random.Generator, num_random: int, phase: str 
     """
     largest = space.largest()
     archs = [largest]
-    if phase != "largest" and sampling == "fair":
-        archs += [constrain(arch, largest, phase) for arch in fair_group(space, rng, num_random + 1)]
-    elif phase != "largest":
-        archs.append(constrain(space.smallest(), largest, phase))
-        archs += [constrain(space.sample(rng), largest, phase) for _ in range(num_random)]
+    if phase != "largest":
+        others = (fair_group(space, rng, num_random + 1) if sampling == "fair"
+                  else [space.smallest()] + [space.sample(rng) for _ in range(num_random)])
+        archs += [constrain(arch, largest, phase) for arch in others]
     resolutions = getattr(space, "resolutions", ())
     if shared_resolution and "r" in largest and len(resolutions) > 1:
         r = resolutions[int(rng.integers(len(resolutions)))]
