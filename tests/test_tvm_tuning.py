@@ -307,3 +307,23 @@ def test_resumed_profile_keeps_the_database_and_tunes_only_what_it_lacks(tmp_pat
     table = LatencyTable.load(out)
     after = tvm_tuning.TuningDatabase.load(table.tuning_file(), sha256=table.tuning["sha256"])
     assert len(after) == 2 and before.entries.keys() <= after.entries.keys()
+
+
+def test_a_verified_database_is_read_once_and_its_file_checked_every_time(tuned_table, tmp_path):
+    from hwnas.runtime.tvm_tuning import TuningDatabase
+
+    out, _ = tuned_table
+    sha = LatencyTable.load(out).tuning["sha256"]
+    db = tmp_path / "copy.tuning.json.gz"
+    db.write_bytes(out.with_name("t.tuning.json.gz").read_bytes())
+    first = TuningDatabase.load_verified(db, sha)
+    assert first.sha256 == sha and TuningDatabase.load_verified(db, sha) is first  # shared, not parsed again
+    raw = json.loads(gzip.decompress(db.read_bytes()))
+    raw["workloads"][0]["trials"] += 1
+    db.write_bytes(gzip.compress(json.dumps(raw).encode(), mtime=0))
+    with pytest.raises(InputError) as err:  # a file changed since is refused, shared copy or not
+        TuningDatabase.load_verified(db, sha)
+    assert err.value.field == "tuning.sha256"
+    db.unlink()
+    with pytest.raises(InputError):
+        TuningDatabase.load_verified(db, sha)

@@ -178,8 +178,15 @@ class TuningDatabase:
                       ) -> TuningDatabase:
         """`load` with the sha256 the table records, shared by every reader in this process (the file is
         hashed each time; a database read this way is compiled with, never tuned into)."""
-        database = cls.load(path, sha256=sha256, field_name=field_name)  # the check, every time
         key = (str(Path(path).resolve()), sha256)
+        shared = cls._shared.get(key)
+        if shared is not None:  # read before: the file's hash is checked again, its records not parsed again
+            try:
+                if hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha256:
+                    return shared
+            except OSError:
+                pass  # gone or unreadable: `load` says so
+        database = cls.load(path, sha256=sha256, field_name=field_name)
         return cls._shared.setdefault(key, database)
 
     @classmethod
