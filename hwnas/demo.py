@@ -192,7 +192,7 @@ def demo(
 
 def signal_benchmark(out: str | Path, seeds: list[int], *, full: bool = False, epochs: int = DEMO_EPOCHS,
                      pop: int = 20, gens: int = 8, space: str = SPACE, table: str | Path | None = None,
-                     max_time: str | float | None = "10m") -> list[dict[str, Any]]:
+                     max_time: str | float | None = "10m", test_evaluated: bool = False) -> list[dict[str, Any]]:
     """Whether the demo's accuracy estimates can be trusted, per seed: the whole demo (`full`) or its
     train and search steps at the demo's settings, in out/seed-N. Each seed's record: Kendall tau
     between the evaluated subnets' accuracy estimates (val) and their MACs, the best subnet under the
@@ -200,7 +200,11 @@ def signal_benchmark(out: str | Path, seeds: list[int], *, full: bool = False, e
     shared weights, BN recalibrated, on the test split), their difference and its standard error.
     `table`: a latency table (with its calibration beside it, as a demo's validate step leaves it) to
     search with instead of the shipped, uncalibrated one; `max_time`: the search's time limit (None:
-    all pop x gens evaluations however long they take)."""
+    all pop x gens evaluations however long they take). `test_evaluated`: also score every evaluated
+    subnet on the test split (about as long as the search again) and report, beside tau(estimate, MACs),
+    tau(test accuracy, MACs), whether the supernet's subnets themselves rise with size, and tau(estimate,
+    test accuracy), how well the estimates rank them: a low first tau with a high last one says the
+    estimates are faithful and the supernet is what does not order its subnets by size."""
     from hwnas.estimate.supernet import SupernetEstimator
     from hwnas.latency.predictor import calibration_path
     from hwnas.stats import binomial_stderr
@@ -239,7 +243,8 @@ def signal_benchmark(out: str | Path, seeds: list[int], *, full: bool = False, e
             value = on_test.accuracy(best["arch"])
             test = {"percent": value, "stderr": binomial_stderr(value, on_test.eval_size), "split": "test",
                     "images": on_test.eval_size}
-        records.append({"seed": seed, "kendall_tau_accuracy_macs": (signal or {}).get("kendall_tau"),
+        rescored = _test_evaluated(where / "search" / "pareto.json") if test_evaluated else {}
+        records.append({"seed": seed, "kendall_tau_accuracy_macs": (signal or {}).get("kendall_tau"), **rescored,
                         "evaluated": (signal or {}).get("subnets"), "estimate": estimate, "test": test,
                         "estimate_vs_test": _agreement(estimate, test),
                         "tied": (selection or {}).get("tied"),
@@ -247,6 +252,22 @@ def signal_benchmark(out: str | Path, seeds: list[int], *, full: bool = False, e
                         "acc_smallest_test": trained.get("acc_smallest"),
                         "seconds": round(time.perf_counter() - began, 1), "full_demo": full})
     return records
+
+
+def _test_evaluated(pareto_json: Path) -> dict[str, Any]:
+    """Every subnet a search evaluated (pareto.json's "evaluated"), scored on the test split with the
+    same shared weights: Kendall tau of the test accuracies with MACs and with the search's estimates."""
+    from hwnas.estimate.supernet import SupernetEstimator
+    from hwnas.stats import kendall_tau
+
+    doc = json.loads(pareto_json.read_text())
+    entries = [e for e in doc.get("evaluated") or [] if "accuracy" in e.get("objectives", {})]
+    on_test = SupernetEstimator(doc["supernet"], split="test")
+    estimates = [float(e["objectives"]["accuracy"]) for e in entries]
+    test = [float(on_test.accuracy(e["arch"])) for e in entries]
+    macs = [float(on_test.space.flops(e["arch"])) for e in entries]
+    return {"kendall_tau_test_macs": round(kendall_tau(test, macs), 4),
+            "kendall_tau_estimate_test": round(kendall_tau(estimates, test), 4), "test_images": on_test.eval_size}
 
 
 def extremes_accuracy(checkpoint: str | os.PathLike) -> dict[str, dict[str, Any]]:

@@ -316,3 +316,26 @@ def test_predictor_estimator_fits_the_kernel_predictor_once_and_reuses_it(space,
     again = get_estimator("predictor", supernet_checkpoint=ckpt, space=space)  # read back, not refitted
     archs = [space.sample(np.random.default_rng(5)) for _ in range(4)]
     np.testing.assert_allclose(again.predict(archs), est.predict(archs), rtol=1e-9)
+
+
+def test_signal_benchmark_rescores_every_evaluated_subnet_on_the_test_split(space, tmp_path):
+    """`--test-evaluated`: pareto.json's evaluated subnets are scored on the test split with the same
+    shared weights; tau with MACs and with the search's estimates come from those test accuracies."""
+    import json
+
+    from hwnas.demo import _test_evaluated
+    from hwnas.estimate.supernet import SupernetEstimator
+
+    ckpt, _ = _checkpoint_and_data(space, tmp_path, val_size=40, n_train=200, n_test=50)
+    rng = np.random.default_rng(1)
+    archs = [space.largest(), space.smallest(), *(space.sample(rng) for _ in range(4))]
+    estimates = [71.0, 65.0, 70.0, 66.5, 69.0, 67.0]
+    evaluated = [{"arch": a, "objectives": {"accuracy": v, "latency_ms": 1.0}} for a, v in zip(archs, estimates)]
+    doc = tmp_path / "pareto.json"
+    doc.write_text(json.dumps({"supernet": str(ckpt), "evaluated": evaluated}))
+    got = _test_evaluated(doc)
+    on_test = SupernetEstimator(ckpt, split="test")
+    test = [on_test.accuracy(a) for a in archs]
+    assert got["test_images"] == on_test.eval_size > 0
+    assert got["kendall_tau_test_macs"] == round(kendall_tau(test, [space.flops(a) for a in archs]), 4)
+    assert got["kendall_tau_estimate_test"] == round(kendall_tau(estimates, test), 4)

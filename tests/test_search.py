@@ -391,6 +391,9 @@ def test_pareto_json_holds_each_estimates_standard_error_and_how_it_was_computed
         assert entry["stderr"]["accuracy"] == pytest.approx(100 * np.sqrt(acc / 100 * (1 - acc / 100) / 1000),
                                                             abs=1e-4)
     assert doc["best_under_budget"]["selection"]["tied"] >= 1
+    # every evaluated subnet is there too, in order, each estimate with its standard error
+    assert [e["arch"] for e in doc["evaluated"]] == [e["arch"] for e in result.evaluated]
+    assert all(e["stderr"]["accuracy"] > 0 for e in doc["evaluated"])
     # the accuracy here is a sum of per-op gains, the cost a sum of per-op prices: they rise together
     signal = accuracy_size_agreement(result, lambda arch: metrics["latency_ms"]([arch])[0])
     assert signal["subnets"] == len(result.evaluated) and signal["kendall_tau"] > 0.3

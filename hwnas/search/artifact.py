@@ -38,7 +38,8 @@ def fastest_latency(space: SearchSpace, latency_ms: Callable[[list[Arch]], np.nd
 
 
 def pareto_document(result: SearchResult, *, budget_ms: float, metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """The pareto.json content: every non-dominated subnet, settings, seed, provenance."""
+    """The pareto.json content: every non-dominated subnet and every evaluated one, settings, seed,
+    provenance."""
     from hwnas import __version__
 
     try:
@@ -64,6 +65,9 @@ def pareto_document(result: SearchResult, *, budget_ms: float, metadata: Mapping
         "n_pareto": len(result.pareto),
         "pareto": result.pareto,
         "best_under_budget": best,
+        # every subnet the search evaluated, in order, each estimate with its standard error where the
+        # estimator gives one: what the front was chosen from, for a user to check or rescore
+        "evaluated": result.evaluated,
         "hypervolume": result.hypervolume,
         "hypervolume_history": result.hypervolume_history,
         "hv_normalization": result.hv_normalization,
