@@ -74,8 +74,9 @@ def attach_stderr(result: SearchResult, name: str, stderr: Callable[[list[dict]]
 def accuracy_size_agreement(result: SearchResult, macs: Callable[[dict], float],
                             objective: str = "accuracy") -> dict[str, Any] | None:
     """Kendall tau between the evaluated subnets' `objective` estimates and their MACs: whether the
-    estimates rise with the subnets' size, as accuracies of trained subnets of one space do. Near zero,
-    the estimates order the subnets by noise. None without the objective or with fewer than 3 subnets."""
+    estimates rise with the subnets' size, as trained subnets' accuracies do where size matters. Near zero,
+    the estimates order the subnets by noise, or the subnets differ too little in accuracy for size to show
+    (scoring them on other images tells which). None without the objective or with fewer than 3 subnets."""
     from hwnas.stats import kendall_tau
 
     entries = [e for e in result.evaluated if objective in e.get("objectives", {})]
