@@ -262,6 +262,10 @@ def _test_evaluated(pareto_json: Path) -> dict[str, Any]:
 
     doc = json.loads(pareto_json.read_text())
     entries = [e for e in doc.get("evaluated") or [] if "accuracy" in e.get("objectives", {})]
+    if len(entries) < 2:
+        raise InputError("lists fewer than two evaluated subnets with an accuracy estimate (a pareto.json "
+                         "written before 'evaluated' was recorded? search again)", path=str(pareto_json),
+                         field="evaluated")
     on_test = SupernetEstimator(doc["supernet"], split="test")
     estimates = [float(e["objectives"]["accuracy"]) for e in entries]
     test = [float(on_test.accuracy(e["arch"])) for e in entries]
@@ -386,9 +390,9 @@ def _accuracy_section(summary: dict[str, Any]) -> list[str]:
     if signal:
         lines += [f"Do the estimates rise with size? Kendall tau between the accuracy estimates of the "
                   f"{signal['subnets']} evaluated subnets and their MACs: **{signal['kendall_tau']:.2f}** "
-                  "(near 0: the estimates are noise, or the subnets differ little in accuracy: on the demo's "
-                  "data, 40 subnets of 1.6-5 MMACs trained alone all reach ~83 % and rank by MACs at tau 0.13; "
-                  "`tools/bench_demo_signal.py --test-evaluated` tells the two apart).", ""]
+                  "(near 0: the estimates are noise, or the subnets under the budget differ too little in "
+                  "accuracy for size to show; `tools/bench_demo_signal.py --test-evaluated` tells the two apart "
+                  "by scoring every evaluated subnet on the test split).", ""]
     return lines
 
 

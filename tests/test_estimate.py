@@ -330,7 +330,8 @@ def test_signal_benchmark_rescores_every_evaluated_subnet_on_the_test_split(spac
     rng = np.random.default_rng(1)
     archs = [space.largest(), space.smallest(), *(space.sample(rng) for _ in range(4))]
     estimates = [71.0, 65.0, 70.0, 66.5, 69.0, 67.0]
-    evaluated = [{"arch": a, "objectives": {"accuracy": v, "latency_ms": 1.0}} for a, v in zip(archs, estimates)]
+    evaluated = [{"arch": a, "objectives": {"accuracy": v, "latency_ms": 1.0}}
+                 for a, v in zip(archs, estimates, strict=True)]
     doc = tmp_path / "pareto.json"
     doc.write_text(json.dumps({"supernet": str(ckpt), "evaluated": evaluated}))
     got = _test_evaluated(doc)
@@ -339,3 +340,8 @@ def test_signal_benchmark_rescores_every_evaluated_subnet_on_the_test_split(spac
     assert got["test_images"] == on_test.eval_size > 0
     assert got["kendall_tau_test_macs"] == round(kendall_tau(test, [space.flops(a) for a in archs]), 4)
     assert got["kendall_tau_estimate_test"] == round(kendall_tau(estimates, test), 4)
+    # a pareto.json without the evaluated subnets is refused, naming the file and the field
+    doc.write_text(json.dumps({"supernet": str(ckpt)}))
+    with pytest.raises(InputError, match="evaluated") as caught:
+        _test_evaluated(doc)
+    assert caught.value.path == str(doc)
