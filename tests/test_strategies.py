@@ -272,3 +272,16 @@ def test_normal_scores_rank_ties_alike_and_score_of_places_a_new_value():
     assert s[0] == s[2] and s[1] < s[3] < s[0] < s[4]
     assert abs(s.mean()) < 0.2
     assert score_of(y, 2.5) > s[3] and score_of(y, 2.5) < s[0]
+
+
+def test_mid_ranks_give_tied_values_one_rank_whatever_their_order():
+    """The surrogate's targets: values timed in whole milliseconds tie many architectures, and each
+    tie gets the same (mean) rank, not ranks in the order the search happened to evaluate them."""
+    from hwnas.search.gp import mid_ranks
+
+    y = np.array([[3.0, 0.5], [1.0, 0.5], [3.0, 0.5], [2.0, 0.7]])
+    r = mid_ranks(y)
+    assert r[0, 0] == r[2, 0] == 2.5 / 4 and r[1, 0] == 0.0 and r[3, 0] == 0.25
+    assert r[0, 1] == r[1, 1] == r[2, 1] == 1.0 / 4 and r[3, 1] == 0.75
+    shuffled = mid_ranks(y[[2, 3, 0, 1]])
+    np.testing.assert_array_equal(shuffled, r[[2, 3, 0, 1]])

@@ -93,6 +93,17 @@ def _hamming(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     return (A[:, None, :] != B[None, :, :]).sum(axis=2).astype(float)
 
 
+def mid_ranks(Y: np.ndarray) -> np.ndarray:
+    """Each column's ranks scaled to [0, 1): rank / n, tied values sharing their mean rank (a latency
+    timed in whole milliseconds ties many architectures; distinct ranks would order them by chance)."""
+    Y = np.atleast_2d(np.asarray(Y, float).T).T
+    out = np.empty_like(Y)
+    for k in range(Y.shape[1]):
+        s = np.sort(Y[:, k])
+        out[:, k] = (np.searchsorted(s, Y[:, k], "left") + np.searchsorted(s, Y[:, k], "right") - 1) / 2.0
+    return out / len(Y)
+
+
 def normal_scores(Y: np.ndarray) -> np.ndarray:
     """Each column replaced by the standard normal quantiles of its ranks (ties share a rank)."""
     Y = np.atleast_2d(np.asarray(Y, float).T).T

@@ -6,7 +6,7 @@ three parts:
 - surrogate picks: a Gaussian process per objective (`hwnas.search.gp`: the exponential
   kernel of the Hamming distance between encodings, extended by what a space says its genes
   compute, `structure_genes`, e.g. a cell without its dead edges; fit on the ranks of the
-  values evaluated so far) scores a pool of unseen candidates (neighbours and two-gene
+  values evaluated so far, tied values sharing one) scores a pool of unseen candidates (neighbours and two-gene
   mutants of the best ranks, random archs); with two objectives the candidate expected to
   add the most hypervolume to the archive's front (the mean gain over draws from the
   posterior, so an uncertain candidate near the front counts as well as a sure one on it)
@@ -45,7 +45,7 @@ from collections.abc import Callable
 import numpy as np
 
 from hwnas.errors import InputError
-from hwnas.search.gp import HammingGP
+from hwnas.search.gp import HammingGP, mid_ranks
 from hwnas.search.indicators import pareto_front
 from hwnas.search.problem import ArchKey, ArchProblem, arch_key
 from hwnas.search.strategies.base import SearchBudget, Strategy, register_strategy
@@ -325,7 +325,7 @@ class ParetoLocalSearch(Strategy):
         X_pool = np.array([np.frombuffer(k, dtype=np.int64) for k in keys])
         X_seen, X_pool, lo, hi = _with_structure(space, X_seen, X_pool, lo, hi)
         # ranks, not values: a few very poor archs would otherwise dominate the fit
-        ranks = np.argsort(np.argsort(self._F, axis=0, kind="stable"), axis=0, kind="stable") / len(self._F)
+        ranks = mid_ranks(self._F)  # ties (whole-millisecond timers, rounded accuracies) share one rank
 
         def to_values(R: np.ndarray) -> np.ndarray:  # predicted ranks -> the archive's values at them
             return np.stack([np.quantile(self._F[:, k], np.clip(R[..., k], 0, 1)) for k in range(self._F.shape[1])],
