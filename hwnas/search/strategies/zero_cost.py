@@ -25,6 +25,7 @@ from collections.abc import Callable
 import numpy as np
 
 from hwnas.errors import InputError
+from hwnas.search.gp import mid_ranks
 from hwnas.search.problem import ArchProblem, vector_key
 from hwnas.search.strategies.base import SearchBudget, Strategy, register_strategy
 from hwnas.search.strategies.pareto_local_search import (
@@ -101,7 +102,8 @@ class ZeroCostSearch(Strategy):
             return
         X, score = self._score_in_time(problem, X, batch_size, seed)
         archs = [space.decode(x) for x in X]
-        proxy_rank = np.argsort(np.argsort(score, kind="stable"), kind="stable") / max(len(score) - 1, 1)
+        # in [0, 1], tied scores (e.g. cells with equal parameter counts) sharing one rank
+        proxy_rank = mid_ranks(score)[:, 0] * len(score) / max(len(score) - 1, 1)
         evaluated = np.zeros(len(X), dtype=bool)
         F = np.full((len(X), problem.n_obj), np.nan)
         violation = np.zeros(len(X))
@@ -145,7 +147,7 @@ class ZeroCostSearch(Strategy):
         A = np.hstack([features(X_seen), proxy_rank[seen, None]])
         B = np.hstack([features(X_pool), proxy_rank[unseen, None]])
         F_seen = F[seen]
-        ranks = np.argsort(np.argsort(F_seen, axis=0, kind="stable"), axis=0, kind="stable") / len(F_seen)
+        ranks = mid_ranks(F_seen)
         predicted_ranks = _ridge_predict(A, ranks, B, _RIDGE)
         predicted = np.stack([np.quantile(F_seen[:, k], np.clip(predicted_ranks[:, k], 0, 1))
                               for k in range(F.shape[1])], axis=1)
