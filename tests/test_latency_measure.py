@@ -74,32 +74,39 @@ def test_time_cap_stops_slow_runs_with_at_least_min_samples():
 
 def test_noisy_entry_is_remeasured_and_the_quiet_attempt_kept():
     # the first measurement alternates 1 ms / 6 ms (IQR/median > 1); afterwards a steady 2 ms
-    n_noisy = 2 + 10
-    state = {"calls": 0}
-
-    def fn():
-        state["calls"] += 1
-        if state["calls"] <= n_noisy:
-            time.sleep(0.001 if state["calls"] % 2 else 0.006)
-        else:
-            time.sleep(0.002)
-
+    runner = _CycledRunner([1.0, 6.0] * 6 + [2.0] * 1000)  # scripted, not slept (see _CycledRunner)
     proto = MeasurementProtocol(warmup=2, min_repeats=10, max_repeats=10, max_seconds=5.0, rel_ci=0.5,
                                 max_cv=0.5, remeasure=3)
-    m = measure(CallableRunner(fn), proto)
+    m = measure(runner, proto)
     assert m.attempts == 2  # one re-measurement sufficed
     assert m.cv < 0.5
     assert 1.9 <= m.median_ms < 5.0
 
 
 def test_persistently_noisy_entry_stops_after_remeasure_limit():
-    runner, calls = sleeper([0.001, 0.005])
+    # scripted 1 ms / 5 ms calls: real 1 ms sleeps overshoot to ~5 ms on a loaded machine, and the
+    # timings then looked quiet
+    runner = _CycledRunner([1.0, 5.0])
     proto = MeasurementProtocol(warmup=1, min_repeats=6, max_repeats=6, max_seconds=5.0, rel_ci=0.5,
                                 max_cv=0.05, remeasure=2)
     m = measure(runner, proto)
     assert m.attempts == 3
-    assert calls["n"] == 3 * (1 + 6)
+    assert runner.calls == 3 * (1 + 6)
     assert m.cv > 0.05
+
+
+class _CycledRunner(Runner):
+    """A runner whose calls report the next of `ms` (cycled) instead of sleeping it."""
+
+    def __init__(self, ms: list[float]):
+        self.cycle, self.calls = itertools.cycle(ms), 0
+
+    def run(self) -> None:
+        self.time(1)
+
+    def time(self, n: int) -> list[float]:
+        self.calls += n
+        return [next(self.cycle) for _ in range(n)]
 
 
 def test_median_ci_covers_the_median_and_narrows_with_more_samples():
