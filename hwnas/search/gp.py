@@ -97,11 +97,7 @@ def mid_ranks(Y: np.ndarray) -> np.ndarray:
     """Each column's ranks scaled to [0, 1): rank / n, tied values sharing their mean rank (a latency
     timed in whole milliseconds ties many architectures; distinct ranks would order them by chance)."""
     Y = np.atleast_2d(np.asarray(Y, float).T).T
-    out = np.empty_like(Y)
-    for k in range(Y.shape[1]):
-        s = np.sort(Y[:, k])
-        out[:, k] = (np.searchsorted(s, Y[:, k], "left") + np.searchsorted(s, Y[:, k], "right") - 1) / 2.0
-    return out / len(Y)
+    return np.stack([_rank_among(Y[:, k], Y[:, k]) - 0.5 for k in range(Y.shape[1])], axis=1) / len(Y)
 
 
 def normal_scores(Y: np.ndarray) -> np.ndarray:
@@ -115,6 +111,11 @@ def normal_scores(Y: np.ndarray) -> np.ndarray:
 
 def score_of(column: np.ndarray, values) -> np.ndarray:
     """The normal score that `values` would have among `column` (mid-rank of ties)."""
+    return _normal_ppf((_rank_among(column, values) + 0.5) / (len(column) + 1.0))
+
+
+def _rank_among(column: np.ndarray, values) -> np.ndarray:
+    """How many of `column` lie below each of `values`, a tie counting half: (0-based mid-rank) + 1/2 for
+    a value of `column`, so ties share one rank."""
     s = np.sort(column)
-    rank = (np.searchsorted(s, values, "left") + np.searchsorted(s, values, "right")) / 2.0
-    return _normal_ppf((rank + 0.5) / (len(s) + 1.0))
+    return (np.searchsorted(s, values, "left") + np.searchsorted(s, values, "right")) / 2.0
