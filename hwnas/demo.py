@@ -209,6 +209,8 @@ def signal_benchmark(out: str | Path, seeds: list[int], *, full: bool = False, e
     from hwnas.latency.predictor import calibration_path
     from hwnas.stats import binomial_stderr
 
+    if table is not None and not Path(table).is_file():  # before any seed runs: not a silent shipped table
+        raise InputError("latency table not found", path=str(table), field="table")
     threads = max(1, (os.cpu_count() or 1) - 1)  # as the demo runs
     torch.set_num_threads(threads)
     records = []

@@ -345,3 +345,11 @@ def test_signal_benchmark_rescores_every_evaluated_subnet_on_the_test_split(spac
     with pytest.raises(InputError, match="evaluated") as caught:
         _test_evaluated(doc)
     assert caught.value.path == str(doc)
+
+
+def test_signal_benchmark_refuses_a_missing_table_before_running_anything(tmp_path):
+    from hwnas.demo import signal_benchmark
+
+    with pytest.raises(InputError, match="not found") as caught:
+        signal_benchmark(tmp_path / "out", [0], table=tmp_path / "none.json")
+    assert caught.value.field == "table" and not (tmp_path / "out").exists()

@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from hwnas.demo import DEMO_EPOCHS, signal_benchmark
+from hwnas.errors import InputError, OutputError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,8 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     load_start = os.getloadavg()
     max_time = None if args.max_time.lower() == "none" else args.max_time
-    records = signal_benchmark(args.out, seeds, full=args.full, epochs=args.epochs, table=args.table,
-                               max_time=max_time, test_evaluated=args.test_evaluated)
+    try:
+        records = signal_benchmark(args.out, seeds, full=args.full, epochs=args.epochs, table=args.table,
+                                   max_time=max_time, test_evaluated=args.test_evaluated)
+    except (InputError, OutputError) as exc:  # a bad table or folder: one line, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(f"{'seed':>4}  {'tau(acc,MACs)':>13}  {'estimate (val)':>16}  {'test':>16}  {'test-est':>8}  "
           f"{'se':>5}  95%  1se  ties  seconds" + ("  tau(test,MACs)  tau(est,test)" if args.test_evaluated else ""))
     for r in records:
