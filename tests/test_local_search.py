@@ -221,6 +221,22 @@ def test_hypervolume_gain_of_a_point_is_the_hypervolume_it_adds():
     assert (gain[-4:] == 0).all() and (gain > 0).sum() > 20
 
 
+def test_expected_gain_is_the_mean_gain_over_every_pair_of_quadrature_nodes():
+    from hwnas.search.strategies.pareto_local_search import _hypervolume_gain_2d
+
+    rng = np.random.default_rng(5)
+    ref = np.array([0.9, 0.8])
+    front = rng.random((10, 2))
+    front = front[pareto_front(front)]
+    # 30 candidates, each objective at 7 nodes of its own posterior (independent objectives)
+    Q = rng.random((7, 30, 2)) * 0.9
+    expected = _hypervolume_gain_2d(front, Q, ref)
+    joint = np.array([[_hypervolume_gain_2d(front, np.stack([Q[i, :, 0], Q[j, :, 1]], axis=1), ref)
+                       for j in range(7)] for i in range(7)]).mean(axis=(0, 1))
+    np.testing.assert_allclose(expected, joint, atol=1e-12)
+    assert (expected > 0).sum() > 10
+
+
 def test_greedy_hypervolume_picks_the_best_gain_then_accounts_for_it():
     from hwnas.search.strategies.pareto_local_search import _greedy_hypervolume
 

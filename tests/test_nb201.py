@@ -125,3 +125,18 @@ def test_removing_dead_edges_keeps_live_ones_and_vectorises(space):
     assert all(space.decode(S[i]) == space.without_dead_edges(archs[i]) for i in picks)
     # 9,445 distinct functions among the 15,625 cells, all but one (the empty cell) connected
     assert len({row.tobytes() for row in S}) == 9445
+
+
+def test_surrogate_genes_add_op_counts_of_the_live_cell_and_of_the_whole_cell(space):
+    X = np.array([space.encode(_cell(c)) for c in ("3p13--", "1-1s-1", "------")])
+    S, upper = space.surrogate_genes(X)
+    n_ops = len(OPS)
+    assert S.shape == (3, 6 + 2 * n_ops) and len(upper) == S.shape[1] and (S <= upper).all()
+    assert (S[:, :6] == space.structure_genes(X)[0]).all()
+    live_counts, all_counts = S[:, 6:6 + n_ops], S[:, 6 + n_ops:]
+    assert (all_counts.sum(axis=1) == 6).all() and (live_counts.sum(axis=1) == 6).all()
+    # "3p13--": one live 3x3 convolution; the whole cell runs two of them, a pool and a 1x1
+    conv3, conv1, pool, none = (OPS.index(o) for o in ("nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3", "none"))
+    assert live_counts[0, conv3] == 1 and live_counts[0, none] == 5
+    assert all_counts[0, conv3] == 2 and all_counts[0, pool] == 1 and all_counts[0, conv1] == 1
+    assert live_counts[2, none] == 6 and all_counts[2, none] == 6

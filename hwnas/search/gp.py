@@ -1,8 +1,8 @@
 """A Gaussian process over architecture encodings, for surrogate-guided search (`bo`, `pareto-local-search`).
 
 The kernel is the exponential kernel of the Hamming distance between two integer encodings
-(how many genes differ; with a space's `structure_genes`, e.g. a cell without its dead
-edges, those count too): k(a, b) = exp(-d(a, b) / ell). Its length scale and noise are the
+(how many genes differ; with a space's `surrogate_genes`, e.g. a cell without its dead
+edges and how many edges run each op, those count too): k(a, b) = exp(-d(a, b) / ell). Its length scale and noise are the
 ones of a small grid that maximise each target's marginal likelihood. Targets are best given
 as normal scores of ranks (`normal_scores`): a few very poor architectures then do not
 dominate the fit.
@@ -25,11 +25,19 @@ _MAX_GRID_POINTS = 400
 
 
 def encodings(space, archs: list[Arch]) -> np.ndarray:
-    """Encodings of `archs`, extended by the space's `structure_genes` where it has them."""
+    """Encodings of `archs`, extended by the space's surrogate features (`surrogate_genes`)."""
     X = np.array([space.encode(a) for a in archs], dtype=np.int64)
-    if hasattr(space, "structure_genes"):
-        X = np.hstack([X, space.structure_genes(X)[0]])
-    return X
+    extra = surrogate_genes(space, X)
+    return X if extra is None else np.hstack([X, extra[0]])
+
+
+def surrogate_genes(space, X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(features, upper bounds) a space adds to rows of encodings `X` for surrogate models: its
+    `surrogate_genes`, else its `structure_genes` (what the genes compute), else None."""
+    for name in ("surrogate_genes", "structure_genes"):
+        if hasattr(space, name):
+            return getattr(space, name)(X)
+    return None
 
 
 class HammingGP:

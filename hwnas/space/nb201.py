@@ -173,6 +173,19 @@ class NB201Space(SearchSpace):
         on, while latency may still pay for dead edges."""
         return live_genes(X), np.full(N_EDGES, len(OPS) - 1, dtype=np.int64)
 
+    def surrogate_genes(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integer features a surrogate model adds to the encodings, with their upper bounds:
+        the cell without its dead edges (`structure_genes`: what accuracy depends on), then how
+        many of its edges run each op, counted over the live edges and over all of them. A
+        cell's latency is roughly a sum over the ops that run: all of them on a runtime that
+        runs dead edges, the live ones on one that prunes them. The Hamming kernel of the
+        genes alone sees two cells that differ in one edge as alike whichever ops they swap."""
+        X = np.asarray(X, dtype=np.int64).reshape(-1, N_EDGES)
+        live = live_genes(X)
+        counts = [np.stack([(Z == op).sum(axis=1) for op in range(len(OPS))], axis=1) for Z in (live, X)]
+        upper = np.r_[np.full(N_EDGES, len(OPS) - 1), np.full(2 * len(OPS), N_EDGES)].astype(np.int64)
+        return np.hstack([live, *counts]), upper
+
     def live_edges(self, arch: Arch) -> list[bool]:
         """Which edges the cell's output depends on (see `live_mask`)."""
         return [bool(v) for v in live_mask(self.encode(arch))[0]]
