@@ -2,10 +2,10 @@
 
 The kernel is the exponential kernel of the Hamming distance between two integer encodings
 (how many genes differ; with a space's `surrogate_genes`, e.g. a cell without its dead
-edges and how many edges run each op, those count too): k(a, b) = exp(-d(a, b) / ell). Its length scale and noise are the
-ones of a small grid that maximise each target's marginal likelihood. Targets are best given
-as normal scores of ranks (`normal_scores`): a few very poor architectures then do not
-dominate the fit.
+edges and how many edges run each op, those count too): k(a, b) = exp(-d(a, b) / ell). Its
+length scale and noise are the ones of a small grid that maximise each target's marginal
+likelihood. Targets are best given as normal scores of ranks (`normal_scores`): a few very
+poor architectures then do not dominate the fit.
 """
 
 from __future__ import annotations
