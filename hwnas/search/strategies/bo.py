@@ -2,13 +2,14 @@
 
 One GP per objective over the architecture encoding, with an architecture kernel: the
 exponential kernel of the Hamming distance between two encodings (how many genes differ;
-with a space's `structure_genes`, e.g. a cell without its dead edges, those count too),
+with a space's `surrogate_genes`, e.g. a cell without its dead edges, those count too),
 k(a, b) = exp(-d(a, b) / ell). Targets are the normal scores of the values' ranks, so a
 few very poor architectures do not dominate the fit. Each batch refits the GP (the length
 scale and noise that maximise the marginal likelihood over a small grid), scores a pool of
 unseen candidates (mutants of the current front, random architectures) and picks the batch
-one architecture at a time by the hypervolume it is expected to add, a Monte Carlo average
-over posterior draws, each pick joining the front at its predicted mean before the next.
+one architecture at a time by the hypervolume it is expected to add (each objective's
+marginal averaged over Monte Carlo posterior draws, the two taken as independent), each pick
+joining the front at its predicted mean before the next.
 
 Why not a library: Optuna's `GPSampler` refits and optimises its acquisition by local
 search for every single architecture; on NAS-Bench-201 that is about 2.2 s an

@@ -4,12 +4,14 @@ After `pop_size` random architectures, each generation evaluates `pop_size` new 
 three parts:
 
 - surrogate picks: a Gaussian process per objective (`hwnas.search.gp`: the exponential
-  kernel of the Hamming distance between encodings, extended by what a space says its genes
-  compute, `structure_genes`, e.g. a cell without its dead edges; fit on the ranks of the
-  values evaluated so far, tied values sharing one) scores a pool of unseen candidates (neighbours and two-gene
-  mutants of the best ranks, random archs); with two objectives the candidate expected to
-  add the most hypervolume to the archive's front (the mean gain over draws from the
-  posterior, so an uncertain candidate near the front counts as well as a sure one on it)
+  kernel of the Hamming distance between encodings, extended by a space's surrogate
+  features, `surrogate_genes`, e.g. a cell without its dead edges and how many edges run
+  each op; fit on the ranks of the values evaluated so far, tied values sharing one) scores
+  a pool of unseen candidates (neighbours and two-gene mutants of the best ranks, random
+  archs); with two objectives the candidate expected to add the most hypervolume to the
+  archive's front (its expected gain under the two posteriors, exact up to a 128-node
+  quadrature of each, so an uncertain candidate near the front counts as well as a sure
+  one on it, and a 1-in-20 chance of a far better point is not lost among a few draws)
   is taken, then the next against that front and the picks so far at their predicted
   means, until none is expected to add any; the rest (and all of them with `selection:
   crowding`) are the candidates predicted non-dominated against the archive, sparsest
