@@ -2,6 +2,13 @@
 
 An architecture is a plain JSON-able dict. Every space gives it a lossless fixed-length
 integer encoding (for pymoo), and names the measurable units ("op keys") it is made of.
+
+Optional methods a space may add, which search strategies use where present:
+- `neighbours(arch)`: the architectures one step away (local search; else one-gene mutants);
+- `structure_genes(X)`: (features, upper bounds) of rows of encodings saying what they compute,
+  equal for encodings of the same function (e.g. a cell without its dead edges);
+- `surrogate_genes(X)`: (features, upper bounds) that surrogate models add to the encodings
+  (else `structure_genes`), e.g. how many of each op a cell runs, which latency roughly sums over.
 """
 
 from __future__ import annotations
