@@ -343,7 +343,7 @@ class ParetoLocalSearch(Strategy):
             z = _normal_ppf((np.arange(_QUADRATURE_NODES) + 0.5) / _QUADRATURE_NODES)[:, None, None]
             samples = to_values(predicted_ranks[None] + z * rank_std[None])  # (nodes, pool, objectives)
         else:
-            features = _Features(lo, hi)
+            features = _Features(lo, hi, len(space.bounds[0]))
             predicted_ranks = _ridge_predict(features(X_seen), ranks, features(X_pool),
                                              float(self.options.get("ridge", _RIDGE)))
         predicted = to_values(predicted_ranks)
@@ -479,11 +479,12 @@ def _with_structure(space, X_seen: np.ndarray, X_pool: np.ndarray, lo: np.ndarra
 
 
 class _Features:
-    """One-hot indicators of every gene value, and of every pair of gene values when few."""
+    """One-hot indicators of every gene value, and of every pair of values of the first `n_paired`
+    genes (all by default; the encoding's own, not a space's surrogate features) when few."""
 
-    def __init__(self, lo: np.ndarray, hi: np.ndarray):
+    def __init__(self, lo: np.ndarray, hi: np.ndarray, n_paired: int | None = None):
         self.lo, self.sizes = lo, (hi - lo + 1)
-        n = len(lo)
+        n = len(lo) if n_paired is None else n_paired
         self.pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
         if sum(int(self.sizes[i] * self.sizes[j]) for i, j in self.pairs) > _MAX_PAIR_FEATURES:
             self.pairs = []

@@ -143,7 +143,7 @@ class ZeroCostSearch(Strategy):
         seen, unseen = np.flatnonzero(evaluated), np.flatnonzero(~evaluated)
         lo, hi = (np.asarray(b, dtype=np.int64) for b in space.bounds)
         X_seen, X_pool, lo, hi = _with_structure(space, X[seen], X[unseen], lo, hi)
-        features = _Features(lo, hi)
+        features = _Features(lo, hi, len(space.bounds[0]))
         A = np.hstack([features(X_seen), proxy_rank[seen, None]])
         B = np.hstack([features(X_pool), proxy_rank[unseen, None]])
         F_seen = F[seen]
