@@ -200,6 +200,36 @@ def test_nb201_supernet_cells_follow_the_benchmarks_edge_order():
     assert get_space("nb201").name == "nb201"  # the tabular benchmark space is unchanged
 
 
+def test_surrogate_genes_of_a_cell_stage_are_its_built_edges_and_their_op_counts():
+    from hwnas.search.gp import surrogate_genes
+    from hwnas.search.optimize import search
+
+    space = get_space("nb201-supernet")
+    stage = space.stages[1]
+    ops = ["avgpool3x3", "conv3x3", "conv1x1", "skip", "skip", "none"]  # edge (2, 3) 'none': node 2 is dead
+    arch = space.sample(np.random.default_rng(0))
+    arch["c"] = [list(ops) if st.block == "cell" else [] for st in space.stages]
+    S, upper = space.surrogate_genes(space.encode(arch)[None])
+    n_ops, n_edges = len(stage.ops), len(stage.edges)
+    per_stage = n_edges + n_ops
+    assert S.shape == (1, per_stage * len(space.cell_stages)) and (S <= upper).all()
+    built, counts = S[0, :n_edges], S[0, n_edges:per_stage]
+    # the edges into node 2 (conv3x3 from 0, conv1x1 from 1) are not built; the others are
+    assert [stage.ops[g] for g in built] == ["avgpool3x3", "none", "none", "skip", "skip", "none"]
+    assert dict(zip(stage.ops, counts.tolist(), strict=True)) == {
+        "none": 3, "skip": 2, "conv1x1": 0, "conv3x3": 0, "avgpool3x3": 1}
+    # a space without cell stages has none, and a surrogate then uses the encoding alone
+    chain = get_space("chain")
+    assert chain.surrogate_genes(np.zeros((1, len(chain.bounds[0])), dtype=np.int64)) is None
+    assert surrogate_genes(chain, np.zeros((1, len(chain.bounds[0])), dtype=np.int64)) is None
+    # the default strategy's surrogate runs on them
+    macs = lambda archs: np.array([space.flops(a) for a in archs], float)  # noqa: E731
+    params = lambda archs: -np.array([space.params(a) for a in archs], float)  # noqa: E731
+    result = search(space, {"macs": macs, "params": params}, ("macs", "params"), None, "pareto-local-search",
+                    evaluations=60, seed=0, progress=False)
+    assert len(result.evaluated) == 60
+
+
 # --- malformed specs: refused before anything runs, naming the file, the stage and the key -----------
 def _with(path: list, value) -> dict:
     spec = json.loads(json.dumps(CONTRACT))

@@ -35,8 +35,9 @@ def surrogate_genes(space, X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | Non
     """(features, upper bounds) a space adds to rows of encodings `X` for surrogate models: its
     `surrogate_genes`, else its `structure_genes` (what the genes compute), else None."""
     for name in ("surrogate_genes", "structure_genes"):
-        if hasattr(space, name):
-            return getattr(space, name)(X)
+        found = getattr(space, name)(X) if hasattr(space, name) else None
+        if found is not None:
+            return found
     return None
 
 

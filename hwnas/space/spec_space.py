@@ -230,6 +230,31 @@ class SpecSpace(SearchSpace):
                 arch[group].append(value if group == "e" else int(value))
         return arch
 
+    def surrogate_genes(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Integer features a surrogate model adds to rows of encodings, with their upper bounds;
+        None for a space without cell stages. Per cell stage: each edge's op where the edge is built
+        (not 'none', into a node that reaches the output: `cell_live_nodes`), else 'none'; then how
+        many built edges run each op. A cell's cost is roughly a sum over the ops it runs, which the
+        Hamming kernel of the edge genes alone does not see (as NAS-Bench-201's `surrogate_genes`)."""
+        if not self.cell_stages:
+            return None
+        X = np.asarray(X, dtype=np.int64).reshape(-1, len(self.genes))
+        columns, upper = [], []
+        for s in self.cell_stages:
+            stage = self.stages[s]
+            idx = [i for i, (group, index, _) in enumerate(self.genes) if group == "c" and index == s]
+            none = stage.ops.index("none") if "none" in stage.ops else -1
+            built = np.empty((len(X), len(idx)), dtype=np.int64)
+            for row, genes in enumerate(X[:, idx]):
+                live = cell_live_nodes(stage.nodes, stage.edges, [stage.ops[g] for g in genes])
+                built[row] = [g if dst in live and g != none else none
+                              for g, (_, dst) in zip(genes, stage.edges, strict=True)]
+            columns.append(np.where(built < 0, len(stage.ops), built))  # no 'none' choice: a value of its own
+            upper += [len(stage.ops)] * len(idx)
+            columns.append(np.stack([(built == op).sum(axis=1) for op in range(len(stage.ops))], axis=1))
+            upper += [len(idx)] * len(stage.ops)
+        return np.hstack(columns), np.array(upper, dtype=np.int64)
+
     def encode(self, arch: Arch) -> np.ndarray:
         """One gene per choice: [r, d per stage, w per stage, k per slot, e per slot, cell edge ops]."""
         self._check_keys(arch)
