@@ -329,7 +329,7 @@ class ParetoLocalSearch(Strategy):
         lo, hi = (np.asarray(b, dtype=np.int64) for b in space.bounds)
         X_seen = np.array([np.frombuffer(k, dtype=np.int64) for k in self._keys])
         X_pool = np.array([np.frombuffer(k, dtype=np.int64) for k in keys])
-        X_seen, X_pool, lo, hi = _with_structure(space, X_seen, X_pool, lo, hi)
+        X_seen, X_pool, lo, hi = _with_surrogate_genes(space, X_seen, X_pool, lo, hi)
         # ranks, not values: a few very poor archs would otherwise dominate the fit
         ranks = mid_ranks(self._F)  # ties (whole-millisecond timers, rounded accuracies) share one rank
 
@@ -466,7 +466,7 @@ def _crowding(F: np.ndarray) -> np.ndarray:
     return distance
 
 
-def _with_structure(space, X_seen: np.ndarray, X_pool: np.ndarray, lo: np.ndarray,
+def _with_surrogate_genes(space, X_seen: np.ndarray, X_pool: np.ndarray, lo: np.ndarray,
                     hi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Genes extended by the space's surrogate features (`hwnas.search.gp.surrogate_genes`, where it
     has them: e.g. a cell with its dead edges removed, and how many edges run each op)."""

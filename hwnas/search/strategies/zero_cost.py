@@ -32,7 +32,7 @@ from hwnas.search.strategies.pareto_local_search import (
     _Features,
     _greedy_hypervolume,
     _ridge_predict,
-    _with_structure,
+    _with_surrogate_genes,
     fill_by_fronts,
 )
 from hwnas.space.base import SearchSpace
@@ -142,7 +142,7 @@ class ZeroCostSearch(Strategy):
             return np.zeros(0, dtype=np.int64)
         seen, unseen = np.flatnonzero(evaluated), np.flatnonzero(~evaluated)
         lo, hi = (np.asarray(b, dtype=np.int64) for b in space.bounds)
-        X_seen, X_pool, lo, hi = _with_structure(space, X[seen], X[unseen], lo, hi)
+        X_seen, X_pool, lo, hi = _with_surrogate_genes(space, X[seen], X[unseen], lo, hi)
         features = _Features(lo, hi, len(space.bounds[0]))
         A = np.hstack([features(X_seen), proxy_rank[seen, None]])
         B = np.hstack([features(X_pool), proxy_rank[unseen, None]])
