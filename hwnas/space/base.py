@@ -69,6 +69,13 @@ class SearchSpace(ABC):
         raise NotImplementedError(f"space '{self.name}' has no op keys")
 
 
+def value_counts(Z: np.ndarray, n_values: int) -> np.ndarray:
+    """(rows, n_values): how many entries of each row of `Z` take each value 0..n_values-1 (e.g. how
+    many edges of a cell run each op, a feature latency roughly sums over)."""
+    Z = np.asarray(Z, dtype=np.int64)
+    return np.stack([(Z == v).sum(axis=1) for v in range(n_values)], axis=1)
+
+
 def register_space(name: str):
     """Decorator: register a space factory (`factory(**options) -> SearchSpace`) under `name`."""
     return SPACES.register(name)

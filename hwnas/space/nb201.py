@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from hwnas.errors import InputError
-from hwnas.space.base import Arch, OpKey, SearchSpace, register_space
+from hwnas.space.base import Arch, OpKey, SearchSpace, register_space, value_counts
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 # (to_node, from_node) of each edge, in arch_str order
@@ -182,7 +182,7 @@ class NB201Space(SearchSpace):
         genes alone sees two cells that differ in one edge as alike whichever ops they swap."""
         X = np.asarray(X, dtype=np.int64).reshape(-1, N_EDGES)
         live = live_genes(X)
-        counts = [np.stack([(Z == op).sum(axis=1) for op in range(len(OPS))], axis=1) for Z in (live, X)]
+        counts = [value_counts(Z, len(OPS)) for Z in (live, X)]
         upper = np.r_[np.full(N_EDGES, len(OPS) - 1), np.full(2 * len(OPS), N_EDGES)].astype(np.int64)
         return np.hstack([live, *counts]), upper
 

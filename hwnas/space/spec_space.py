@@ -21,7 +21,7 @@ import numpy as np
 from torch import nn
 
 from hwnas.errors import InputError
-from hwnas.space.base import Arch, OpKey, SearchSpace
+from hwnas.space.base import Arch, OpKey, SearchSpace, value_counts
 from hwnas.space.layers import (
     Cell,
     Classifier,
@@ -251,7 +251,7 @@ class SpecSpace(SearchSpace):
                               for g, (_, dst) in zip(genes, stage.edges, strict=True)]
             columns.append(np.where(built < 0, len(stage.ops), built))  # no 'none' choice: a value of its own
             upper += [len(stage.ops)] * len(idx)
-            columns.append(np.stack([(built == op).sum(axis=1) for op in range(len(stage.ops))], axis=1))
+            columns.append(value_counts(built, len(stage.ops)))
             upper += [len(idx)] * len(stage.ops)
         return np.hstack(columns), np.array(upper, dtype=np.int64)
 
