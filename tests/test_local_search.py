@@ -221,7 +221,8 @@ def test_hypervolume_gain_of_a_point_is_the_hypervolume_it_adds():
     assert (gain[-4:] == 0).all() and (gain > 0).sum() > 20
 
 
-def test_expected_gain_is_the_mean_gain_over_every_pair_of_quadrature_nodes():
+def test_expected_gain_is_the_mean_gain_over_every_pair_of_quadrature_nodes(monkeypatch):
+    import hwnas.search.strategies.pareto_local_search as pls
     from hwnas.search.strategies.pareto_local_search import _hypervolume_gain_2d
 
     rng = np.random.default_rng(5)
@@ -235,6 +236,25 @@ def test_expected_gain_is_the_mean_gain_over_every_pair_of_quadrature_nodes():
                        for j in range(7)] for i in range(7)]).mean(axis=(0, 1))
     np.testing.assert_allclose(expected, joint, atol=1e-12)
     assert (expected > 0).sum() > 10
+    # computed a few candidates at a time (bounded memory), the gains are the same
+    monkeypatch.setattr(pls, "_GAIN_CHUNK", 7 * 4 * (len(front) + 1))
+    np.testing.assert_allclose(_hypervolume_gain_2d(front, Q, ref), expected, atol=1e-12)
+
+
+def test_the_surrogate_sees_a_spaces_surrogate_genes():
+    from hwnas.search.strategies.pareto_local_search import _with_surrogate_genes
+    from hwnas.space import get_space
+
+    space = get_space("nb201")
+    rng = np.random.default_rng(0)
+    X = np.array([space.encode(space.sample(rng)) for _ in range(5)])
+    lo, hi = (np.asarray(b, dtype=np.int64) for b in space.bounds)
+    X_seen, X_pool, lo2, hi2 = _with_surrogate_genes(space, X[:3], X[3:], lo, hi)
+    S, upper = space.surrogate_genes(X)
+    np.testing.assert_array_equal(X_seen, np.hstack([X[:3], S[:3]]))
+    np.testing.assert_array_equal(X_pool, np.hstack([X[3:], S[3:]]))
+    np.testing.assert_array_equal(hi2, np.r_[hi, upper])
+    assert len(lo2) == len(hi2) and (lo2[len(lo):] == 0).all()
 
 
 def test_greedy_hypervolume_picks_the_best_gain_then_accounts_for_it():
