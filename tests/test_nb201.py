@@ -131,12 +131,27 @@ def test_surrogate_genes_add_op_counts_of_the_live_cell_and_of_the_whole_cell(sp
     X = np.array([space.encode(_cell(c)) for c in ("3p13--", "1-1s-1", "------")])
     S, upper = space.surrogate_genes(X)
     n_ops = len(OPS)
-    assert S.shape == (3, 6 + 2 * n_ops) and len(upper) == S.shape[1] and (S <= upper).all()
+    assert S.shape == (3, 6 + 2 * n_ops * 6) and len(upper) == S.shape[1] and (S <= upper).all()
     assert (S[:, :6] == space.structure_genes(X)[0]).all()
-    live_counts, all_counts = S[:, 6:6 + n_ops], S[:, 6 + n_ops:]
+    # counts come as thermometer codes: a code's ones are its count
+    codes = S[:, 6:].reshape(3, 2, n_ops, 6)
+    assert (np.diff(codes, axis=-1) <= 0).all()
+    live_counts, all_counts = codes.sum(axis=-1).transpose(1, 0, 2)
     assert (all_counts.sum(axis=1) == 6).all() and (live_counts.sum(axis=1) == 6).all()
     # "3p13--": one live 3x3 convolution; the whole cell runs two of them, a pool and a 1x1
     conv3, conv1, pool, none = (OPS.index(o) for o in ("nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3", "none"))
     assert live_counts[0, conv3] == 1 and live_counts[0, none] == 5
     assert all_counts[0, conv3] == 2 and all_counts[0, pool] == 1 and all_counts[0, conv1] == 1
     assert live_counts[2, none] == 6 and all_counts[2, none] == 6
+
+
+def test_count_codes_differ_by_as_much_as_the_counts_do():
+    from hwnas.space.base import count_codes, value_counts
+
+    Z = np.array([[3, 0, 0, 0], [3, 3, 0, 0], [3, 3, 3, 3]])
+    codes = count_codes(Z, 4)
+    assert codes.shape == (3, 4 * 4) and set(np.unique(codes)) <= {0, 1}
+    np.testing.assert_array_equal(codes.reshape(3, 4, 4).sum(axis=-1), value_counts(Z, 4))
+    hamming = lambda a, b: int((codes[a] != codes[b]).sum())  # noqa: E731
+    # one conv against two: 2 columns differ (a conv and a zero); one against four: 6
+    assert hamming(0, 1) == 2 and hamming(0, 2) == 6 and hamming(1, 2) == 4

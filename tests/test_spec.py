@@ -211,9 +211,9 @@ def test_surrogate_genes_of_a_cell_stage_are_its_built_edges_and_their_op_counts
     arch["c"] = [list(ops) if st.block == "cell" else [] for st in space.stages]
     S, upper = space.surrogate_genes(space.encode(arch)[None])
     n_ops, n_edges = len(stage.ops), len(stage.edges)
-    per_stage = n_edges + n_ops
+    per_stage = n_edges + n_ops * n_edges
     assert S.shape == (1, per_stage * len(space.cell_stages)) and (S <= upper).all()
-    built, counts = S[0, :n_edges], S[0, n_edges:per_stage]
+    built, counts = S[0, :n_edges], S[0, n_edges:per_stage].reshape(n_ops, n_edges).sum(axis=1)
     # the edges into node 2 (conv3x3 from 0, conv1x1 from 1) are not built; the others are
     assert [stage.ops[g] for g in built] == ["avgpool3x3", "none", "none", "skip", "skip", "none"]
     assert dict(zip(stage.ops, counts.tolist(), strict=True)) == {

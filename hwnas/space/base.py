@@ -76,6 +76,16 @@ def value_counts(Z: np.ndarray, n_values: int) -> np.ndarray:
     return np.stack([(Z == v).sum(axis=1) for v in range(n_values)], axis=1)
 
 
+def count_codes(Z: np.ndarray, n_values: int) -> np.ndarray:
+    """`value_counts` of the rows of `Z` as 0/1 features for a Hamming kernel: per value v, columns
+    "at least 1, 2, ..., Z.shape[1] entries are v" (a thermometer code). Two rows then differ in as
+    many columns as their counts differ, so 1 conv is nearer 2 convs than 6: a count is ordinal,
+    and as one category per count a Hamming kernel would see 1 and 2 as far apart as 1 and 6."""
+    counts = value_counts(Z, n_values)
+    steps = np.arange(1, np.asarray(Z).shape[1] + 1)
+    return (counts[:, :, None] >= steps).reshape(len(counts), -1).astype(np.int64)
+
+
 def register_space(name: str):
     """Decorator: register a space factory (`factory(**options) -> SearchSpace`) under `name`."""
     return SPACES.register(name)

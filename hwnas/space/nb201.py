@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from hwnas.errors import InputError
-from hwnas.space.base import Arch, OpKey, SearchSpace, register_space, value_counts
+from hwnas.space.base import Arch, OpKey, SearchSpace, count_codes, register_space
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 # (to_node, from_node) of each edge, in arch_str order
@@ -176,15 +176,16 @@ class NB201Space(SearchSpace):
     def surrogate_genes(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Integer features a surrogate model adds to the encodings, with their upper bounds:
         the cell without its dead edges (`structure_genes`: what accuracy depends on), then how
-        many of its edges run each op, counted over the live edges and over all of them. A
-        cell's latency is roughly a sum over the ops that run: all of them on a runtime that
-        runs dead edges, the live ones on one that prunes them. The Hamming kernel of the
-        genes alone sees two cells that differ in one edge as alike whichever ops they swap."""
+        many of its edges run each op, counted over the live edges and over all of them, as
+        `count_codes` (so that two cells differ by as much as their counts do). A cell's latency
+        is roughly a sum over the ops that run: all of them on a runtime that runs dead edges,
+        the live ones on one that prunes them. The Hamming kernel of the genes alone sees two
+        cells that differ in one edge as alike whichever ops they swap."""
         X = np.asarray(X, dtype=np.int64).reshape(-1, N_EDGES)
         live = live_genes(X)
-        counts = [value_counts(Z, len(OPS)) for Z in (live, X)]
-        upper = np.r_[np.full(N_EDGES, len(OPS) - 1), np.full(2 * len(OPS), N_EDGES)].astype(np.int64)
-        return np.hstack([live, *counts]), upper
+        codes = [count_codes(Z, len(OPS)) for Z in (live, X)]
+        upper = np.r_[np.full(N_EDGES, len(OPS) - 1), np.ones(sum(c.shape[1] for c in codes))].astype(np.int64)
+        return np.hstack([live, *codes]), upper
 
     def live_edges(self, arch: Arch) -> list[bool]:
         """Which edges the cell's output depends on (see `live_mask`)."""

@@ -21,7 +21,7 @@ import numpy as np
 from torch import nn
 
 from hwnas.errors import InputError
-from hwnas.space.base import Arch, OpKey, SearchSpace, value_counts
+from hwnas.space.base import Arch, OpKey, SearchSpace, count_codes
 from hwnas.space.layers import (
     Cell,
     Classifier,
@@ -251,8 +251,8 @@ class SpecSpace(SearchSpace):
                               for g, (_, dst) in zip(genes, stage.edges, strict=True)]
             columns.append(np.where(built < 0, len(stage.ops), built))  # no 'none' choice: a value of its own
             upper += [len(stage.ops)] * len(idx)
-            columns.append(value_counts(built, len(stage.ops)))
-            upper += [len(idx)] * len(stage.ops)
+            columns.append(count_codes(built, len(stage.ops)))
+            upper += [1] * (len(idx) * len(stage.ops))
         return np.hstack(columns), np.array(upper, dtype=np.int64)
 
     def encode(self, arch: Arch) -> np.ndarray:
