@@ -94,7 +94,8 @@ def test_finds_nearly_all_the_front_of_an_additive_nb201_problem():
     region = {tuple(F[i].round(9)) for i in front if np.all(F[i] < median)}
 
     def found(focus: bool) -> set:
-        result = search(space, metrics, ("accuracy", "latency_ms"), None, STRATEGY, evaluations=400, seed=1,
+        # one seed (0): over seeds 0-5 the whole front's 24 values are found 20-24 times
+        result = search(space, metrics, ("accuracy", "latency_ms"), None, STRATEGY, evaluations=400, seed=0,
                         strategy_options={"focus": focus}, progress=False)
         return {(round(-e["objectives"]["accuracy"], 9), round(e["objectives"]["latency_ms"], 9))
                 for e in result.pareto}
@@ -314,3 +315,34 @@ def test_the_gp_surrogate_is_the_default_and_ridge_still_runs():
     with pytest.raises(InputError, match="surrogate"):
         search(space, metrics, ("a", "b"), None, STRATEGY, maximize=(), evaluations=20,
                strategy_options={"surrogate": "forest"}, progress=False)
+
+
+def test_local_moves_take_a_members_neighbours_best_expected_gain_first():
+    from hwnas.search.problem import arch_key
+    from hwnas.search.strategies.base import get_strategy
+
+    space = get_space("nb201")
+    strategy = get_strategy(STRATEGY)
+    member = space.decode(np.array([3, 0, 0, 1, 0, 2]))
+    neighbours = space.neighbours(member)
+    keys = [arch_key(space, a) for a in neighbours]
+
+    class Problem:  # the evaluator knows nothing yet
+        class evaluator:  # noqa: N801
+            @staticmethod
+            def knows_key(key):
+                return False
+
+    Problem.space = space
+    strategy._archs, strategy._pending = [member], {}
+    # the surrogate scored three neighbours; the rest are unscored
+    strategy._gain = {keys[7]: 0.3, keys[2]: 0.1, keys[19]: 0.2}
+    rng = np.random.default_rng(0)
+    picked = [strategy._next_neighbour(Problem, rng, 0, set()) for _ in range(4)]
+    assert [arch_key(space, a) for a in picked[:3]] == [keys[7], keys[19], keys[2]]
+    # then the unscored ones, in the member's seeded random order; none twice
+    assert arch_key(space, picked[3]) not in {keys[7], keys[19], keys[2]}
+    assert len(strategy._pending[0]) == len(neighbours) - 4
+    # a neighbour already queued in this batch is skipped
+    strategy._gain = {keys[0]: 1.0, keys[1]: 0.5}
+    assert arch_key(space, strategy._next_neighbour(Problem, rng, 0, {keys[0]})) == keys[1]

@@ -19,7 +19,10 @@ three parts:
   predicted points alone (no uncertainty) instead;
 - local moves: the one-step neighbours (a space's `neighbours(arch)` where it has one, else
   mutants of one gene on average) of the non-dominated members, one per member per round,
-  from the sparsest part of the front first (extremes, then by crowding distance); a member
+  from the sparsest part of the front first (extremes, then by crowding distance); each
+  member's neighbours go best expected hypervolume gain first, as the generation's surrogate
+  scored them (unscored ones after, in a seeded random order), so a member's turn is not spent
+  on a neighbour the model expects nothing of while one it expects to add is left; a member
   whose neighbourhood is fully evaluated is done, and then the next rank is explored;
 - offspring: crossover and mutation of members picked by rank tournament, to jump basins.
 
@@ -155,7 +158,9 @@ class ParetoLocalSearch(Strategy):
         self._F = np.zeros((0, problem.n_obj))
         self._violation = np.zeros(0)
         self._done: set[int] = set()
-        self._pending: dict[int, list[Arch]] = {}
+        self._pending: dict[int, list[tuple[ArchKey, Arch]]] = {}
+        # the expected hypervolume gain the latest surrogate fit gave each candidate it scored
+        self._gain: dict[ArchKey, float] = {}
         self._reference: np.ndarray | None = None
 
         start = self._unseen_random(problem, rng, int(min(pop_size, evaluator.remaining)), set())
@@ -253,11 +258,14 @@ class ParetoLocalSearch(Strategy):
     def _next_neighbour(self, problem: ArchProblem, rng: np.random.Generator, member: int,
                         batch_keys: set[ArchKey]) -> Arch | None:
         if member not in self._pending:
-            self._pending[member] = self._neighbourhood(problem, rng, self._archs[member])
+            self._pending[member] = [(arch_key(problem.space, a), a)
+                                     for a in self._neighbourhood(problem, rng, self._archs[member])]
         pending = self._pending[member]
         while pending:
-            arch = pending.pop(0)
-            if self._is_new(problem, arch_key(problem.space, arch), batch_keys):
+            # the best expected gain first; unscored (0) and tied ones in their random order
+            j = max(range(len(pending)), key=lambda i: self._gain.get(pending[i][0], 0.0)) if self._gain else 0
+            key, arch = pending.pop(j)
+            if self._is_new(problem, key, batch_keys):
                 return arch
         return None
 
@@ -304,6 +312,7 @@ class ParetoLocalSearch(Strategy):
                          batch_keys: set[ArchKey]) -> list[Arch]:
         """Unseen candidates (neighbours and two-gene mutants of ranked members, random archs)
         that a ridge model of every objective, fit on the archive, predicts non-dominated."""
+        self._gain = {}
         if count <= 0 or len(self._archs) < 10:
             return []
         space = problem.space
@@ -356,8 +365,11 @@ class ParetoLocalSearch(Strategy):
                 keys, predicted = [k for k, ok in zip(keys, inside, strict=True) if ok], predicted[inside]
         known = self._F[feasible]
         chosen: list[int] = []
-        if self.selection() == "hypervolume" and known.shape[1] == 2 and len(known):
-            chosen = _greedy_hypervolume(known, predicted, reference, count, samples)
+        if known.shape[1] == 2 and len(known):
+            gains = expected_gains(known, predicted if samples is None else samples, reference)
+            self._gain = dict(zip(keys, gains.tolist(), strict=True))  # orders the local moves
+            if self.selection() == "hypervolume":
+                chosen = _greedy_hypervolume(known, predicted, reference, count, samples, gains)
         # the rest (or all, with selection "crowding"): the pool's members on the fronts of
         # archive plus predictions, front by front, sparsest first
         chosen = fill_by_fronts(known, predicted, chosen, count)
@@ -384,18 +396,34 @@ class ParetoLocalSearch(Strategy):
         return out
 
 
-def _greedy_hypervolume(known: np.ndarray, predicted: np.ndarray, reference: np.ndarray | None,
-                        count: int, samples: np.ndarray | None = None) -> list[int]:
-    """Up to `count` rows of `predicted` picked one at a time by the hypervolume their predicted
-    point adds to the front of `known` and of those already picked (two minimised objectives,
-    scaled by the archive's range, below `reference` or the archive's worst values); with
-    `samples` (nodes, rows, 2), each objective's posterior at equal-probability quantiles, by the
-    expected hypervolume it adds instead (`_hypervolume_gain_2d`). Stops when no prediction adds any."""
+def _scaled_front(known: np.ndarray, reference: np.ndarray | None):
+    """(lo, scale, reference, front): the archive's two minimised objectives scaled by its range, its
+    front, and the reference point (`reference`, else the archive's worst values) on that scale."""
     lo, hi = known.min(axis=0), known.max(axis=0)
     scale = np.where(hi > lo, hi - lo, 1.0)
     ref = ((reference if reference is not None else hi) - lo) / scale
     front = (known - lo) / scale
-    front = front[pareto_front(front)]
+    return lo, scale, ref, front[pareto_front(front)]
+
+
+def expected_gains(known: np.ndarray, points: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
+    """The hypervolume each of m candidates adds to the front of `known` (two minimised objectives,
+    scaled by the archive's range, below `reference` or the archive's worst values): `points` (m, 2)
+    their predicted points, or (nodes, m, 2) each objective's posterior at equal-probability
+    quantiles for the expected gain (`_hypervolume_gain_2d`)."""
+    lo, scale, ref, front = _scaled_front(known, reference)
+    return _hypervolume_gain_2d(front, (points - lo) / scale, ref)
+
+
+def _greedy_hypervolume(known: np.ndarray, predicted: np.ndarray, reference: np.ndarray | None,
+                        count: int, samples: np.ndarray | None = None,
+                        gains_now: np.ndarray | None = None) -> list[int]:
+    """Up to `count` rows of `predicted` picked one at a time by the hypervolume their predicted
+    point adds to the front of `known` and of those already picked (`expected_gains`); with
+    `samples` (nodes, rows, 2), each objective's posterior at equal-probability quantiles, by the
+    expected hypervolume it adds instead. `gains_now`: `expected_gains` against `known` alone, if
+    already computed. Stops when no prediction adds any."""
+    lo, scale, ref, front = _scaled_front(known, reference)
     P = (predicted - lo) / scale
     Q = P[None] if samples is None else (samples - lo) / scale  # (nodes, m, 2)
 
@@ -404,7 +432,7 @@ def _greedy_hypervolume(known: np.ndarray, predicted: np.ndarray, reference: np.
 
     # lazy greedy: a point's gain only shrinks as the front grows, so a stale gain is an upper
     # bound and only the candidate on top needs recomputing
-    bound = gains(np.arange(len(P)))
+    bound = np.array(gains_now, dtype=float) if gains_now is not None else gains(np.arange(len(P)))
     chosen: list[int] = []
     while len(chosen) < count:
         j = int(np.argmax(bound))
