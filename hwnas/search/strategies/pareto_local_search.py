@@ -310,8 +310,9 @@ class ParetoLocalSearch(Strategy):
 
     def _surrogate_picks(self, problem: ArchProblem, rng: np.random.Generator, count: int,
                          batch_keys: set[ArchKey]) -> list[Arch]:
-        """Unseen candidates (neighbours and two-gene mutants of ranked members, random archs)
-        that a ridge model of every objective, fit on the archive, predicts non-dominated."""
+        """Up to `count` unseen candidates (neighbours and two-gene mutants of ranked members, random
+        archs), by the hypervolume the surrogate (GP, or ridge) expects each to add, then predicted
+        non-dominated ones; records every candidate's expected gain in `_gain` for the local moves."""
         self._gain = {}
         if count <= 0 or len(self._archs) < 10:
             return []
