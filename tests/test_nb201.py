@@ -145,6 +145,22 @@ def test_surrogate_genes_add_op_counts_of_the_live_cell_and_of_the_whole_cell(sp
     assert live_counts[2, none] == 6 and all_counts[2, none] == 6
 
 
+def test_the_surrogate_view_of_what_a_cell_computes_ignores_its_dead_edges(space):
+    from hwnas.search.gp import surrogate_views
+    from hwnas.space.base import count_codes
+
+    # "3p13--" and "1s13--" differ in the dead edges 0 and 1 alone; "3p13-3" in a live one
+    X = np.array([space.encode(_cell(c)) for c in ("3p13--", "1s13--", "3p13-3")])
+    full = np.hstack([X, space.surrogate_genes(X)[0]])
+    (view,) = surrogate_views(space, full)
+    live = space.structure_genes(X)[0]
+    np.testing.assert_array_equal(full[:, view], np.hstack([live, count_codes(live, len(OPS))]))
+    assert (full[0, view] == full[1, view]).all() and (full[0] != full[1]).sum() >= 4
+    assert (full[0, view] != full[2, view]).any()
+    # rows without the surrogate columns get no view
+    assert surrogate_views(space, X) == []
+
+
 def test_count_codes_differ_by_as_much_as_the_counts_do():
     from hwnas.space.base import count_codes, value_counts
 

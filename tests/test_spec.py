@@ -218,8 +218,21 @@ def test_surrogate_genes_of_a_cell_stage_are_its_built_edges_and_their_op_counts
     assert [stage.ops[g] for g in built] == ["avgpool3x3", "none", "none", "skip", "skip", "none"]
     assert dict(zip(stage.ops, counts.tolist(), strict=True)) == {
         "none": 3, "skip": 2, "conv1x1": 0, "conv3x3": 0, "avgpool3x3": 1}
+    # the view of what the network computes: every gene but the raw edge ops, then the built edges;
+    # changing the op of an edge that is not built leaves it as it was
+    from hwnas.search.gp import surrogate_views
+
+    other = json.loads(json.dumps(arch))
+    other["c"] = [["avgpool3x3", "conv1x1", "skip", "skip", "skip", "none"] if st.block == "cell" else []
+                  for st in space.stages]
+    X = np.array([space.encode(a) for a in (arch, other)])
+    full = np.hstack([X, space.surrogate_genes(X)[0]])
+    (view,) = surrogate_views(space, full)
+    assert (full[0, view] == full[1, view]).all() and (full[0] != full[1]).any()
+    assert not set(view.tolist()) & {i for i, (group, _, _) in enumerate(space.genes) if group == "c"}
     # a space without cell stages has none, and a surrogate then uses the encoding alone
     chain = get_space("chain")
+    assert chain.surrogate_views() == []
     assert chain.surrogate_genes(np.zeros((1, len(chain.bounds[0])), dtype=np.int64)) is None
     assert surrogate_genes(chain, np.zeros((1, len(chain.bounds[0])), dtype=np.int64)) is None
     # the default strategy's surrogate runs on them

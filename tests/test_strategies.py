@@ -225,6 +225,23 @@ def test_bo_gp_interpolates_what_it_has_seen_and_is_unsure_far_from_it():
     assert abs(mean[5, 0] - scores.mean()) < 0.2  # far from the data: the prior mean
 
 
+def test_the_gp_fits_each_target_on_the_view_its_marginal_likelihood_prefers():
+    from hwnas.search.gp import HammingGP, mid_ranks
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 3, size=(120, 10))
+    own = (X[:, :3].sum(axis=1) % 3).astype(float)  # on the first three columns alone, not additively
+    every = (X == 2).sum(axis=1).astype(float)  # on all ten
+    X_new = rng.integers(0, 3, size=(200, 10))
+    gp = HammingGP(X, X_new, views=[np.arange(3)])
+    mean, _ = gp.posterior(mid_ranks(np.c_[own, every]))
+    assert [c[0] for c in gp.chosen] == [1, 0]  # the three columns for one, all for the other
+    # fit on the view it chose, the first target's predictions beat the same GP on all the columns
+    truth = X_new[:, :3].sum(axis=1) % 3
+    alone, _ = HammingGP(X, X_new).posterior(mid_ranks(own[:, None]))
+    assert np.corrcoef(mean[:, 0], truth)[0, 1] > 0.95 > 0.5 > np.corrcoef(alone[:, 0], truth)[0, 1]
+
+
 def test_bo_with_the_optuna_engine_runs_optunas_gp_sampler():
     pytest.importorskip("optuna", reason="Optuna (extra 'bo') is not installed")
     bo = toy(strategy="bo", evaluations=14, seed=0, strategy_options={"startup": 10, "engine": "optuna"})

@@ -4,7 +4,9 @@ The kernel is the exponential kernel of the Hamming distance between two integer
 (how many genes differ; with a space's `surrogate_genes`, e.g. a cell without its dead
 edges and how many edges run each op, those count too): k(a, b) = exp(-d(a, b) / ell). Its
 length scale and noise are the ones of a small grid that maximise each target's marginal
-likelihood. Targets are best given as normal scores of ranks (`normal_scores`): a few very
+likelihood; so is the subset of columns the distance counts, where a space offers alternatives
+(`surrogate_views`: on NAS-Bench-201 accuracy chooses the columns that say what the cell computes,
+latency all of them). Targets are best given as normal scores of ranks (`normal_scores`): a few very
 poor architectures then do not dominate the fit.
 """
 
@@ -41,13 +43,26 @@ def surrogate_genes(space, X: np.ndarray) -> tuple[np.ndarray, np.ndarray] | Non
     return None
 
 
+def surrogate_views(space, X: np.ndarray) -> list[np.ndarray]:
+    """The space's `surrogate_views` (column subsets of [encoding, surrogate_genes] a surrogate may fit
+    an objective on instead of all columns) where the rows `X` carry those columns, else none."""
+    if not hasattr(space, "surrogate_views"):
+        return []
+    views = [np.asarray(v, dtype=np.int64) for v in space.surrogate_views()]
+    return [v for v in views if len(v) and v.max() < X.shape[1]]
+
+
 class HammingGP:
     """A GP with the exponential Hamming kernel exp(-d / ell) between integer encodings, fitted
-    to standardised targets (one GP per column, sharing the kernel's grid search)."""
+    to standardised targets (one GP per column, sharing the kernel's grid search). `views`: column
+    subsets the distance may count instead of all columns, chosen per target like ell and the
+    noise; `chosen` holds each target's (view, ell, noise) after `posterior` (view 0: all columns)."""
 
-    def __init__(self, X: np.ndarray, X_new: np.ndarray):
-        self.d = _hamming(X, X)
-        self.d_new = _hamming(X_new, X)
+    def __init__(self, X: np.ndarray, X_new: np.ndarray, views: list[np.ndarray] | None = None):
+        # one distance per view: all columns, then each alternative subset of columns
+        subsets = [np.arange(X.shape[1])] + [np.asarray(v) for v in (views or [])]
+        self.d = [_hamming(X[:, v], X[:, v]) for v in subsets]
+        self.d_new = [_hamming(X_new[:, v], X[:, v]) for v in subsets]
 
     def posterior(self, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mean, standard deviation) of a new observation at each new encoding, per column of
@@ -67,22 +82,25 @@ class HammingGP:
         n = len(T)
         sub = np.unique(np.linspace(0, n - 1, min(n, _MAX_GRID_POINTS)).astype(np.int64))
         best: list = [None] * T.shape[1]
-        for ell in _LENGTH_SCALES:
-            for noise in _NOISES:
-                fit = _fit(self.d[np.ix_(sub, sub)], T[sub], ell, noise)
-                if fit is None:
-                    continue
-                L, alpha = fit
-                evidence = -0.5 * (T[sub] * alpha).sum(axis=0) - np.log(np.diag(L)).sum()
-                for c in range(T.shape[1]):
-                    if best[c] is None or evidence[c] > best[c][0]:
-                        best[c] = (evidence[c], ell, noise)
+        for view, d in enumerate(self.d):
+            for ell in _LENGTH_SCALES:
+                for noise in _NOISES:
+                    fit = _fit(d[np.ix_(sub, sub)], T[sub], ell, noise)
+                    if fit is None:
+                        continue
+                    L, alpha = fit
+                    evidence = -0.5 * (T[sub] * alpha).sum(axis=0) - np.log(np.diag(L)).sum()
+                    for c in range(T.shape[1]):
+                        if best[c] is None or evidence[c] > best[c][0]:
+                            best[c] = (evidence[c], view, ell, noise)
+        self.chosen = [b[1:] if b is not None else None for b in best]
         means, stds = [], []
         for c in range(T.shape[1]):
-            _, ell, noise = best[c] if best[c] is not None else (0.0, _LENGTH_SCALES[-1], _NOISES[-1])
-            fit = _fit(self.d, T[:, c:c + 1], ell, noise) or _fit(self.d, T[:, c:c + 1], ell, 1.0)
+            _, view, ell, noise = best[c] if best[c] is not None else (0.0, 0, _LENGTH_SCALES[-1], _NOISES[-1])
+            d = self.d[view]
+            fit = _fit(d, T[:, c:c + 1], ell, noise) or _fit(d, T[:, c:c + 1], ell, 1.0)
             L, alpha = fit
-            k = np.exp(-self.d_new / ell)
+            k = np.exp(-self.d_new[view] / ell)
             v = solve_triangular(L, k.T, lower=True)
             means.append(mu[c] + sd[c] * (k @ alpha[:, 0]))
             stds.append(sd[c] * np.sqrt(np.clip(1.0 + noise - (v ** 2).sum(axis=0), 1e-12, None)))

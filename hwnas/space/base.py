@@ -8,7 +8,10 @@ Optional methods a space may add, which search strategies use where present:
 - `structure_genes(X)`: (features, upper bounds) of rows of encodings saying what they compute,
   equal for encodings of the same function (e.g. a cell without its dead edges);
 - `surrogate_genes(X)`: (features, upper bounds) that surrogate models add to the encodings
-  (else `structure_genes`), e.g. how many of each op a cell runs, which latency roughly sums over.
+  (else `structure_genes`), e.g. how many of each op a cell runs, which latency roughly sums over;
+- `surrogate_views()`: subsets of the columns of [encoding, surrogate_genes] that a surrogate may
+  fit an objective on instead of all of them (chosen per objective by marginal likelihood), e.g.
+  the columns that say what the network computes, which its accuracy depends on alone.
 """
 
 from __future__ import annotations

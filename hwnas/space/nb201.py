@@ -187,6 +187,13 @@ class NB201Space(SearchSpace):
         upper = np.r_[np.full(N_EDGES, len(OPS) - 1), np.ones(sum(c.shape[1] for c in codes))].astype(np.int64)
         return np.hstack([live, *codes]), upper
 
+    def surrogate_views(self) -> list[np.ndarray]:
+        """The columns of [genes, `surrogate_genes`] that say what a cell computes: the cell without
+        its dead edges and its live op counts. Accuracy depends on them alone; fit on all the
+        columns, its model would see two cells differing only in a dead edge as less alike (by up
+        to 11 columns) than they are. Latency may not (a runtime may run dead edges)."""
+        return [np.arange(N_EDGES, 2 * N_EDGES + N_EDGES * len(OPS))]
+
     def live_edges(self, arch: Arch) -> list[bool]:
         """Which edges the cell's output depends on (see `live_mask`)."""
         return [bool(v) for v in live_mask(self.encode(arch))[0]]

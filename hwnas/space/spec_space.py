@@ -255,6 +255,16 @@ class SpecSpace(SearchSpace):
             upper += [1] * (len(idx) * len(stage.ops))
         return np.hstack(columns), np.array(upper, dtype=np.int64)
 
+    def surrogate_views(self) -> list[np.ndarray]:
+        """With cell stages, the columns of [genes, `surrogate_genes`] that say what the network
+        computes: every gene but the cells' raw edge ops, then the cells' built edges and their op
+        counts (accuracy depends on them alone; latency may not, a runtime may run dead edges)."""
+        if not self.cell_stages:
+            return []
+        n_extra = sum(len(self.stages[s].edges) * (1 + len(self.stages[s].ops)) for s in self.cell_stages)
+        own = [i for i, (group, _, _) in enumerate(self.genes) if group != "c"]
+        return [np.r_[own, len(self.genes) + np.arange(n_extra)].astype(np.int64)]
+
     def encode(self, arch: Arch) -> np.ndarray:
         """One gene per choice: [r, d per stage, w per stage, k per slot, e per slot, cell edge ops]."""
         self._check_keys(arch)

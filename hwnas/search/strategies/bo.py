@@ -32,7 +32,7 @@ import numpy as np
 from scipy.special import ndtr as _normal_cdf
 
 from hwnas.errors import InputError
-from hwnas.search.gp import HammingGP, encodings, normal_scores, score_of
+from hwnas.search.gp import HammingGP, encodings, normal_scores, score_of, surrogate_views
 from hwnas.search.indicators import pareto_front
 from hwnas.search.optuna_study import constraint_options, import_optuna, run_study
 from hwnas.search.problem import ArchKey, ArchProblem, arch_key
@@ -123,7 +123,7 @@ class BayesianOptimisation(Strategy):
             return _unseen(space, rng, [space.sample(rng) for _ in range(_MAX_DRAWS)], seen, problem.evaluator,
                            count)
         X_seen, X_pool = encodings(space, archs), encodings(space, pool)
-        gp = HammingGP(X_seen, X_pool)
+        gp = HammingGP(X_seen, X_pool, surrogate_views(space, X_seen))
         targets = np.hstack([F, G])
         mean, std = gp.posterior(normal_scores(targets))
         # objectives: posterior draws mapped back to values through the evaluated values' quantiles

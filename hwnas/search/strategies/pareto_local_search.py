@@ -6,7 +6,9 @@ three parts:
 - surrogate picks: a Gaussian process per objective (`hwnas.search.gp`: the exponential
   kernel of the Hamming distance between encodings, extended by a space's surrogate
   features, `surrogate_genes`, e.g. a cell without its dead edges and how many edges run
-  each op; fit on the ranks of the values evaluated so far, tied values sharing one) scores
+  each op; each objective may count a subset of those columns instead, `surrogate_views`, if its
+  marginal likelihood prefers it: accuracy what the cell computes; fit on the ranks of the values
+  evaluated so far, tied values sharing one) scores
   a pool of unseen candidates (neighbours and two-gene mutants of the best ranks, random
   archs); with two objectives the candidate expected to add the most hypervolume to the
   archive's front (its expected gain under the two posteriors, exact up to a 128-node
@@ -51,7 +53,7 @@ import numpy as np
 from scipy.special import ndtri as _normal_ppf
 
 from hwnas.errors import InputError
-from hwnas.search.gp import HammingGP, mid_ranks, surrogate_genes
+from hwnas.search.gp import HammingGP, mid_ranks, surrogate_genes, surrogate_views
 from hwnas.search.indicators import pareto_front
 from hwnas.search.problem import ArchKey, ArchProblem, arch_key
 from hwnas.search.strategies.base import SearchBudget, Strategy, register_strategy
@@ -349,7 +351,8 @@ class ParetoLocalSearch(Strategy):
 
         samples = None
         if self.surrogate() == "gp":
-            predicted_ranks, rank_std = HammingGP(X_seen, X_pool).posterior(ranks)
+            gp = HammingGP(X_seen, X_pool, surrogate_views(space, X_seen))
+            predicted_ranks, rank_std = gp.posterior(ranks)
             z = _normal_ppf((np.arange(_QUADRATURE_NODES) + 0.5) / _QUADRATURE_NODES)[:, None, None]
             samples = to_values(predicted_ranks[None] + z * rank_std[None])  # (nodes, pool, objectives)
         else:
