@@ -221,3 +221,39 @@ def bench(benchmark: str, csv_path: str | Path, accuracy: str, latency: str, eva
             out[f"{key}_std"] = float(values.std(ddof=1))
             out[f"{key}_per_seed"] = [int(v) if key == "evaluations" else float(v) for v in values]
     return out
+
+
+def surrogate_fit(table: TabularBenchmark, n_train: int = 300, draws: int = 4, views: bool = True) -> dict:
+    """How well the default's GP surrogate (`hwnas.search.gp`, on mid-ranks, with the space's surrogate
+    genes) ranks cells it was not fit to, where a search needs it: fit on `n_train` cells, half drawn
+    at random and half from the scored region (cells that beat the median in both objectives), then
+    the Spearman correlation of its predictions with the truth on the region's other cells, per
+    objective, mean over `draws` draws; with `views`, also how often each objective chose each of the
+    space's `surrogate_views` (0: all columns)."""
+    from scipy.stats import spearmanr
+
+    from hwnas.search.gp import HammingGP, mid_ranks, surrogate_genes, surrogate_views
+
+    X = np.array([np.frombuffer(k, dtype=np.int64) for k in table.keys])
+    extra = surrogate_genes(table.space, X)
+    if extra is not None:
+        X = np.hstack([X, extra[0]])
+    Y = np.stack([table.accuracy, table.latency], axis=1)
+    region = np.flatnonzero(np.all(table.minimised() < table.reference(), axis=1))
+    if not 2 <= n_train <= len(X) - 2 or len(region) < n_train // 2 + 2:
+        raise InputError(f"needs 2 <= n_train <= {len(region) * 2 - 4} for this table, got {n_train}",
+                         field="n_train")
+    rho: list[list[float]] = [[], []]
+    chosen: list[list[int]] = [[], []]
+    for draw in range(draws):
+        rng = np.random.default_rng(draw)
+        train = np.unique(np.r_[rng.choice(len(X), n_train - n_train // 2, replace=False),
+                                rng.choice(region, n_train // 2, replace=False)])
+        test = np.setdiff1d(region, train)
+        gp = HammingGP(X[train], X[test], surrogate_views(table.space, X) if views else None)
+        mean, _ = gp.posterior(mid_ranks(Y[train]))
+        for k in range(2):
+            rho[k].append(float(spearmanr(mean[:, k], Y[test, k]).statistic))
+            chosen[k].append(int(gp.chosen[k][0]))
+    return {name: {"spearman": float(np.mean(rho[k])), "spearman_per_draw": rho[k], "view_per_draw": chosen[k]}
+            for k, name in enumerate(("accuracy", "latency"))}
