@@ -1,4 +1,5 @@
-"""`tools/bench_strategies.py`: synthetic latency columns and merging saved runs."""
+"""Synthetic latency columns (`hwnas.search.tabular.synthetic_csv`) and `tools/bench_strategies.py`'s merging
+of saved runs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from hwnas.search.tabular import SYNTHETIC, synthetic_csv
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
@@ -27,14 +30,14 @@ def _write(path: Path, rows: list[tuple[str, float]]) -> None:
             w.writerow([i, arch, 50.0, lat])
 
 
-def test_synthetic_columns_round_prune_and_perturb(tool, tmp_path):
+def test_synthetic_columns_round_prune_and_perturb(tmp_path):
     rows = [("|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|", 7.4),  # output sees no input
             ("|none~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|none~2|", 17.2),
             ("|skip_connect~0|+|nor_conv_1x1~0|avg_pool_3x3~1|+|none~0|none~1|nor_conv_3x3~2|", 12.6),
             ("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|", 30.1)]
     src, out = tmp_path / "t.csv", tmp_path / "s.csv"
     _write(src, rows)
-    added = tool.synthetic_csv(str(src), ["lat_ms_dev"], list(tool.SYNTHETIC), out)
+    added = synthetic_csv(src, ["lat_ms_dev"], list(SYNTHETIC), out)
     assert added == ["lat_ms_dev_wholems", "lat_ms_dev_stairs", "lat_ms_dev_interaction"]
     with out.open() as f:
         got = list(csv.DictReader(f))
@@ -45,7 +48,7 @@ def test_synthetic_columns_round_prune_and_perturb(tool, tmp_path):
     inter = np.array([float(r["lat_ms_dev_interaction"]) for r in got])
     assert not np.allclose(inter, lat) and (inter >= lat.min()).all()
     assert np.abs(inter - lat).max() <= 0.2 * lat.std() * 3  # a standardised term, a fifth of the spread
-    tool.synthetic_csv(str(src), ["lat_ms_dev"], ["interaction"], tmp_path / "again.csv")
+    synthetic_csv(src, ["lat_ms_dev"], ["interaction"], tmp_path / "again.csv")
     with (tmp_path / "again.csv").open() as f:
         assert [r["lat_ms_dev_interaction"] for r in csv.DictReader(f)] == [r["lat_ms_dev_interaction"] for r in got]
 

@@ -27,61 +27,11 @@ from bench_nb201 import ACCURACY, DEFAULT_CSV, latency_columns
 
 from hwnas.latency.fingerprint import cpu_model
 from hwnas.search.strategies import DEFAULT_STRATEGY, strategy_names
-from hwnas.search.tabular import bench
+from hwnas.search.tabular import SYNTHETIC, bench, synthetic_csv
 
 # strategies that search one objective under a limit (scored by a sweep of limits) are left
 # out by default; `bo` too, as it costs minutes per search (run it with --algo bo)
 DEFAULT_ALGOS = [DEFAULT_STRATEGY, "nsga2", "random", "grid", "tpe", "rl", "morphism", "zero-cost"]
-
-
-# synthetic latency columns made from a shipped one (`--synthetic`), each a way runtimes differ
-SYNTHETIC = ("wholems", "stairs", "interaction")
-
-
-def synthetic_csv(src: str, columns: list[str], kinds: list[str], out: Path) -> list[str]:
-    """Write `src` with, for each latency column and kind, a transformed copy `COLUMN_KIND`:
-
-    - wholems: rounded to whole milliseconds (a timer of 1 ms resolution: many ties);
-    - stairs: cells whose output does not depend on the input (no input->output path of
-      non-'none' edges) cost 0.1 % of their latency, as on runtimes that prune them (a long
-      stair of near-zero-latency cells, accuracy 10 % / 1 %);
-    - interaction: plus a pseudo-random term for every pair of edges and their two ops (a
-      fixed draw per (edge, op, edge, op), seed 0), scaled to a fifth of the column's standard
-      deviation: latency that is not a smooth function of the cell.
-
-    Returns the new columns' names."""
-    import csv
-
-    from hwnas.space.nb201 import N_EDGES, OPS, from_arch_str, live_mask
-
-    with open(src, newline="") as f:
-        reader = csv.DictReader(f)
-        fields, rows = list(reader.fieldnames or []), list(reader)
-    X = np.array([[OPS.index(op) for op in from_arch_str(r["arch_str"])["edges"]] for r in rows])
-    dead = ~live_mask(X).any(axis=1)
-    pairs = [(i, j) for i in range(N_EDGES) for j in range(i + 1, N_EDGES)]
-    draws = np.random.default_rng(0).random((len(pairs), len(OPS), len(OPS)))
-    interaction = sum(draws[k, X[:, i], X[:, j]] for k, (i, j) in enumerate(pairs))
-    interaction = (interaction - interaction.mean()) / interaction.std()
-    added = []
-    for column in columns:
-        lat = np.array([float(r[column]) for r in rows])
-        for kind in kinds:
-            if kind == "wholems":
-                new = np.round(lat)
-            elif kind == "stairs":
-                new = np.where(dead, lat * 1e-3, lat)
-            else:
-                new = np.clip(lat + 0.2 * lat.std() * interaction, lat.min(), None)
-            name = f"{column}_{kind}"
-            for r, v in zip(rows, new, strict=True):
-                r[name] = f"{v:.6g}"
-            added.append(name)
-    with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields + added)
-        writer.writeheader()
-        writer.writerows(rows)
-    return added
 
 
 def merge_results(saved: list[dict[str, list[dict]]], accuracies: list[str], latencies: list[str]) -> dict:
