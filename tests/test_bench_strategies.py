@@ -62,3 +62,19 @@ def test_merging_saved_runs_replaces_pairs_and_keeps_the_table_order(tool):
     merged = tool.merge_results([first, second], ["x"], ["l1", "l2"])
     assert [(r["latency"], r["hv_ratio"]) for r in merged["a"]] == [("l1", 0.2), ("l2", 0.9)]
     assert merged["b"] == [row("x", "l1", 0.5)]
+
+
+def test_synthetic_columns_refuse_a_missing_column_and_an_existing_output(tmp_path):
+    from hwnas.errors import InputError
+
+    src, out = tmp_path / "t.csv", tmp_path / "s.csv"
+    _write(src, [("|none~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|none~2|", 17.2)])
+    with pytest.raises(InputError, match="no column 'lat_ms_other'") as info:
+        synthetic_csv(src, ["lat_ms_other"], ["wholems"], out)
+    assert info.value.field == "lat_ms_other" and not out.exists()
+    out.write_text("kept\n")
+    with pytest.raises(InputError, match="already exists"):
+        synthetic_csv(src, ["lat_ms_dev"], ["wholems"], out)
+    assert out.read_text() == "kept\n"
+    with pytest.raises(InputError, match="unknown kind"):
+        synthetic_csv(src, ["lat_ms_dev"], ["fuzzy"], tmp_path / "new.csv")

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from bench_nb201 import ACCURACY, DEFAULT_CSV, latency_columns
 
+from hwnas.errors import InputError
 from hwnas.latency.fingerprint import cpu_model
 from hwnas.search.strategies import DEFAULT_STRATEGY, strategy_names
 from hwnas.search.tabular import SYNTHETIC, bench, synthetic_csv
@@ -158,4 +159,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except InputError as exc:  # a bad column or file: one line, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -17,6 +17,7 @@ import sys
 import numpy as np
 from bench_nb201 import ACCURACY, DEFAULT_CSV, latency_columns
 
+from hwnas.errors import InputError
 from hwnas.search.tabular import load_table, surrogate_fit
 
 
@@ -55,4 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except InputError as exc:  # a bad column or file: one line, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -27,8 +27,12 @@ _MAX_GRID_POINTS = 400
 
 
 def encodings(space, archs: list[Arch]) -> np.ndarray:
-    """Encodings of `archs`, extended by the space's surrogate features (`surrogate_genes`)."""
-    X = np.array([space.encode(a) for a in archs], dtype=np.int64)
+    """Encodings of `archs`, extended by the space's surrogate features (`extended`)."""
+    return extended(space, np.array([space.encode(a) for a in archs], dtype=np.int64))
+
+
+def extended(space, X: np.ndarray) -> np.ndarray:
+    """Rows of encodings `X` followed by the space's surrogate features (`surrogate_genes`), if any."""
     extra = surrogate_genes(space, X)
     return X if extra is None else np.hstack([X, extra[0]])
 

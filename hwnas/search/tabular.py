@@ -232,12 +232,9 @@ def surrogate_fit(table: TabularBenchmark, n_train: int = 300, draws: int = 4, v
     space's `surrogate_views` (0: all columns)."""
     from scipy.stats import spearmanr
 
-    from hwnas.search.gp import HammingGP, mid_ranks, surrogate_genes, surrogate_views
+    from hwnas.search.gp import HammingGP, extended, mid_ranks, surrogate_views
 
-    X = np.array([np.frombuffer(k, dtype=np.int64) for k in table.keys])
-    extra = surrogate_genes(table.space, X)
-    if extra is not None:
-        X = np.hstack([X, extra[0]])
+    X = extended(table.space, np.array([np.frombuffer(k, dtype=np.int64) for k in table.keys]))
     Y = np.stack([table.accuracy, table.latency], axis=1)
     region = np.flatnonzero(np.all(table.minimised() < table.reference(), axis=1))
     if not 2 <= n_train <= len(X) - 2 or len(region) < n_train // 2 + 2:
@@ -277,9 +274,20 @@ def synthetic_csv(src: str | Path, columns: list[str], kinds: list[str], out: st
     Returns the new columns' names."""
     from hwnas.space.nb201 import N_EDGES, OPS, from_arch_str, live_mask
 
-    with open(src, newline="") as f:
+    src, out = Path(src), Path(out)
+    if not src.is_file():
+        raise InputError("CSV file not found", path=str(src))
+    if out.exists():
+        raise InputError("already exists; give a new path (nothing is replaced)", path=str(out))
+    with src.open(newline="") as f:
         reader = csv.DictReader(f)
         fields, rows = list(reader.fieldnames or []), list(reader)
+    for name in ["arch_str", *columns]:
+        if name not in fields:
+            raise InputError(f"no column '{name}'; available columns: {', '.join(fields)}", path=str(src), field=name)
+    unknown = sorted(set(kinds) - set(SYNTHETIC))
+    if unknown:
+        raise InputError(f"unknown kind(s) {', '.join(unknown)}; expected {', '.join(SYNTHETIC)}", field="kinds")
     X = np.array([[OPS.index(op) for op in from_arch_str(r["arch_str"])["edges"]] for r in rows])
     dead = ~live_mask(X).any(axis=1)
     pairs = [(i, j) for i in range(N_EDGES) for j in range(i + 1, N_EDGES)]
